@@ -1,0 +1,1 @@
+"""Orchestrator Flows: the core layer (flow engine, session store, A2A client, HTTP API)."""

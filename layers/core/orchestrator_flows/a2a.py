@@ -1,0 +1,332 @@
+"""The A2A client: one JSON-RPC `SendMessage` per step over a shared, pooled httpx client.
+
+Speaks A2A 1.0 by default and 0.3 (`message/send`) where the flow pins it or the agent card
+advertises only 0.3. Every failure becomes an `AgentFailure` with a machine code; the engine turns
+it into a recorded error step, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from orchestrator_flows.flow import Agent
+
+MAX_BODY_BYTES = 1 << 20
+CARD_PATH = "/.well-known/agent-card.json"
+OK_STATES = frozenset({"completed"})
+WAITING_STATES = frozenset({"input-required", "auth-required"})
+FAILED_STATES = {"failed": "agent_task_failed", "rejected": "agent_task_rejected",
+                 "canceled": "agent_task_canceled", "cancelled": "agent_task_canceled"}
+
+
+class AgentFailure(Exception):
+    """An agent call that produced no usable answer; `code` says which way it failed."""
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.detail}
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """An agent's answer reduced to what the orchestrator needs (DESIGN §6)."""
+
+    text: str
+    data: dict[str, Any]
+    state: str  # completed | input-required | auth-required
+    task_id: str | None
+    context_id: str | None
+    a2a_version: str
+
+    @property
+    def completed(self) -> bool:
+        return self.state in OK_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "data": self.data,
+            "state": self.state,
+            "task_id": self.task_id,
+            "context_id": self.context_id,
+        }
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    agent: Agent
+    text: str
+    metadata: dict[str, Any]
+    context_id: str
+    task_id: str | None = None
+    a2a_version: str | None = None  # pinned by an open task; else flow file, then agent card
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class A2AClient:
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_connections: int = 100,
+    ) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.max_body_bytes = max_body_bytes
+        self._transport = transport
+        self._max_connections = max_connections
+        self._http: httpx.AsyncClient | None = None
+        self._versions: dict[str, asyncio.Future[str]] = {}
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        # Built on first use, on the loop that uses it: built at import time or in a Mangum
+        # lifespan it would be bound to a dead loop or rebuilt on every invocation.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self.timeout_seconds, connect=min(3.0, self.timeout_seconds)),
+                limits=httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                ),
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def send(self, request: AgentRequest) -> AgentReply:
+        """Send one message; raises AgentFailure for every way the agent can fail."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                version = request.a2a_version or await self.protocol_version(request.agent)
+                return await self._send(request, version)
+        except TimeoutError as exc:
+            raise AgentFailure(
+                "agent_timeout",
+                f"agent {request.agent.name} did not answer within {self.timeout_seconds:g} s",
+            ) from exc
+
+    async def protocol_version(self, agent: Agent) -> str:
+        """The flow file's pin, else what the agent card advertises (fetched once per origin)."""
+        if agent.a2a_version is not None:
+            return agent.a2a_version
+        parts = urlsplit(agent.url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        future = self._versions.get(origin)
+        if future is None:
+            future = asyncio.get_running_loop().create_task(self._version_from_card(origin))
+            self._versions[origin] = future
+        return await asyncio.shield(future)
+
+    async def _version_from_card(self, origin: str) -> str:
+        try:
+            response = await self.http.get(
+                origin + CARD_PATH, timeout=min(2.0, self.timeout_seconds)
+            )
+            if response.status_code != 200 or len(response.content) > self.max_body_bytes:
+                return "1.0"
+            return version_from_card(response.json())
+        except (httpx.HTTPError, ValueError):
+            return "1.0"
+
+    async def _send(self, request: AgentRequest, version: str) -> AgentReply:
+        rpc_id = str(uuid.uuid4())
+        body = json.dumps(
+            _rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        headers = {"content-type": "application/json", "a2a-version": version}
+        name = request.agent.name
+        try:
+            async with self.http.stream(
+                "POST", request.agent.url, content=body, headers=headers
+            ) as response:
+                if response.status_code >= 400:
+                    raise AgentFailure(
+                        "agent_http_error",
+                        f"agent {name} answered HTTP {response.status_code}",
+                        http_status=response.status_code,
+                    )
+                raw = await self._read_capped(response, name)
+        except httpx.TimeoutException as exc:
+            raise AgentFailure("agent_timeout", f"agent {name} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise AgentFailure(
+                "agent_unreachable", f"agent {name} could not be reached: {type(exc).__name__}"
+            ) from exc
+        return reduce_response(raw, rpc_id, version, name)
+
+    async def _read_capped(self, response: httpx.Response, name: str) -> bytes:
+        declared = response.headers.get("content-length")
+        too_large = AgentFailure(
+            "agent_response_too_large",
+            f"agent {name} answered more than {self.max_body_bytes} bytes",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise too_large
+        buffer = bytearray()
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            if len(buffer) > self.max_body_bytes:
+                raise too_large
+        return bytes(buffer)
+
+
+def _rpc_body(request: AgentRequest, version: str, rpc_id: str) -> dict[str, Any]:
+    if version == "0.3":
+        message: dict[str, Any] = {
+            "kind": "message",
+            "role": "user",
+            "messageId": request.message_id,
+            "contextId": request.context_id,
+            "parts": [{"kind": "text", "text": request.text}],
+            "metadata": request.metadata,
+        }
+        method = "message/send"
+    else:
+        message = {
+            "role": "ROLE_USER",
+            "messageId": request.message_id,
+            "contextId": request.context_id,
+            "parts": [{"text": request.text}],
+            "metadata": request.metadata,
+        }
+        method = "SendMessage"
+    if request.task_id is not None:
+        message["taskId"] = request.task_id
+    return {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": {"message": message}}
+
+
+def version_from_card(card: Any) -> str:
+    """"0.3" only when the card advertises 0.3 interfaces and nothing newer; else "1.0"."""
+    if not isinstance(card, dict):
+        return "1.0"
+    versions = {str(card["protocolVersion"])} if "protocolVersion" in card else set()
+    interfaces = card.get("supportedInterfaces")
+    if isinstance(interfaces, list):
+        versions |= {
+            str(i["protocolVersion"])
+            for i in interfaces
+            if isinstance(i, dict) and "protocolVersion" in i
+        }
+    if versions and all(v == "0.3" or v.startswith("0.3.") for v in versions):
+        return "0.3"
+    return "1.0"
+
+
+def _normalise_state(state: str) -> str:
+    """`TASK_STATE_INPUT_REQUIRED` (1.0) and `input-required` (0.3) both become `input-required`."""
+    return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+
+def _collect(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
+    if not isinstance(parts, list):
+        return
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif "data" in part:
+            value = part["data"]
+            if isinstance(value, dict):
+                data.update(value)
+            else:
+                data.setdefault("values", []).append(value)
+
+
+def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentReply:
+    """Reduce a JSON-RPC answer to text, data, state and task ids, or raise AgentFailure."""
+
+    def malformed(why: str) -> AgentFailure:
+        return AgentFailure("agent_bad_response", f"agent {name} sent a malformed answer: {why}")
+
+    try:
+        envelope = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise malformed("not JSON") from None
+    if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
+        raise malformed("not a JSON-RPC 2.0 response")
+    if "error" in envelope:
+        error = envelope["error"] if isinstance(envelope["error"], dict) else {}
+        raise AgentFailure(
+            "agent_rpc_error",
+            f"agent {name} answered JSON-RPC error {error.get('code')}: "
+            f"{str(error.get('message', ''))[:200]}",
+            rpc_code=error.get("code"),
+        )
+    if envelope.get("id") != rpc_id:
+        raise malformed("response id does not match the request")
+    result = envelope.get("result")
+    if not isinstance(result, dict):
+        raise malformed("no result object")
+
+    if isinstance(result.get("task"), dict):
+        task: dict[str, Any] | None = result["task"]
+    elif isinstance(result.get("message"), dict):
+        task, result = None, result["message"]
+    elif result.get("kind") == "task":
+        task = result
+    elif result.get("kind") == "message":
+        task = None
+    else:
+        raise malformed("result is neither a task nor a message")
+
+    texts: list[str] = []
+    data: dict[str, Any] = {}
+    if task is None:
+        if not isinstance(result.get("parts"), list):
+            raise malformed("message without parts")
+        _collect(result["parts"], texts, data)
+        context_id = result.get("contextId")
+        return AgentReply(
+            "\n".join(texts), data, "completed", result.get("taskId"),
+            context_id if isinstance(context_id, str) else None, version,
+        )
+
+    status = task.get("status")
+    if not isinstance(task.get("id"), str) or not isinstance(status, dict):
+        raise malformed("task without id or status")
+    if not isinstance(status.get("state"), str):
+        raise malformed("task status without state")
+    state = _normalise_state(status["state"])
+    message = status.get("message")
+    if isinstance(message, dict):
+        _collect(message.get("parts"), texts, data)
+    for artifact in task.get("artifacts") or []:
+        if isinstance(artifact, dict):
+            _collect(artifact.get("parts"), texts, data)
+    text = "\n".join(texts)
+    if state in FAILED_STATES:
+        raise AgentFailure(
+            FAILED_STATES[state], f"agent {name} ended the task as {state}: {text[:200]}",
+            task_id=task["id"], task_state=state,
+        )
+    if state not in OK_STATES and state not in WAITING_STATES:
+        raise AgentFailure(
+            "agent_task_unfinished",
+            f"agent {name} returned the task in state {state!r}, not finished nor waiting",
+            task_id=task["id"], task_state=state,
+        )
+    context_id = task.get("contextId")
+    return AgentReply(
+        text, data, state, task["id"], context_id if isinstance(context_id, str) else None,
+        version,
+    )

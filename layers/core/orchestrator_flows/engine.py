@@ -1,0 +1,220 @@
+"""One turn of a call: claim the session, check the intent against the stage, call the agent,
+record the step and advance the stage when the agent completed its work (DESIGN §3, §9)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
+from orchestrator_flows.errors import AccountMismatch, ClaimLost, SessionComplete, StoreUnavailable
+from orchestrator_flows.flow import Flow, Route
+from orchestrator_flows.session import Session, TaskRef, utc_now
+from orchestrator_flows.store import Claim, SessionStore
+
+logger = logging.getLogger(__name__)
+
+# Failures after which an open agent task may still be alive and worth continuing.
+_TRANSIENT = frozenset({"agent_timeout", "agent_unreachable"})
+
+
+class AgentCaller(Protocol):
+    async def send(self, request: AgentRequest) -> AgentReply: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    call_identify_id: str
+    account_id: str
+    eci: str
+    input_message: str
+    intent: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # success | input_required | error
+    response: dict[str, Any]
+    reply: AgentReply | None
+    failure: AgentFailure | None
+    version: str | None
+
+
+class Orchestrator:
+    def __init__(self, flow: Flow, store: SessionStore, agents: AgentCaller) -> None:
+        self.flow = flow
+        self.store = store
+        self.agents = agents
+
+    async def handle_turn(self, turn: Turn) -> dict[str, Any]:
+        claim = await self.store.claim(turn.call_identify_id)
+        try:
+            session, route = self._admit(turn, claim)
+            outcome = await self._call_agent(turn, session, route)
+        except BaseException:
+            # Refused, cancelled or a bug: nothing is written and the call is not left stuck.
+            await self._release_quietly(claim)
+            raise
+        return await self._record(turn, claim, session, route, outcome)
+
+    async def _release_quietly(self, claim: Claim) -> None:
+        # A release that fails must not hide the turn's own answer (a 4xx, say); the claim then
+        # lapses with its lease.
+        try:
+            await self.store.release(claim)
+        except StoreUnavailable:
+            logger.warning("could not release claim on %s; it lapses with its lease",
+                           claim.call_identify_id)
+
+    def _admit(self, turn: Turn, claim: Claim) -> tuple[Session, Route]:
+        session = claim.session
+        if session is None:
+            session = Session(
+                call_identify_id=turn.call_identify_id,
+                account_id=turn.account_id,
+                eci=turn.eci,
+                context_id=f"ctx-{uuid.uuid4()}",
+                current_flow_id=self.flow.first_stage_id,
+            )
+        elif session.account_id != turn.account_id:
+            raise AccountMismatch(
+                f"call {turn.call_identify_id} belongs to another account",
+            )
+        elif session.is_complete:
+            raise SessionComplete(f"call {turn.call_identify_id} is already complete")
+        return session, self.flow.route(turn.intent, session.current_flow_id)
+
+    async def _call_agent(self, turn: Turn, session: Session, route: Route) -> _Outcome:
+        agent, stage = route.agent, route.stage
+        open_task = session.open_tasks.get(agent.name)
+        if open_task is not None and open_task.stage_id != stage.id:
+            open_task = None
+        request = AgentRequest(
+            agent=agent,
+            text=turn.input_message,
+            metadata={
+                "call_identify_id": turn.call_identify_id,
+                "account_id": session.account_id,
+                "eci": turn.eci,
+                "intent": turn.intent,
+                "intent_flow_id": stage.id,
+                "flow_label": stage.name,
+            },
+            context_id=open_task.context_id if open_task else session.context_id,
+            task_id=open_task.task_id if open_task else None,
+            a2a_version=open_task.a2a_version if open_task else None,
+        )
+        started = time.perf_counter()
+        try:
+            reply = await self.agents.send(request)
+        except AgentFailure as failure:
+            response = _response(agent.name, None, failure, started)
+            return _Outcome("error", response, None, failure, request.a2a_version)
+        status = "success" if reply.completed else "input_required"
+        return _Outcome(
+            status, _response(agent.name, reply, None, started), reply, None, reply.a2a_version
+        )
+
+    async def _record(
+        self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
+    ) -> dict[str, Any]:
+        stage, agent = route.stage, route.agent
+        before = session.current_flow_id
+        self._apply(session, route, outcome)
+        now = utc_now()
+        session.step_count += 1
+        session.updated_at = now
+        step = {
+            "step_number": session.step_count,
+            "intent_flow_id": stage.id,
+            "intent": turn.intent,
+            "input_message": turn.input_message,
+            "agent": agent.name,
+            "a2a_agent_url": agent.url,
+            "a2a_version": outcome.version,
+            "response_status": outcome.status,
+            "response_data": outcome.response,
+            "timestamp": now,
+        }
+        try:
+            trail = await self.store.commit(claim, session, step)
+        except ClaimLost as lost:
+            return {
+                "call_identify_id": turn.call_identify_id,
+                "intent_flow_id": stage.id,
+                "intent": turn.intent,
+                "status": "error",
+                "response": {
+                    **outcome.response,
+                    "error": {"code": lost.code, "message": str(lost)},
+                },
+                "next_flow_id": before,
+                "is_complete": False,
+                "session_summary": None,
+            }
+        return {
+            "call_identify_id": turn.call_identify_id,
+            "intent_flow_id": stage.id,
+            "intent": turn.intent,
+            "status": outcome.status,
+            "response": outcome.response,
+            "next_flow_id": None if session.is_complete else session.current_flow_id,
+            "is_complete": session.is_complete,
+            "session_summary": session.to_public(trail) if trail is not None else None,
+        }
+
+    def _apply(self, session: Session, route: Route, outcome: _Outcome) -> None:
+        """The flow rules: what a turn's outcome does to the session."""
+        agent, stage = route.agent, route.stage
+        if outcome.reply is not None and outcome.reply.state != "completed":
+            if outcome.reply.task_id is not None:
+                session.open_tasks[agent.name] = TaskRef(
+                    task_id=outcome.reply.task_id,
+                    context_id=outcome.reply.context_id or session.context_id,
+                    a2a_version=outcome.reply.a2a_version,
+                    stage_id=stage.id,
+                )
+            return
+        if outcome.failure is not None:
+            if outcome.failure.code not in _TRANSIENT:
+                session.open_tasks.pop(agent.name, None)
+            return
+        session.open_tasks.pop(agent.name, None)
+        if route.is_fallback:
+            return
+        session.completed_flows.append(stage.id)
+        if stage.id == self.flow.last_stage_id:
+            session.is_complete = True
+        else:
+            session.current_flow_id = stage.id + 1
+        # Tasks left open at a finished stage can never be continued.
+        session.open_tasks = {
+            name: ref
+            for name, ref in session.open_tasks.items()
+            if ref.stage_id >= session.current_flow_id and not session.is_complete
+        }
+
+
+def _response(
+    agent: str, reply: AgentReply | None, failure: AgentFailure | None, started: float
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "agent": agent,
+        "text": "",
+        "data": {},
+        "state": None,
+        "task_id": None,
+        "context_id": None,
+        "error": None,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    if reply is not None:
+        body.update(reply.to_json())
+    if failure is not None:
+        body["error"] = failure.to_json()
+        body["task_id"] = failure.detail.get("task_id")
+        body["state"] = failure.detail.get("task_state")
+    return body

@@ -1,0 +1,81 @@
+"""The domain's exception tree; `api.py` maps it to HTTP status codes and error codes, once.
+
+OrchestratorError
+├── RequestRefused            the caller's turn is refused; nothing was recorded
+│   ├── InvalidRequest            422 invalid_request
+│   ├── PayloadTooLarge           413 payload_too_large
+│   ├── IntentNotAllowed          409 intent_not_allowed
+│   ├── SessionComplete           409 session_complete
+│   ├── StepInProgress            409 step_in_progress (+ Retry-After)
+│   ├── AccountMismatch           403 account_mismatch
+│   └── SessionNotFound           404 session_not_found
+├── StoreUnavailable          503 store_unavailable
+└── FlowConfigError           a flow file that must not start the service
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Base of every error the orchestrator raises on purpose."""
+
+
+class RequestRefused(OrchestratorError):
+    """A turn or request refused before anything was written."""
+
+    code = "refused"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(RequestRefused):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(RequestRefused):
+    code = "payload_too_large"
+
+
+class IntentNotAllowed(RequestRefused):
+    code = "intent_not_allowed"
+
+
+class SessionComplete(RequestRefused):
+    code = "session_complete"
+
+
+class StepInProgress(RequestRefused):
+    code = "step_in_progress"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class AccountMismatch(RequestRefused):
+    code = "account_mismatch"
+
+
+class SessionNotFound(RequestRefused):
+    code = "session_not_found"
+
+
+class StoreUnavailable(OrchestratorError):
+    """The session store could not be reached or did not answer in time."""
+
+    code = "store_unavailable"
+
+
+class FlowConfigError(OrchestratorError):
+    """A flow file is invalid; the message names the file, the line and the problem."""
+
+
+class ClaimLost(OrchestratorError):
+    """The per-call claim expired before the commit; the turn's writes were refused."""
+
+    code = "claim_lost"

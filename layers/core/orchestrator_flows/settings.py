@@ -1,0 +1,97 @@
+"""Runtime settings, parsed once from the environment (DESIGN §4) into a typed model.
+
+The core never reads `os.environ` itself: entry points call `Settings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator_flows.errors import FlowConfigError
+from orchestrator_flows.flow import Flow, default_flow, load_flow
+
+AGENT_URL_PREFIX = "AGENT_URL_"
+
+
+class SettingsError(ValueError):
+    """The environment cannot configure the orchestrator; the message names the variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str | None = None
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
+    orchestrator_config: Path | None = None
+    agent_urls: dict[str, str] = Field(default_factory=dict)
+    session_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    agent_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    # Short socket timeouts keep a dead Redis a fast 503 instead of a hang.
+    redis_socket_timeout_seconds: float = Field(default=0.75, gt=0, le=10)
+    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_ca_certs: Path | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def claim_lease_seconds(self) -> float:
+        """How long a claim outlives a crashed turn: the agent deadline plus a margin for Redis."""
+        return self.agent_timeout_seconds + 5.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, require_redis: bool = False
+    ) -> Settings:
+        env = os.environ if env is None else env
+        names = {
+            "redis_url": "REDIS_URL",
+            "redis_mode": "REDIS_MODE",
+            "orchestrator_config": "ORCHESTRATOR_CONFIG",
+            "session_ttl_seconds": "SESSION_TTL_SECONDS",
+            "agent_timeout_seconds": "AGENT_TIMEOUT_SECONDS",
+            "redis_socket_timeout_seconds": "REDIS_SOCKET_TIMEOUT_SECONDS",
+            "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
+            "redis_max_connections": "REDIS_MAX_CONNECTIONS",
+            "redis_ca_certs": "REDIS_CA_CERTS",
+        }
+        values: dict[str, object] = {
+            field: env[var] for field, var in names.items() if env.get(var, "") != ""
+        }
+        values["agent_urls"] = {
+            key[len(AGENT_URL_PREFIX) :].lower(): url
+            for key, url in env.items()
+            if key.startswith(AGENT_URL_PREFIX) and url
+        }
+        if require_redis and "redis_url" not in values:
+            raise SettingsError(
+                "REDIS_URL is not set: in Lambda the session store must be Redis "
+                "(e.g. rediss://<cache-endpoint>:6379); the embedded store is for local runs only"
+            )
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            var = names.get(field, field.upper())
+            raise SettingsError(f"{var}: {first['msg']}") from None
+
+    def load_flow(self) -> Flow:
+        """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides."""
+        flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
+        if self.agent_urls:
+            flow = flow.with_agent_urls(self.agent_urls)
+        return flow
+
+
+__all__ = ["FlowConfigError", "Settings", "SettingsError"]

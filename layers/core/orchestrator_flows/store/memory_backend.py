@@ -1,0 +1,106 @@
+"""The embedded backend for local runs without Redis: the same five primitives, in process.
+
+Each primitive runs without awaiting, so on one event loop it is as atomic as a Lua script.
+Expiry follows Redis: a key past its deadline is gone when next touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from orchestrator_flows.store import CallKeys, ClaimResult
+
+
+@dataclass
+class _Entry:
+    value: str | dict[str, str] | list[str]
+    expires_at: float | None = None
+
+
+@dataclass
+class MemoryBackend:
+    name: str = "embedded"
+    _data: dict[str, _Entry] = field(default_factory=dict)
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _get(self, key: str) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= self._now():
+            del self._data[key]
+            return None
+        return entry
+
+    def _hash(self, key: str) -> dict[str, str]:
+        entry = self._get(key)
+        return dict(entry.value) if entry is not None and isinstance(entry.value, dict) else {}
+
+    def _list(self, key: str) -> list[str]:
+        entry = self._get(key)
+        return list(entry.value) if entry is not None and isinstance(entry.value, list) else []
+
+    def pttl_ms(self, key: str) -> int:
+        """-2 when missing, -1 without expiry, like Redis PTTL."""
+        entry = self._get(key)
+        if entry is None:
+            return -2
+        if entry.expires_at is None:
+            return -1
+        return max(0, int((entry.expires_at - self._now()) * 1000))
+
+    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+        if self._get(keys.claim) is not None:
+            return ClaimResult(False, {}, self.pttl_ms(keys.claim))
+        self._data[keys.claim] = _Entry(token, self._now() + lease_ms / 1000)
+        return ClaimResult(True, self._hash(keys.state), 0)
+
+    async def commit(
+        self,
+        keys: CallKeys,
+        token: str,
+        ttl_seconds: int,
+        step: str,
+        state: dict[str, str],
+        return_steps: bool,
+    ) -> list[str] | None:
+        holder = self._get(keys.claim)
+        if holder is None or holder.value != token:
+            return None
+        expires_at = self._now() + ttl_seconds
+        steps = self._get(keys.steps)
+        if steps is not None and isinstance(steps.value, list):
+            steps.value.append(step)
+            steps.expires_at = expires_at
+        else:
+            self._data[keys.steps] = _Entry([step], expires_at)
+        self._data[keys.state] = _Entry({**self._hash(keys.state), **state}, expires_at)
+        del self._data[keys.claim]
+        return self._list(keys.steps) if return_steps else []
+
+    async def release(self, keys: CallKeys, token: str) -> None:
+        holder = self._get(keys.claim)
+        if holder is not None and holder.value == token:
+            del self._data[keys.claim]
+
+    async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
+        state = self._hash(keys.state)
+        return state, self._list(keys.steps) if with_steps and state else []
+
+    async def delete(self, keys: CallKeys) -> bool:
+        existed = self._get(keys.state) is not None
+        for key in (keys.state, keys.steps, keys.claim):
+            self._data.pop(key, None)
+        return existed
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    def keys_of(self, call_identify_id: str) -> list[str]:
+        """Live keys of one call (what a SCAN over Redis would find), for tests."""
+        tag = CallKeys.of(call_identify_id).state.rsplit(":", 1)[0]
+        return [k for k in list(self._data) if k.startswith(tag) and self._get(k) is not None]

@@ -1,0 +1,191 @@
+"""The Redis backend: each store primitive is one Lua script, so one round trip, atomic, and
+valid on Redis Cluster / ElastiCache Serverless (every key is named in KEYS and shares a slot).
+
+Lua rather than MULTI/EXEC: the claim must decide (SET NX) and read in the same round trip, and
+the commit must check the fencing token before writing; a transaction cannot branch on a read
+without WATCH, which costs extra round trips, and redis-py's cluster pipelines run queued
+commands one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.store import CallKeys, ClaimResult
+
+T = TypeVar("T")
+
+CLAIM = """
+-- KEYS[1] claim key, KEYS[2] state hash
+-- ARGV[1] claim token, ARGV[2] lease in milliseconds
+-- -> {1, HGETALL state} when taken, {0, PTTL of the holder's claim} when busy
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('HGETALL', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+COMMIT = """
+-- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list
+-- ARGV[1] claim token, ARGV[2] session TTL in seconds, ARGV[3] step JSON,
+-- ARGV[4] '1' to return the whole trail, ARGV[5..] state field, value, field, value ...
+-- -> {0} when the token no longer holds the claim (nothing written), else {1[, steps]}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0}
+end
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('DEL', KEYS[1])
+if ARGV[4] == '1' then
+  return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
+end
+return {1}
+"""
+
+RELEASE = """
+-- KEYS[1] claim key; ARGV[1] claim token. Drops the claim only if this token still holds it.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+READ = """
+-- KEYS[1] state hash, KEYS[2] steps list; ARGV[1] '1' to include the trail
+-- -> {HGETALL state, steps or {}}
+local state = redis.call('HGETALL', KEYS[1])
+if ARGV[1] == '1' and #state > 0 then
+  return {state, redis.call('LRANGE', KEYS[2], 0, -1)}
+end
+return {state, {}}
+"""
+
+DELETE = """
+-- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key -> 1 if the session existed
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return existed
+"""
+
+# Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
+_UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisBackend:
+    def __init__(self, client: Redis | RedisCluster, deadline_seconds: float) -> None:
+        self.client = client
+        self.name = "redis-cluster" if isinstance(client, RedisCluster) else "redis"
+        self.deadline_seconds = deadline_seconds
+        self._claim = client.register_script(CLAIM)
+        self._commit = client.register_script(COMMIT)
+        self._release = client.register_script(RELEASE)
+        self._read = client.register_script(READ)
+        self._delete = client.register_script(DELETE)
+
+    async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                return await call()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+        reply: list[Any] = await self._run(
+            "claim", lambda: self._claim(keys=[keys.claim, keys.state], args=[token, lease_ms])
+        )
+        if reply[0] == 1:
+            return ClaimResult(True, _pairs(reply[1]), 0)
+        return ClaimResult(False, {}, int(reply[1]))
+
+    async def commit(
+        self,
+        keys: CallKeys,
+        token: str,
+        ttl_seconds: int,
+        step: str,
+        state: dict[str, str],
+        return_steps: bool,
+    ) -> list[str] | None:
+        args: list[str | int] = [token, ttl_seconds, step, "1" if return_steps else "0"]
+        for field, value in state.items():
+            args += [field, value]
+        reply: list[Any] = await self._run(
+            "commit",
+            lambda: self._commit(keys=[keys.claim, keys.state, keys.steps], args=args),
+        )
+        if reply[0] != 1:
+            return None
+        return list(reply[1]) if len(reply) > 1 else []
+
+    async def release(self, keys: CallKeys, token: str) -> None:
+        await self._run("release", lambda: self._release(keys=[keys.claim], args=[token]))
+
+    async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
+        reply: list[Any] = await self._run(
+            "read",
+            lambda: self._read(keys=[keys.state, keys.steps], args=["1" if with_steps else "0"]),
+        )
+        return _pairs(reply[0]), list(reply[1])
+
+    async def delete(self, keys: CallKeys) -> bool:
+        existed: int = await self._run(
+            "delete", lambda: self._delete(keys=[keys.state, keys.steps, keys.claim])
+        )
+        return existed == 1
+
+    async def ping(self) -> None:
+        await self._run("ping", self.client.ping)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def connect(
+    url: str,
+    mode: Literal["standalone", "cluster"],
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+    max_connections: int,
+    ca_certs: str | None = None,
+) -> RedisBackend:
+    """Build the client lazily (no I/O here): connections open on first use, on the running loop.
+
+    No automatic retries: a retried commit whose first try did run would be misreported as a
+    lost claim, and a dead Redis must answer 503 within the deadline, not after backoffs.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "max_connections": max_connections,
+        "health_check_interval": 30,
+    }
+    if ca_certs:
+        options["ssl_ca_certs"] = ca_certs
+    client: Redis | RedisCluster
+    if mode == "cluster":
+        options.pop("health_check_interval")
+        client = RedisCluster.from_url(url, **options)
+    else:
+        client = Redis.from_url(url, **options)
+    # A store call may need a connect plus a reply; past that it is unavailable, not slow.
+    return RedisBackend(client, deadline_seconds=min(1.9, connect_timeout + 2 * socket_timeout))

@@ -1,0 +1,316 @@
+"""The flow rules of DESIGN §3 and §9, one behaviour per test, over the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from orchestrator_flows.a2a import AgentFailure, AgentReply
+from orchestrator_flows.engine import Orchestrator
+from orchestrator_flows.errors import (
+    AccountMismatch,
+    IntentNotAllowed,
+    SessionComplete,
+    StepInProgress,
+)
+from orchestrator_flows.flow import Agent
+from orchestrator_flows.store import CallKeys
+from orchestrator_flows.store.memory_backend import MemoryBackend
+from tests.support.scripted import (
+    STAGE_INTENTS,
+    ScriptedAgents,
+    completed,
+    input_required,
+    turn,
+)
+
+
+async def steps_of(orchestrator: Orchestrator, call: str = "CALL-1") -> list[dict[str, object]]:
+    found = await orchestrator.store.get(call)
+    return found[1] if found else []
+
+
+async def advance_to(orchestrator: Orchestrator, stage: int, call: str = "CALL-1") -> None:
+    for intent in STAGE_INTENTS[: stage - 1]:
+        await orchestrator.handle_turn(turn(intent, call))
+
+
+async def test_first_turn_creates_the_session_at_stage_one(orchestrator: Orchestrator) -> None:
+    result = await orchestrator.handle_turn(turn("greeting"))
+    session, steps = await orchestrator.store.get("CALL-1") or (None, [])
+    assert session is not None
+    assert (session.account_id, session.eci, session.completed_flows) == ("ACC-1", "ECI-1", [1])
+    assert result["intent_flow_id"] == 1
+    assert len(steps) == 1
+
+
+async def test_completed_task_advances_exactly_one_stage(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", completed())
+    result = await orchestrator.handle_turn(turn("greeting"))
+    assert (result["status"], result["next_flow_id"], result["is_complete"]) == (
+        "success", 2, False,
+    )
+
+
+async def test_plain_message_reply_completes_the_stage(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", completed(task_id=None))
+    result = await orchestrator.handle_turn(turn("greeting"))
+    assert result["next_flow_id"] == 2
+
+
+async def test_input_required_keeps_the_stage(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    agents.then("auth", input_required("auth-task"))
+    result = await orchestrator.handle_turn(turn("verify_identity"))
+    assert (result["status"], result["intent_flow_id"], result["next_flow_id"]) == (
+        "input_required", 2, 2,
+    )
+
+
+async def test_next_turn_continues_the_same_task_and_context(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    agents.then("auth", input_required("auth-task", context_id="agent-ctx"), completed())
+    await orchestrator.handle_turn(turn("verify_identity"))
+    result = await orchestrator.handle_turn(turn("otp_verify", text="123456"))
+    first, second = agents.to("auth")
+    assert first.task_id is None
+    assert (second.task_id, second.context_id) == ("auth-task", "agent-ctx")
+    assert result["next_flow_id"] == 3
+
+
+async def test_continuation_keeps_the_protocol_version_of_its_task(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    agents.then("auth", input_required("auth-task", version="0.3"), completed())
+    await orchestrator.handle_turn(turn("verify_identity"))
+    # Configuration changes in between: the agent is now pinned to 1.0.
+    flow = orchestrator.flow
+    orchestrator.flow = replace(
+        flow, agents={**flow.agents, "auth": Agent("auth", flow.agents["auth"].url, "1.0")}
+    )
+    await orchestrator.handle_turn(turn("otp_verify"))
+    assert agents.to("auth")[1].a2a_version == "0.3"
+
+
+async def test_a_new_task_lets_the_client_choose_the_version(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await orchestrator.handle_turn(turn("greeting"))
+    assert agents.to("greeting")[0].a2a_version is None
+
+
+@pytest.mark.parametrize(
+    "code", ["agent_timeout", "agent_unreachable", "agent_http_error", "agent_rpc_error",
+             "agent_bad_response", "agent_task_failed", "agent_task_rejected"],
+)
+async def test_agent_failure_records_an_error_step_and_keeps_the_stage(
+    orchestrator: Orchestrator, agents: ScriptedAgents, code: str
+) -> None:
+    agents.then("greeting", AgentFailure(code, "it broke"))
+    result = await orchestrator.handle_turn(turn("greeting"))
+    steps = await steps_of(orchestrator)
+    assert result["status"] == "error"
+    assert result["response"]["error"]["code"] == code
+    assert result["next_flow_id"] == 1
+    assert [s["response_status"] for s in steps] == ["error"]
+
+
+async def test_failed_task_is_not_continued(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    agents.then(
+        "auth", input_required("auth-task"), AgentFailure("agent_task_failed", "no"), completed()
+    )
+    for intent in ("verify_identity", "otp_verify", "otp_verify"):
+        await orchestrator.handle_turn(turn(intent))
+    assert [r.task_id for r in agents.to("auth")] == [None, "auth-task", None]
+
+
+async def test_timed_out_task_is_continued_on_retry(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    agents.then(
+        "auth", input_required("auth-task"), AgentFailure("agent_timeout", "slow"), completed()
+    )
+    for intent in ("verify_identity", "otp_verify", "otp_verify"):
+        await orchestrator.handle_turn(turn(intent))
+    assert [r.task_id for r in agents.to("auth")] == [None, "auth-task", "auth-task"]
+
+
+async def test_unknown_intent_goes_to_fallback_and_never_advances(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    result = await orchestrator.handle_turn(turn("tell_me_a_joke"))
+    assert agents.requests[-1].agent.name == "fallback"
+    assert (result["status"], result["intent_flow_id"], result["next_flow_id"]) == (
+        "success", 2, 2,
+    )
+    session, _ = await orchestrator.store.get("CALL-1") or (None, [])
+    assert session is not None and session.current_flow_id == 2
+
+
+async def test_unknown_intent_on_a_new_call_cannot_skip_greeting(
+    orchestrator: Orchestrator,
+) -> None:
+    result = await orchestrator.handle_turn(turn("something_else"))
+    assert result["next_flow_id"] == 1
+
+
+async def test_intent_of_another_stage_is_refused_and_nothing_recorded(
+    orchestrator: Orchestrator, agents: ScriptedAgents, backend: MemoryBackend
+) -> None:
+    await orchestrator.handle_turn(turn("greeting"))
+    with pytest.raises(IntentNotAllowed) as refused:
+        await orchestrator.handle_turn(turn("refund_request"))
+    assert refused.value.details == {
+        "current_flow_id": 2,
+        "allowed_intents": ["authenticate", "otp_verify", "verify_identity"],
+    }
+    assert len(await steps_of(orchestrator)) == 1
+    assert [r.agent.name for r in agents.requests] == ["greeting"]
+    assert backend.pttl_ms(CallKeys.of("CALL-1").claim) == -2  # the claim was released
+
+
+async def test_refused_first_turn_leaves_no_key(
+    orchestrator: Orchestrator, backend: MemoryBackend
+) -> None:
+    with pytest.raises(IntentNotAllowed):
+        await orchestrator.handle_turn(turn("end_call", call="NEW"))
+    assert backend.keys_of("NEW") == []
+
+
+async def test_completing_the_last_stage_completes_the_call(orchestrator: Orchestrator) -> None:
+    await advance_to(orchestrator, 5)
+    result = await orchestrator.handle_turn(turn("end_call"))
+    assert (result["is_complete"], result["next_flow_id"]) == (True, None)
+    summary = result["session_summary"]
+    assert summary["is_complete"] is True
+    assert summary["completed_flows"] == [1, 2, 3, 4, 5]
+    assert [s["intent"] for s in summary["steps"]] == list(STAGE_INTENTS)
+
+
+async def test_summary_is_null_before_completion(orchestrator: Orchestrator) -> None:
+    result = await orchestrator.handle_turn(turn("greeting"))
+    assert result["session_summary"] is None
+
+
+async def test_turn_after_completion_is_refused(orchestrator: Orchestrator) -> None:
+    await advance_to(orchestrator, 6)
+    with pytest.raises(SessionComplete):
+        await orchestrator.handle_turn(turn("feedback"))
+    assert len(await steps_of(orchestrator)) == 5
+
+
+async def test_other_account_is_refused_and_nothing_recorded(
+    orchestrator: Orchestrator,
+) -> None:
+    await orchestrator.handle_turn(turn("greeting"))
+    with pytest.raises(AccountMismatch):
+        await orchestrator.handle_turn(turn("verify_identity", account="ACC-OTHER"))
+    assert len(await steps_of(orchestrator)) == 1
+
+
+async def test_second_step_while_one_is_in_flight_is_refused_with_retry_after(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", 0.2)
+    first = asyncio.create_task(orchestrator.handle_turn(turn("greeting")))
+    await asyncio.sleep(0.05)
+    with pytest.raises(StepInProgress) as busy:
+        await orchestrator.handle_turn(turn("greeting"))
+    await first
+    assert busy.value.retry_after_seconds >= 1
+    assert len(await steps_of(orchestrator)) == 1
+
+
+async def test_every_step_is_in_the_trail_in_order_exactly_once(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", AgentFailure("agent_timeout", "slow"))
+    intents = ["greeting", "greeting", "chitchat", "verify_identity", "refund_request"]
+    for intent in intents:
+        await orchestrator.handle_turn(turn(intent))
+    steps = await steps_of(orchestrator)
+    assert [s["intent"] for s in steps] == intents
+    assert [s["step_number"] for s in steps] == [1, 2, 3, 4, 5]
+
+
+async def test_agents_receive_the_call_context_in_metadata(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 2)
+    await orchestrator.handle_turn(turn("verify_identity", text="it's me"))
+    request = agents.requests[-1]
+    assert request.text == "it's me"
+    assert request.metadata == {
+        "call_identify_id": "CALL-1", "account_id": "ACC-1", "eci": "ECI-1",
+        "intent": "verify_identity", "intent_flow_id": 2, "flow_label": "AUTHENTICATION",
+    }
+
+
+async def test_context_id_is_stable_for_the_whole_call(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    await advance_to(orchestrator, 6)
+    contexts = {r.context_id for r in agents.requests}
+    assert len(contexts) == 1
+    await orchestrator.handle_turn(turn("greeting", call="CALL-2"))
+    assert agents.requests[-1].context_id not in contexts
+
+
+async def test_commit_after_the_claim_expired_is_refused_and_writes_nothing(
+    orchestrator: Orchestrator, agents: ScriptedAgents, backend: MemoryBackend
+) -> None:
+    await orchestrator.handle_turn(turn("greeting"))
+    orchestrator.store.lease_ms = 50
+    agents.then("auth", 0.3)
+    slow = asyncio.create_task(orchestrator.handle_turn(turn("verify_identity")))
+    await asyncio.sleep(0.15)  # the slow turn's claim has lapsed; another turn runs meanwhile
+    orchestrator.store.lease_ms = 20_000
+    quick = await orchestrator.handle_turn(turn("authenticate"))
+    late = await slow
+    steps = await steps_of(orchestrator)
+    assert quick["status"] == "success"
+    assert (late["status"], late["response"]["error"]["code"]) == ("error", "claim_lost")
+    assert [s["intent"] for s in steps] == ["greeting", "authenticate"]
+
+
+async def test_cancelled_turn_releases_the_claim(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", 5.0)
+    task = asyncio.create_task(orchestrator.handle_turn(turn("greeting")))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    result = await orchestrator.handle_turn(turn("greeting"))
+    assert result["status"] == "success"
+    assert len(await steps_of(orchestrator)) == 1
+
+
+async def test_step_records_agent_url_status_and_timestamp(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", AgentReply("hello", {"k": 1}, "completed", "t", "c", "1.0"))
+    await orchestrator.handle_turn(turn("greeting", text="hey"))
+    (step,) = await steps_of(orchestrator)
+    assert step["a2a_agent_url"] == orchestrator.flow.agents["greeting"].url
+    assert step["input_message"] == "hey"
+    assert step["response_status"] == "success"
+    assert step["response_data"]["data"] == {"k": 1}
+    assert str(step["timestamp"]).endswith("Z")
