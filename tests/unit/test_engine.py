@@ -160,7 +160,8 @@ async def test_unknown_intent_goes_to_fallback_and_never_advances(
         "success", 2, 2,
     )
     session, _ = await orchestrator.store.get("CALL-1") or (None, [])
-    assert session is not None and session.current_flow_id == 2
+    assert session is not None
+    assert session.current_flow_id == 2
 
 
 async def test_unknown_intent_on_a_new_call_cannot_skip_greeting(

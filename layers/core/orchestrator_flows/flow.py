@@ -148,7 +148,9 @@ def parse_flow(text: str, source: str) -> Flow:
     try:
         spec = _FlowSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # Prefer a problem at a node that exists (a misspelt key) to one about a missing key.
+        first = next((e for e in errors if tuple(e["loc"]) in lines), errors[0])
         where = ".".join(str(p) for p in first["loc"]) or "document"
         raise fail(tuple(first["loc"]), f"{where}: {first['msg']}") from None
 
@@ -231,6 +233,7 @@ def _load_with_lines(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...],
                             f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
                         )
                     result[key] = build(value_node, (*path, key))
+                    lines[(*path, key)] = key_node.start_mark.line + 1  # point at the key
                 return result
             if isinstance(node, yaml.SequenceNode):
                 return [build(item, (*path, i)) for i, item in enumerate(node.value)]

@@ -1,0 +1,256 @@
+"""The HTTP API of DESIGN §2: every route, every row of the error table, nothing written on a
+refusal. Runs the FastAPI app in process over the embedded store and scripted agents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator_flows.api import create_app
+from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store import CallKeys, ClaimResult
+from orchestrator_flows.store.memory_backend import MemoryBackend
+from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, body
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    payload = response.json()
+    assert set(payload) == {"error"}
+    assert isinstance(payload["error"]["message"], str)
+    assert payload["error"]["message"]
+    error: dict[str, Any] = payload["error"]
+    return error
+
+
+async def trail(api: httpx.AsyncClient, call: str = "CALL-1") -> list[dict[str, Any]]:
+    response = await api.get(f"/session/{call}/steps")
+    return list(response.json()["steps"]) if response.status_code == 200 else []
+
+
+async def test_a_turn_answers_the_documented_shape(api: httpx.AsyncClient) -> None:
+    response = await api.post("/orchestrate", json=body("greeting"))
+    assert response.status_code == 200
+    payload = response.json()
+    assert set(payload) == {"call_identify_id", "intent_flow_id", "intent", "status", "response",
+                            "next_flow_id", "is_complete", "session_summary"}
+    assert (payload["call_identify_id"], payload["intent_flow_id"], payload["next_flow_id"]) == (
+        "CALL-1", 1, 2)
+    assert {"text", "data", "state", "task_id", "context_id"} <= set(payload["response"])
+
+
+async def test_a_whole_call_completes_over_http(api: httpx.AsyncClient) -> None:
+    for intent in STAGE_INTENTS:
+        last = (await api.post("/orchestrate", json=body(intent))).json()
+    assert last["is_complete"] is True
+    assert last["session_summary"]["call_identify_id"] == "CALL-1"
+    assert len(last["session_summary"]["steps"]) == 5
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {k: v for k, v in body("greeting").items() if k != "intent"},
+        {**body("greeting"), "account_id": 42},
+        {**body("greeting"), "input_message": None},
+        {**body("greeting"), "call_identify_id": "CALL 1"},
+        {**body("greeting"), "call_identify_id": "x" * 129},
+        {**body("greeting"), "eci": ""},
+        {**body("greeting"), "intent": "{bad}"},
+        ["not", "an", "object"],
+    ],
+    ids=["missing-field", "wrong-type", "null", "id-with-space", "id-too-long", "empty-id",
+         "bad-intent", "array-body"],
+)
+async def test_invalid_body_is_422_and_writes_nothing(
+    api: httpx.AsyncClient, backend: MemoryBackend, payload: Any
+) -> None:
+    response = await api.post("/orchestrate", json=payload)
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request"
+    assert error["problems"]
+    assert backend._data == {}
+
+
+async def test_invalid_json_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/orchestrate", content=b'{"call_identify_id": ', headers={"content-type":
+                                                                  "application/json"}
+    )
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "invalid_request"
+
+
+async def test_validation_errors_do_not_echo_the_input(api: httpx.AsyncClient) -> None:
+    response = await api.post("/orchestrate", json={**body("greeting"), "account_id": "4111 1111"})
+    assert "4111 1111" not in response.text
+
+
+async def test_body_over_64_kib_is_413_before_parsing(
+    api: httpx.AsyncClient, backend: MemoryBackend
+) -> None:
+    response = await api.post("/orchestrate", json=body("greeting", text="x" * 70_000))
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "payload_too_large"
+    assert backend._data == {}
+
+
+async def test_chunked_body_over_64_kib_is_413(api: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(80):
+            yield b" " * 1024
+
+    response = await api.post("/orchestrate", content=chunks(),
+                              headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+async def test_intent_of_another_stage_is_409_with_the_allowed_intents(
+    api: httpx.AsyncClient,
+) -> None:
+    await api.post("/orchestrate", json=body("greeting"))
+    response = await api.post("/orchestrate", json=body("process_refund"))
+    assert response.status_code == 409
+    error = error_of(response)
+    assert (error["code"], error["current_flow_id"]) == ("intent_not_allowed", 2)
+    assert error["allowed_intents"] == ["authenticate", "otp_verify", "verify_identity"]
+    assert len(await trail(api)) == 1
+
+
+async def test_turn_on_a_complete_call_is_409_session_complete(api: httpx.AsyncClient) -> None:
+    for intent in STAGE_INTENTS:
+        await api.post("/orchestrate", json=body(intent))
+    response = await api.post("/orchestrate", json=body("feedback"))
+    assert (response.status_code, error_of(response)["code"]) == (409, "session_complete")
+    assert len(await trail(api)) == 5
+
+
+async def test_concurrent_step_is_409_step_in_progress_with_retry_after(
+    api: httpx.AsyncClient, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", 0.3)
+    first = asyncio.create_task(api.post("/orchestrate", json=body("greeting")))
+    await asyncio.sleep(0.1)
+    response = await api.post("/orchestrate", json=body("greeting"))
+    assert (response.status_code, error_of(response)["code"]) == (409, "step_in_progress")
+    assert int(response.headers["retry-after"]) >= 1
+    assert (await first).status_code == 200
+
+
+async def test_other_account_is_403_account_mismatch(api: httpx.AsyncClient) -> None:
+    await api.post("/orchestrate", json=body("greeting"))
+    response = await api.post("/orchestrate", json=body("verify_identity", account="ACC-2"))
+    assert (response.status_code, error_of(response)["code"]) == (403, "account_mismatch")
+    assert len(await trail(api)) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/session/NOPE"), ("GET", "/session/NOPE/steps"), ("DELETE", "/session/NOPE")],
+)
+async def test_unknown_session_is_404_session_not_found(
+    api: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await api.request(method, path)
+    assert (response.status_code, error_of(response)["code"]) == (404, "session_not_found")
+
+
+async def test_invalid_id_in_the_path_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.get("/session/" + "x" * 129)
+    assert (response.status_code, error_of(response)["code"]) == (422, "invalid_request")
+
+
+async def test_get_session_answers_the_session_state(api: httpx.AsyncClient) -> None:
+    await api.post("/orchestrate", json=body("greeting", text="hello there"))
+    state = (await api.get("/session/CALL-1")).json()
+    assert set(state) == {"call_identify_id", "account_id", "eci", "current_flow_id",
+                          "completed_flows", "is_complete", "steps", "created_at", "updated_at"}
+    assert (state["current_flow_id"], state["completed_flows"]) == (2, [1])
+    assert state["steps"][0]["input_message"] == "hello there"
+
+
+async def test_steps_answers_the_trail_oldest_first(api: httpx.AsyncClient) -> None:
+    for intent in ("greeting", "small_talk", "verify_identity"):
+        await api.post("/orchestrate", json=body(intent))
+    response = await api.get("/session/CALL-1/steps")
+    assert response.json()["call_identify_id"] == "CALL-1"
+    assert [s["intent"] for s in response.json()["steps"]] == [
+        "greeting", "small_talk", "verify_identity"]
+
+
+async def test_delete_answers_204_and_removes_every_key(
+    api: httpx.AsyncClient, backend: MemoryBackend
+) -> None:
+    await api.post("/orchestrate", json=body("greeting"))
+    response = await api.delete("/session/CALL-1")
+    assert (response.status_code, response.content) == (204, b"")
+    assert backend.keys_of("CALL-1") == []
+    assert (await api.get("/session/CALL-1")).status_code == 404
+
+
+async def test_a_deleted_call_starts_again_at_stage_one(api: httpx.AsyncClient) -> None:
+    await api.post("/orchestrate", json=body("greeting"))
+    await api.delete("/session/CALL-1")
+    response = await api.post("/orchestrate", json=body("greeting"))
+    assert response.json()["intent_flow_id"] == 1
+
+
+class DownBackend(MemoryBackend):
+    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+        raise StoreUnavailable("down")
+
+    async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
+        raise StoreUnavailable("down")
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/orchestrate"), ("GET", "/session/C"),
+                                              ("GET", "/session/C/steps")])
+async def test_store_unavailable_is_503(method: str, path: str, agents: ScriptedAgents) -> None:
+    runtime = Runtime.from_settings(Settings(), backend=DownBackend(), agents=agents)
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        response = await api.request(method, path, json=body("greeting"))
+    assert (response.status_code, error_of(response)["code"]) == (503, "store_unavailable")
+    assert agents.requests == []
+
+
+async def test_unknown_route_is_a_json_404(api: httpx.AsyncClient) -> None:
+    response = await api.get("/nowhere")
+    assert (response.status_code, error_of(response)["code"]) == (404, "route_not_found")
+
+
+async def test_wrong_method_is_a_json_405(api: httpx.AsyncClient) -> None:
+    response = await api.put("/orchestrate", json=body("greeting"))
+    assert (response.status_code, error_of(response)["code"]) == (405, "method_not_allowed")
+
+
+async def test_healthz_answers_ok(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_openapi_documents_every_route_and_its_errors(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert set(paths) == {"/orchestrate", "/session/{call_identify_id}",
+                          "/session/{call_identify_id}/steps", "/healthz"}
+    assert {"200", "403", "409", "413", "422", "503"} <= set(paths["/orchestrate"]["post"][
+        "responses"])
+    assert {"204", "404", "503"} <= set(paths["/session/{call_identify_id}"]["delete"][
+        "responses"])
+    assert "ErrorResponse" in json.dumps(spec["components"])
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_app_can_serve_a_subset_of_routes(runtime: Runtime) -> None:
+    app = create_app(runtime, routes=("get_session",))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        assert (await c.post("/orchestrate", json=body("greeting"))).status_code == 404
+        assert (await c.get("/session/X")).status_code == 404
+        assert error_of(await c.get("/session/X"))["code"] == "session_not_found"
