@@ -249,7 +249,7 @@ async def test_openapi_documents_every_route_and_its_errors(api: httpx.AsyncClie
 
 
 async def test_app_can_serve_a_subset_of_routes(runtime: Runtime) -> None:
-    app = create_app(runtime, routes=("get_session",))
+    app = create_app(runtime, routes=["get_session"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
         assert (await c.post("/orchestrate", json=body("greeting"))).status_code == 404
         assert (await c.get("/session/X")).status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from tests.support.scripted import (
 )
 
 
-async def steps_of(orchestrator: Orchestrator, call: str = "CALL-1") -> list[dict[str, object]]:
+async def steps_of(orchestrator: Orchestrator, call: str = "CALL-1") -> list[dict[str, Any]]:
     found = await orchestrator.store.get(call)
     return found[1] if found else []
 

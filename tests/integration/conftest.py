@@ -1,0 +1,83 @@
+"""Integration fixtures: the session store over every backend, each against a real server
+(private redis-server, private 3-master Redis Cluster) or the embedded one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from orchestrator_flows.store import Backend, CallKeys, SessionStore
+from orchestrator_flows.store.memory_backend import MemoryBackend
+from orchestrator_flows.store.redis_backend import connect
+
+BACKENDS = ("embedded", "redis", "cluster")
+
+
+@dataclass
+class Inspector:
+    """Looks at what a backend really holds, from outside the store."""
+
+    backend: Backend
+    raw: Redis | RedisCluster | None
+
+    async def pttls(self, call_identify_id: str) -> dict[str, int]:
+        if isinstance(self.backend, MemoryBackend):
+            return {k: self.backend.pttl_ms(k) for k in self.backend.keys_of(call_identify_id)}
+        assert self.raw is not None
+        pattern = CallKeys.of(call_identify_id).state.rsplit(":", 1)[0] + "*"
+        keys = [k async for k in self.raw.scan_iter(match=pattern, count=1000)]
+        return {k: int(await self.raw.pttl(k)) for k in keys}
+
+    async def command_calls(self) -> dict[str, int]:
+        """Calls per command since the last reset (Redis only): the round trips a test made."""
+        assert isinstance(self.raw, Redis)
+        stats: dict[str, Any] = await self.raw.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    async def reset_stats(self) -> None:
+        assert isinstance(self.raw, Redis)
+        await self.raw.config_resetstat()
+
+
+def _raw_client(url: str, kind: str) -> Redis | RedisCluster:
+    if kind == "cluster":
+        return RedisCluster.from_url(url, decode_responses=True)
+    return Redis.from_url(url, decode_responses=True)
+
+
+async def make_backend(kind: str, request: pytest.FixtureRequest) -> tuple[Backend, Inspector]:
+    if kind == "embedded":
+        backend: Backend = MemoryBackend()
+        return backend, Inspector(backend, None)
+    url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
+    raw = _raw_client(url, kind)
+    await raw.flushall()
+    backend = connect(url, "cluster" if kind == "cluster" else "standalone",
+                      socket_timeout=2.0, connect_timeout=2.0, max_connections=64)
+    return backend, Inspector(backend, raw)
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend_and_inspector(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Backend, Inspector]]:
+    backend, inspector = await make_backend(request.param, request)
+    yield backend, inspector
+    await backend.close()
+    if inspector.raw is not None:
+        await inspector.raw.aclose()
+
+
+@pytest.fixture
+def store(backend_and_inspector: tuple[Backend, Inspector]) -> SessionStore:
+    return SessionStore(backend_and_inspector[0], ttl_seconds=300, lease_seconds=20)
+
+
+@pytest.fixture
+def inspector(backend_and_inspector: tuple[Backend, Inspector]) -> Inspector:
+    return backend_and_inspector[1]

@@ -1,0 +1,153 @@
+"""One contract for the session store, run over every backend: embedded, a real Redis and a
+real 3-master Redis Cluster (DESIGN §5, §9)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator_flows.errors import ClaimLost, StepInProgress
+from orchestrator_flows.session import Session
+from orchestrator_flows.store import SessionStore
+from tests.integration.conftest import Inspector
+
+
+def new_session(call: str = "CALL-1") -> Session:
+    return Session(call_identify_id=call, account_id="ACC", eci="ECI", context_id="ctx")
+
+
+def step(n: int) -> dict[str, object]:
+    return {"step_number": n, "intent": "greeting", "input_message": f"turn {n} — ünïcode"}
+
+
+async def test_first_claim_of_a_call_finds_no_session(store: SessionStore) -> None:
+    claim = await store.claim("CALL-1")
+    assert claim.session is None
+
+
+async def test_second_claim_is_refused_while_the_first_is_held(store: SessionStore) -> None:
+    await store.claim("CALL-1")
+    with pytest.raises(StepInProgress) as busy:
+        await store.claim("CALL-1")
+    assert 1 <= busy.value.retry_after_seconds <= 20
+
+
+async def test_claims_of_different_calls_do_not_interfere(store: SessionStore) -> None:
+    await store.claim("CALL-1")
+    assert (await store.claim("CALL-2")).session is None
+
+
+async def test_commit_records_the_step_and_state_and_releases_the_claim(
+    store: SessionStore,
+) -> None:
+    claim = await store.claim("CALL-1")
+    session = new_session()
+    session.step_count = 1
+    await store.commit(claim, session, step(1))
+    again = await store.claim("CALL-1")
+    assert again.session == session
+    found = await store.get("CALL-1")
+    assert found is not None
+    assert found[1] == [step(1)]
+
+
+async def test_steps_are_appended_in_order(store: SessionStore) -> None:
+    session = new_session()
+    for n in range(1, 6):
+        claim = await store.claim("CALL-1")
+        await store.commit(claim, session, step(n))
+    found = await store.get("CALL-1")
+    assert found is not None
+    assert [s["step_number"] for s in found[1]] == [1, 2, 3, 4, 5]
+
+
+async def test_commit_of_a_complete_call_returns_the_whole_trail(store: SessionStore) -> None:
+    session = new_session()
+    await store.commit(await store.claim("CALL-1"), session, step(1))
+    session.is_complete = True
+    trail = await store.commit(await store.claim("CALL-1"), session, step(2))
+    assert trail == [step(1), step(2)]
+
+
+async def test_commit_with_a_lapsed_claim_writes_nothing(store: SessionStore) -> None:
+    store.lease_ms = 100
+    stale = await store.claim("CALL-1")
+    await asyncio.sleep(0.25)
+    store.lease_ms = 20_000
+    current = await store.claim("CALL-1")
+    with pytest.raises(ClaimLost):
+        await store.commit(stale, new_session(), step(1))
+    assert await store.get("CALL-1") is None
+    await store.commit(current, new_session(), step(2))
+    found = await store.get("CALL-1")
+    assert found is not None
+    assert found[1] == [step(2)]
+
+
+async def test_a_crashed_claim_expires_after_its_lease(store: SessionStore) -> None:
+    store.lease_ms = 100
+    await store.claim("CALL-1")  # never committed nor released: the process "crashed"
+    await asyncio.sleep(0.25)
+    assert (await store.claim("CALL-1")).session is None
+
+
+async def test_release_frees_the_call_and_writes_nothing(store: SessionStore) -> None:
+    await store.release(await store.claim("CALL-1"))
+    await store.claim("CALL-1")
+    assert await store.get("CALL-1") is None
+
+
+async def test_release_by_a_stale_token_does_not_free_another_claim(store: SessionStore) -> None:
+    store.lease_ms = 100
+    stale = await store.claim("CALL-1")
+    await asyncio.sleep(0.25)
+    store.lease_ms = 20_000
+    await store.claim("CALL-1")
+    await store.release(stale)
+    with pytest.raises(StepInProgress):
+        await store.claim("CALL-1")
+
+
+async def test_delete_removes_every_key_of_the_call(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    await store.commit(await store.claim("CALL-1"), new_session(), step(1))
+    await store.claim("CALL-1")
+    assert await store.delete("CALL-1") is True
+    assert await inspector.pttls("CALL-1") == {}
+    assert await store.delete("CALL-1") is False
+
+
+async def test_every_key_carries_the_session_ttl_after_a_commit(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    await store.commit(await store.claim("CALL-1"), new_session(), step(1))
+    pttls = await inspector.pttls("CALL-1")
+    assert len(pttls) == 2  # state and steps; the claim is gone
+    assert all(0 < ttl <= store.ttl_seconds * 1000 for ttl in pttls.values()), pttls
+
+
+async def test_the_ttl_slides_on_every_commit(store: SessionStore, inspector: Inspector) -> None:
+    store.ttl_seconds = 5
+    await store.commit(await store.claim("CALL-1"), new_session(), step(1))
+    await asyncio.sleep(1.2)
+    before = await inspector.pttls("CALL-1")
+    store.ttl_seconds = 300
+    await store.commit(await store.claim("CALL-1"), new_session(), step(2))
+    after = await inspector.pttls("CALL-1")
+    assert set(before) == set(after)
+    assert all(after[k] > 5000 >= before[k] for k in after)
+
+
+async def test_keys_of_one_call_share_a_hash_tag(inspector: Inspector, store: SessionStore) -> None:
+    await store.commit(await store.claim("CALL-1"), new_session(), step(1))
+    keys = await inspector.pttls("CALL-1")
+    assert {k.split("}")[0] for k in keys} == {"of:{CALL-1"}
+
+
+async def test_concurrent_claims_admit_exactly_one(store: SessionStore) -> None:
+    results = await asyncio.gather(*(store.claim("CALL-1") for _ in range(20)),
+                                   return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, StepInProgress) for r in results if isinstance(r, BaseException))
