@@ -50,7 +50,8 @@ async def drive_whole_call(api: httpx.AsyncClient, call: str) -> list[dict[str, 
         response = await api.post("/orchestrate", json=body(intent, call=call, text=text))
         assert response.status_code == 200, response.text
         answer = response.json()
-        assert (answer["status"], answer["next_flow_id"]) == (status, next_stage), answer
+        assert (answer["status"], answer["next_flow_id"]) == (status, next_stage), str(
+            answer["response"]["error"])
         answers.append(answer)
     return answers
 

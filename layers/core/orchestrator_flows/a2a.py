@@ -20,6 +20,7 @@ from orchestrator_flows.flow import Agent
 
 MAX_BODY_BYTES = 1 << 20
 CARD_PATH = "/.well-known/agent-card.json"
+KEEPALIVE_SECONDS = 2.0
 OK_STATES = frozenset({"completed"})
 WAITING_STATES = frozenset({"input-required", "auth-required"})
 FAILED_STATES = {"failed": "agent_task_failed", "rejected": "agent_task_rejected",
@@ -102,6 +103,9 @@ class A2AClient:
                 limits=httpx.Limits(
                     max_connections=self._max_connections,
                     max_keepalive_connections=self._max_connections,
+                    # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection
+                    # is dropped here before the agent closes it under a request in flight.
+                    keepalive_expiry=KEEPALIVE_SECONDS,
                 ),
                 follow_redirects=False,
             )

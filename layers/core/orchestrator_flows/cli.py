@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", action="store_true", help="print the final session only, as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the demo
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
@@ -89,7 +90,9 @@ async def serving(make_app: Callable[[str], Any]) -> AsyncIterator[str]:
     sock = _free_socket()
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
-    server = uvicorn.Server(uvicorn.Config(make_app(url), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(
+        make_app(url), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+    ))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -99,8 +102,10 @@ async def serving(make_app: Callable[[str], Any]) -> AsyncIterator[str]:
         yield url
     finally:
         server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.wait_for(task, timeout=5)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()  # a handler that never returns must not hold the shutdown
         sock.close()
 
 

@@ -87,7 +87,9 @@ def _pairs(flat: list[str]) -> dict[str, str]:
 
 
 class RedisBackend:
-    def __init__(self, client: Redis | RedisCluster, deadline_seconds: float) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, deadline_seconds: float, max_connections: int
+    ) -> None:
         self.client = client
         self.name = "redis-cluster" if isinstance(client, RedisCluster) else "redis"
         self.deadline_seconds = deadline_seconds
@@ -96,11 +98,28 @@ class RedisBackend:
         self._release = client.register_script(RELEASE)
         self._read = client.register_script(READ)
         self._delete = client.register_script(DELETE)
+        self._ready = not isinstance(client, RedisCluster)
+        self._ready_lock = asyncio.Lock()
+        # redis-py's pools raise instead of waiting when every connection is busy; queue here,
+        # inside the deadline, so a burst waits its turn rather than failing.
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def _ensure_ready(self) -> None:
+        # redis-py's cluster client discovers the slots on first use; concurrent first commands
+        # each start that discovery and close one another's connections. Do it once, first.
+        async with self._ready_lock:
+            if not self._ready:
+                assert isinstance(self.client, RedisCluster)
+                await self.client.initialize()
+                self._ready = True
 
     async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self.deadline_seconds):
-                return await call()
+                async with self._slots:
+                    if not self._ready:
+                        await self._ensure_ready()
+                    return await call()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
@@ -188,4 +207,8 @@ def connect(
     else:
         client = Redis.from_url(url, **options)
     # A store call may need a connect plus a reply; past that it is unavailable, not slow.
-    return RedisBackend(client, deadline_seconds=min(1.9, connect_timeout + 2 * socket_timeout))
+    return RedisBackend(
+        client,
+        deadline_seconds=min(1.9, connect_timeout + 2 * socket_timeout),
+        max_connections=max_connections,
+    )

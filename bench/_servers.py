@@ -1,0 +1,78 @@
+"""Servers the step benchmark runs in their own processes, as production would:
+
+    python bench/_servers.py agent PORT
+    python bench/_servers.py orchestrator PORT REDIS_URL AGENT_URL
+    python bench/_servers.py floor PORT REDIS_URL AGENT_URL
+
+The floor app is the least a turn can cost: FastAPI with the same request model, one Redis GET,
+one A2A hop over a shared httpx client, one Redis SET, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from orchestrator_flows.models import TurnRequest
+
+
+def floor_app(redis_url: str, agent_url: str) -> FastAPI:
+    app = FastAPI()
+    clients: dict[str, Any] = {}
+
+    @app.post("/orchestrate")
+    async def orchestrate(body: TurnRequest) -> JSONResponse:
+        if not clients:
+            clients["redis"] = Redis.from_url(redis_url, decode_responses=True)
+            clients["http"] = httpx.AsyncClient(timeout=15)
+        redis: Redis = clients["redis"]
+        key = f"floor:{{{body.call_identify_id}}}"
+        await redis.get(key)
+        # The same A2A message the orchestrator sends: context id and call metadata included.
+        rpc = {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": "SendMessage", "params": {
+            "message": {"role": "ROLE_USER", "messageId": str(uuid.uuid4()),
+                        "contextId": f"ctx-{body.call_identify_id}",
+                        "parts": [{"text": body.input_message}],
+                        "metadata": {"call_identify_id": body.call_identify_id,
+                                     "account_id": body.account_id, "eci": body.eci,
+                                     "intent": body.intent, "intent_flow_id": 1,
+                                     "flow_label": "GREETING"}}}}
+        answer = await clients["http"].post(agent_url, json=rpc, headers={"a2a-version": "1.0"})
+        await redis.set(key, json.dumps({"last": answer.json()["result"]}), ex=3600)
+        return JSONResponse({"call_identify_id": body.call_identify_id, "status": "success"})
+
+    return app
+
+
+def main(argv: list[str]) -> None:
+    kind, port = argv[0], int(argv[1])
+    if kind == "agent":
+        from orchestrator_flows.demo_agents import build_agent_app
+
+        app: Any = build_agent_app("fallback", f"http://127.0.0.1:{port}/")
+    elif kind == "orchestrator":
+        from orchestrator_flows.api import create_app
+        from orchestrator_flows.runtime import Runtime
+        from orchestrator_flows.settings import Settings
+
+        redis_url, agent_url = argv[2], argv[3]
+        urls = {name: agent_url for name in ("greeting", "auth", "refund", "billing", "booking",
+                                             "complaint", "account", "balance", "closing",
+                                             "fallback")}
+        app = create_app(lambda: Runtime.from_settings(Settings(redis_url=redis_url,
+                                                                agent_urls=urls)))
+    else:
+        app = floor_app(argv[2], argv[3])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

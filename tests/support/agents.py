@@ -1,0 +1,155 @@
+"""Real A2A agents for tests: the a2a-sdk demo agents with scripted behaviours, and raw
+Starlette servers for answers the SDK would never produce (garbage, huge bodies, hangs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from a2a.helpers.proto_helpers import new_text_part
+from a2a.server.agent_execution.context import RequestContext
+from a2a.server.events.event_queue import EventQueue
+from a2a.server.tasks.task_updater import TaskUpdater
+from a2a.types import Task, TaskState, TaskStatus
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator_flows.demo_agents import DemoExecutor, build_agent_app
+
+
+class SlowExecutor(DemoExecutor):
+    def __init__(self, name: str, delay: float) -> None:
+        super().__init__(name)
+        self.delay = delay
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        await asyncio.sleep(self.delay)
+        await super().execute(context, event_queue)
+
+
+class EndingExecutor(DemoExecutor):
+    """Ends every task in one terminal state: failed, rejected or canceled."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"ends-{state}")
+        self.state = state
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.task_id
+        assert context.context_id
+        assert context.message
+        await event_queue.enqueue_event(Task(
+            id=context.task_id, context_id=context.context_id,
+            status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED), history=[context.message]))
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        message = updater.new_agent_message([new_text_part(f"this task is {self.state}")])
+        end: Callable[..., Awaitable[None]] = {
+            "failed": updater.failed, "rejected": updater.reject, "canceled": updater.cancel,
+        }[self.state]
+        await end(message)
+
+
+@dataclass
+class Recorder:
+    """ASGI middleware keeping every request an agent receives: method, headers, JSON body."""
+
+    app: ASGIApp
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        self.requests.append({
+            "headers": {k.decode().lower(): v.decode() for k, v in scope["headers"]},
+            "json": json.loads(body),
+        })
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def raw_agent(answer: Callable[[dict[str, Any]], Awaitable[Response]]) -> Starlette:
+    """A server that speaks HTTP but answers whatever `answer` makes of the JSON-RPC request."""
+
+    async def endpoint(request: Request) -> Response:
+        return await answer(json.loads(await request.body()))
+
+    async def no_card(_: Request) -> Response:
+        return Response(status_code=404)
+
+    return Starlette(routes=[Route("/", endpoint, methods=["POST"]),
+                             Route("/.well-known/agent-card.json", no_card)])
+
+
+async def garbage(_: dict[str, Any]) -> Response:
+    return Response(b"<html>definitely not json</html>", media_type="text/html")
+
+
+async def wrong_shape(rpc: dict[str, Any]) -> Response:
+    return JSONResponse({"jsonrpc": "2.0", "id": rpc["id"], "result": {"foo": 1}})
+
+
+async def rpc_error(rpc: dict[str, Any]) -> Response:
+    return JSONResponse({"jsonrpc": "2.0", "id": rpc["id"],
+                         "error": {"code": -32603, "message": "Internal error"}})
+
+
+def http_status(status: int) -> Callable[[dict[str, Any]], Awaitable[Response]]:
+    async def answer(_: dict[str, Any]) -> Response:
+        return Response(b"upstream trouble", status_code=status)
+    return answer
+
+
+async def huge(rpc: dict[str, Any]) -> Response:
+    padding = "x" * (2 << 20)
+    return JSONResponse({"jsonrpc": "2.0", "id": rpc["id"],
+                         "result": {"message": {"parts": [{"text": padding}]}}})
+
+
+async def huge_chunked(rpc: dict[str, Any]) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"jsonrpc": "2.0", "id": "' + rpc["id"].encode() + b'", "result": {"x": "'
+        for _ in range(64):
+            yield b"y" * 32768
+        yield b'"}}'
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
+async def hang(_: dict[str, Any]) -> Response:
+    await asyncio.sleep(3600)
+    return Response()
+
+
+def flapping(failures: int, then: ASGIApp) -> ASGIApp:
+    """Answers 503 to the first `failures` JSON-RPC calls, then hands over to a good agent."""
+    seen = {"calls": 0}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and seen["calls"] < failures:
+            seen["calls"] += 1
+            await Response(b"busy", status_code=503)(scope, receive, send)
+            return
+        await then(scope, receive, send)
+
+    return app
+
+
+__all__ = ["EndingExecutor", "Recorder", "SlowExecutor", "build_agent_app", "flapping",
+           "garbage", "hang", "http_status", "huge", "huge_chunked", "raw_agent", "rpc_error",
+           "wrong_shape"]
