@@ -112,6 +112,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
+        if scope["path"] == "/orchestrate" and "app" in scope:
+            scope["app"].state.runtime().observer.turn_refused("payload_too_large")
         response = JSONResponse(
             error_body("payload_too_large", f"the request body is over {self.limit} bytes"),
             status_code=413,
@@ -123,9 +125,16 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
+def _count_refusal(request: Request, code: str) -> None:
+    # StepsRejected counts refused turns only, not reads of unknown sessions.
+    if request.url.path == "/orchestrate":
+        request.app.state.runtime().observer.turn_refused(code)
+
+
 def _install_error_mapping(app: FastAPI) -> None:
     @app.exception_handler(RequestRefused)
-    async def refused(_: Request, exc: RequestRefused) -> JSONResponse:
+    async def refused(request: Request, exc: RequestRefused) -> JSONResponse:
+        _count_refusal(request, exc.code)
         headers = None
         if isinstance(exc, StepInProgress):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
@@ -135,8 +144,9 @@ def _install_error_mapping(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StoreUnavailable)
-    async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.error("store unavailable: %s", exc)
+        _count_refusal(request, exc.code)
         return JSONResponse(
             error_body(exc.code, "the session store is unavailable; retry shortly"),
             status_code=503,
@@ -144,7 +154,8 @@ def _install_error_mapping(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count_refusal(request, "invalid_request")
         # Echo where and why, never the input itself (it may carry what a caller said).
         problems = [
             {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}

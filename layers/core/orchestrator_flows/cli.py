@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
 import socket
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from orchestrator_flows.errors import FlowConfigError
@@ -42,7 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     agents.add_argument("--base-port", type=int, default=9101)
     demo = commands.add_parser("demo", help="run agents and API in-process and drive one call")
     demo.add_argument("--json", action="store_true", help="print the final session only, as JSON")
+    invoke = commands.add_parser(
+        "invoke", help="invoke one Lambda function's handler with an event, as Lambda would"
+    )
+    invoke.add_argument("function", help="a folder of functions/, e.g. orchestrate")
+    invoke.add_argument("event", type=Path, help="an API Gateway event, e.g. events/…/x.json")
+    invoke.add_argument("--env-file", type=Path, help="KEY=VALUE lines added to the environment")
+    invoke.add_argument("--functions-dir", type=Path, default=Path("functions"))
     args = parser.parse_args(argv)
+    if args.command == "invoke":
+        return local_invoke(args.function, args.event, args.env_file, args.functions_dir)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the demo
     try:
@@ -179,6 +193,77 @@ def _print_session(session: dict[str, Any], out: Any) -> None:
     for step in session["steps"]:
         print(f"      #{step['step_number']} stage {step['intent_flow_id']} {step['intent']:<16}"
               f" {step['agent']:<9} {step['response_status']:<14} {step['timestamp']}", file=out)
+
+
+@dataclass
+class LocalContext:
+    """What the Lambda runtime passes as `context`, for one local invocation."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    timeout_seconds: float = 30.0
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:eu-west-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_function(name: str, functions_dir: Path = Path("functions")) -> ModuleType:
+    """Import `functions/<name>/app.py` afresh, as a new execution environment would."""
+    path = functions_dir / name / "app.py"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in functions_dir.glob("*/app.py"))
+        raise FileNotFoundError(f"no function {name!r} at {path}; known: {known}")
+    spec = importlib.util.spec_from_file_location(f"lambda_{name}_{uuid.uuid4().hex}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def local_invoke(name: str, event_path: Path, env_file: Path | None, functions_dir: Path) -> int:
+    """Load the handler as Lambda would, invoke it once, print what it returned."""
+    import traceback
+
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", name)
+    if env_file is not None:
+        os.environ.update(read_env_file(env_file))
+    try:
+        event = json.loads(event_path.read_text())
+        handler = load_function(name, functions_dir).handler
+        response = handler(event, LocalContext(function_name=name))
+    except Exception:
+        traceback.print_exc()
+        return 1
+    print(json.dumps(response, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

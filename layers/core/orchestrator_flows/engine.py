@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
 from orchestrator_flows.errors import AccountMismatch, ClaimLost, SessionComplete, StoreUnavailable
 from orchestrator_flows.flow import Flow, Route
+from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.session import Session, TaskRef, utc_now
 from orchestrator_flows.store import Claim, SessionStore
 
@@ -44,21 +45,46 @@ class _Outcome:
 
 
 class Orchestrator:
-    def __init__(self, flow: Flow, store: SessionStore, agents: AgentCaller) -> None:
+    def __init__(
+        self, flow: Flow, store: SessionStore, agents: AgentCaller,
+        observer: Observer | None = None,
+    ) -> None:
         self.flow = flow
         self.store = store
         self.agents = agents
+        self.observer: Observer = observer or SilentObserver()
 
     async def handle_turn(self, turn: Turn) -> dict[str, Any]:
-        claim = await self.store.claim(turn.call_identify_id)
+        started = time.perf_counter()
+        observe = self.observer
+        async with observe.span("claim", call_identify_id=turn.call_identify_id):
+            claim = await self.store.claim(turn.call_identify_id)
         try:
             session, route = self._admit(turn, claim)
-            outcome = await self._call_agent(turn, session, route)
+            observe.turn_routed(turn.call_identify_id, turn.intent, route.stage.id,
+                                route.agent.name)
+            async with observe.span("agent", call_identify_id=turn.call_identify_id,
+                                    agent=route.agent.name):
+                outcome = await self._call_agent(turn, session, route)
         except BaseException:
             # Refused, cancelled or a bug: nothing is written and the call is not left stuck.
             await self._release_quietly(claim)
             raise
-        return await self._record(turn, claim, session, route, outcome)
+        error = outcome.failure.code if outcome.failure else None
+        observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
+        stage_before = session.current_flow_id
+        async with observe.span("commit", call_identify_id=turn.call_identify_id):
+            result = await self._record(turn, claim, session, route, outcome)
+        observe.turn_done(
+            result["status"],
+            advanced=result["is_complete"]
+            or (result["status"] == "success" and result["next_flow_id"] != stage_before),
+            completed=result["is_complete"],
+            latency_ms=(time.perf_counter() - started) * 1000,
+            input_length=len(turn.input_message),
+            reply_length=len(outcome.response["text"]),
+        )
+        return result
 
     async def _release_quietly(self, claim: Claim) -> None:
         # A release that fails must not hide the turn's own answer (a 4xx, say); the claim then

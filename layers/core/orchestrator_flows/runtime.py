@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from orchestrator_flows.flow import Flow
+from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend, SessionStore
 
@@ -45,6 +46,7 @@ class Runtime:
     store: SessionStore
     _orchestrator: Orchestrator | None = field(default=None, repr=False)
     agents: AgentCaller | None = field(default=None, repr=False)  # default: the A2A client
+    observer: Observer = field(default_factory=SilentObserver, repr=False)
 
     @classmethod
     def from_settings(
@@ -52,6 +54,7 @@ class Runtime:
         settings: Settings,
         backend: Backend | None = None,
         agents: AgentCaller | None = None,
+        observer: Observer | None = None,
     ) -> Runtime:
         flow = settings.load_flow()
         store = SessionStore(
@@ -59,7 +62,7 @@ class Runtime:
             ttl_seconds=settings.session_ttl_seconds,
             lease_seconds=settings.claim_lease_seconds,
         )
-        return cls(settings, flow, store, agents=agents)
+        return cls(settings, flow, store, agents=agents, observer=observer or SilentObserver())
 
     @property
     def orchestrator(self) -> Orchestrator:
@@ -69,7 +72,7 @@ class Runtime:
 
             if self.agents is None:
                 self.agents = A2AClient(self.settings.agent_timeout_seconds)
-            self._orchestrator = Orchestrator(self.flow, self.store, self.agents)
+            self._orchestrator = Orchestrator(self.flow, self.store, self.agents, self.observer)
         return self._orchestrator
 
     async def aclose(self) -> None:

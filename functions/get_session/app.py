@@ -1,0 +1,5 @@
+"""GET /session/{call_identify_id}: the session state."""
+
+from orchestrator_flows.lambda_app import build_handler
+
+handler = build_handler(["get_session"])

@@ -1,0 +1,75 @@
+"""The Lambda side: one handler per endpoint, each a Mangum adapter over an app of its own
+route(s), with Powertools around it.
+
+Mangum 0.22 runs every invocation on one event loop per execution environment
+(`get_event_loop().run_until_complete`), so clients created lazily on first use — the Redis pool,
+the httpx client — live across warm invocations. `lifespan="off"`: Mangum would otherwise run
+the app's startup and shutdown on every invocation. Settings and the flow file are read at init:
+a missing REDIS_URL or a broken flow fails the cold start with a clear message, and nothing is
+read from disk at request time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, cast
+
+from aws_lambda_powertools.logging import correlation_paths
+from mangum import Mangum
+
+from orchestrator_flows.api import Route, create_app, error_body
+from orchestrator_flows.observability import PowertoolsObserver, logger, metrics, tracer
+from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.settings import Settings
+
+
+class LambdaHandler(Protocol):
+    runtime: Runtime  # the function's process-wide parts, for tests and local invoke
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
+
+
+def event_problem(event: Any) -> str | None:
+    """Why an event is not an API Gateway HTTP API (payload 2.0) request, or None."""
+    if not isinstance(event, dict):
+        return "the event is not a JSON object"
+    if event.get("version") != "2.0":
+        return "the event is not an API Gateway HTTP API payload 2.0 (version must be '2.0')"
+    http = (event.get("requestContext") or {}).get("http")
+    if not isinstance(http, dict) or not isinstance(http.get("method"), str):
+        return "the event has no requestContext.http.method"
+    if not isinstance(event.get("rawPath"), str):
+        return "the event has no rawPath"
+    return None
+
+
+def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(error_body(code, message)),
+        "isBase64Encoded": False,
+    }
+
+
+def build_handler(routes: list[Route], env: dict[str, str] | None = None) -> LambdaHandler:
+    settings = Settings.from_env(env, require_redis=True)
+    runtime = Runtime.from_settings(settings, observer=PowertoolsObserver())
+    adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
+
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
+    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        problem = event_problem(event)
+        if problem is not None:
+            logger.warning("refused event", extra={"problem": problem})
+            return _refusal(400, "invalid_event", problem)
+        response: dict[str, Any] = adapter(event, context)
+        return response
+
+    typed = cast(LambdaHandler, handler)
+    typed.runtime = runtime
+    return typed

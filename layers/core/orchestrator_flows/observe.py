@@ -1,0 +1,50 @@
+"""What the engine and the API tell observability: a small port, so the core stays free of any
+one vendor. Lambda plugs in Powertools (`observability.py`); local runs keep the silent default."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+
+class Observer(Protocol):
+    def span(self, name: str, **annotations: str) -> AbstractAsyncContextManager[None]:
+        """A traced section of a turn (the Redis claim and commit, the agent call)."""
+        ...
+
+    def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
+        ...
+
+    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None) -> None: ...
+
+    def turn_done(
+        self, status: str, advanced: bool, completed: bool, latency_ms: float,
+        input_length: int, reply_length: int,
+    ) -> None: ...
+
+    def turn_refused(self, code: str) -> None: ...
+
+
+class SilentObserver:
+    @asynccontextmanager
+    async def _nothing(self) -> AsyncIterator[None]:
+        yield
+
+    def span(self, name: str, **annotations: str) -> AbstractAsyncContextManager[None]:
+        return self._nothing()
+
+    def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
+        return None
+
+    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None) -> None:
+        return None
+
+    def turn_done(
+        self, status: str, advanced: bool, completed: bool, latency_ms: float,
+        input_length: int, reply_length: int,
+    ) -> None:
+        return None
+
+    def turn_refused(self, code: str) -> None:
+        return None

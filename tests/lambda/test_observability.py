@@ -1,0 +1,114 @@
+"""What the functions tell CloudWatch: structured log lines and EMF metric blobs, captured from
+the handlers' own output, with no caller or agent text in any of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.events import load_event, turn_event
+
+Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
+SECRET = "my card is 4111 1111 1111 1111"
+
+
+def emitted(capture: pytest.CaptureFixture[str]) -> tuple[list[dict[str, Any]], str]:
+    """(EMF blobs, raw stdout) printed since the last call."""
+    out = capture.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')], out
+
+
+def metric(blobs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    found = []
+    for blob in blobs:
+        directive = blob["_aws"]["CloudWatchMetrics"][0]
+        if any(m["Name"] == name for m in directive["Metrics"]):
+            assert directive["Namespace"] == "OrchestratorFlows"
+            assert blob["service"] == "orchestrator-flows"
+            found.append(blob)
+    return found
+
+
+def turn(intent: str, call: str = "OBS-1", text: str = SECRET) -> dict[str, Any]:
+    return {"call_identify_id": call, "account_id": "ACC-1", "eci": "ECI-1",
+            "input_message": text, "intent": intent}
+
+
+def test_a_turn_logs_structured_lines_with_call_intent_stage_and_request_id(
+    warm: Invoke, log_lines: list[dict[str, Any]]
+) -> None:
+    warm("orchestrate", turn_event(turn("greeting"), request_id="req-obs-1"))
+    (done,) = [line for line in log_lines if line["message"] == "turn handled"]
+    assert done["correlation_id"] == "req-obs-1"
+    assert (done["call_identify_id"], done["intent"], done["stage"], done["agent"]) == (
+        "OBS-1", "greeting", 1, "greeting")
+    assert done["function_name"] == "orchestrate"  # the Lambda context is injected
+    assert done["level"] == "INFO"
+    assert (done["status"], done["advanced"], done["input_length"]) == ("success", True,
+                                                                        len(SECRET))
+
+
+def test_no_caller_or_agent_text_reaches_the_output(
+    warm: Invoke, capfd: pytest.CaptureFixture[str], log_lines: list[dict[str, Any]]
+) -> None:
+    capfd.readouterr()
+    warm("orchestrate", turn_event(turn("greeting")))
+    warm("orchestrate", turn_event(turn("verify_identity")))
+    _, out = emitted(capfd)
+    out += "\n".join(json.dumps(line) for line in log_lines)
+    assert len(log_lines) >= 2
+    assert "4111" not in out
+    assert "one-time code" not in out  # what the auth agent said
+
+
+def test_step_metrics_are_emitted_in_emf(warm: Invoke, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    warm("orchestrate", turn_event(turn("greeting")))
+    blobs, _ = emitted(capfd)
+    (step,) = metric(blobs, "StepLatency")
+    assert step["StepLatency"][0] > 0
+    assert "StageAdvanced" in step
+    (agent,) = metric(blobs, "AgentLatency")
+    assert agent["agent"] == "greeting"
+    assert ["agent", "service"] in [sorted(d) for d in
+                                    agent["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]
+
+
+def test_calls_completed_is_counted_once_at_the_end(
+    warm: Invoke, capfd: pytest.CaptureFixture[str]
+) -> None:
+    intents = ["greeting", "authenticate", "refund_request", "process_refund", "end_call"]
+    texts = ["hi", "code 123456", "refund", "yes", "bye"]
+    capfd.readouterr()
+    for intent, text in zip(intents, texts, strict=True):
+        warm("orchestrate", turn_event(turn(intent, "OBS-DONE", text)))
+    blobs, _ = emitted(capfd)
+    assert len(metric(blobs, "CallsCompleted")) == 1
+
+
+def test_refused_turns_count_steps_rejected_per_code(
+    warm: Invoke, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    warm("orchestrate", load_event("orchestrate", "wrong_stage"))
+    warm("orchestrate", load_event("orchestrate", "missing_field"))
+    blobs, _ = emitted(capfd)
+    codes = sorted(b["code"] for b in metric(blobs, "StepsRejected"))
+    assert codes == ["intent_not_allowed", "invalid_request"]
+
+
+def test_agent_errors_are_counted_per_agent_and_kind(
+    warm: Invoke, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.redis_servers import free_port
+
+    monkeypatch.setenv("AGENT_URL_GREETING", f"http://127.0.0.1:{free_port()}/")
+    capfd.readouterr()
+    response = warm("orchestrate", turn_event(turn("greeting", "OBS-ERR")))
+    blobs, _ = emitted(capfd)
+    assert json.loads(response["body"])["status"] == "error"
+    (error,) = metric(blobs, "AgentErrors")
+    assert (error["agent"], error["kind"]) == ("greeting", "agent_unreachable")
