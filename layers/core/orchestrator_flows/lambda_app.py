@@ -18,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
 from orchestrator_flows.api import Route, create_app, error_body
-from orchestrator_flows.observability import PowertoolsObserver, logger, metrics, tracer
+from orchestrator_flows.observability import PowertoolsObserver, logger, metrics, traced
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 
@@ -60,7 +60,7 @@ def build_handler(routes: list[Route], env: dict[str, str] | None = None) -> Lam
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
-    @tracer.capture_lambda_handler(capture_response=False)
+    @traced
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         problem = event_problem(event)

@@ -12,9 +12,13 @@ import os
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "orchestrator-flows")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "OrchestratorFlows")
@@ -23,10 +27,33 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "OrchestratorFlows")
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger(service=SERVICE)
-# auto_patch off: the spans below are the ones worth having, and patching would import httpx
-# into the read-only functions.
-tracer = Tracer(service=SERVICE, auto_patch=False)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def tracing_enabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").lower() not in ("1", "true")
+
+
+def _make_tracer() -> Tracer | None:
+    """Powertools' Tracer, only where tracing is on: aws-xray-sdk imports botocore, about 170 ms
+    of cold start (bench/COLD_START.md) that a function with tracing off should not pay.
+    auto_patch off: the spans below are the ones worth having, and patching would import httpx
+    into the read-only functions."""
+    if not tracing_enabled():
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE, auto_patch=False)
+
+
+tracer = _make_tracer()
+
+
+def traced(handler: Any) -> Any:
+    """`tracer.capture_lambda_handler` when tracing is on; the handler itself otherwise."""
+    if tracer is None:
+        return handler
+    return tracer.capture_lambda_handler(handler, capture_response=False)
 
 
 def _count(name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
@@ -43,6 +70,9 @@ class PowertoolsObserver:
 
     @asynccontextmanager
     async def _span(self, name: str, annotations: dict[str, str]) -> AsyncIterator[None]:
+        if tracer is None:
+            yield
+            return
         async with tracer.provider.in_subsegment_async(f"## {name}") as subsegment:
             for key, value in annotations.items():
                 subsegment.put_annotation(key=key, value=value)
