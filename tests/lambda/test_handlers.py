@@ -150,14 +150,14 @@ def test_missing_redis_url_fails_the_cold_start_naming_it(
 
 
 @pytest.mark.parametrize("function", ["get_session", "get_steps", "delete_session"])
-def test_read_functions_import_neither_httpx_nor_the_a2a_client(
+def test_read_functions_import_neither_httpx_nor_the_a2a_client_nor_the_flow(
     lambda_env: dict[str, str], function: str
 ) -> None:
     probe = (
         "import sys; from orchestrator_flows.cli import load_function; "
         f"load_function({function!r}); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'httpx' "
-        "or m == 'orchestrator_flows.a2a'))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'yaml') "
+        "or m in ('orchestrator_flows.a2a', 'orchestrator_flows.flow')))"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=dict(os.environ),
                           capture_output=True, text=True, timeout=60, check=True)

@@ -54,7 +54,9 @@ def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
 
 def build_handler(routes: list[Route], env: dict[str, str] | None = None) -> LambdaHandler:
     settings = Settings.from_env(env, require_redis=True)
-    runtime = Runtime.from_settings(settings, observer=PowertoolsObserver())
+    runtime = Runtime.from_settings(
+        settings, observer=PowertoolsObserver(), with_flow="orchestrate" in routes
+    )
     adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
 
     @logger.inject_lambda_context(

@@ -7,13 +7,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator_flows.flow import Flow
 from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend, SessionStore
 
 if TYPE_CHECKING:
     from orchestrator_flows.engine import AgentCaller, Orchestrator
+    from orchestrator_flows.flow import Flow
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def build_backend(settings: Settings) -> Backend:
 @dataclass
 class Runtime:
     settings: Settings
-    flow: Flow
     store: SessionStore
+    _flow: Flow | None = field(default=None, repr=False)
     _orchestrator: Orchestrator | None = field(default=None, repr=False)
     agents: AgentCaller | None = field(default=None, repr=False)  # default: the A2A client
     observer: Observer = field(default_factory=SilentObserver, repr=False)
@@ -55,14 +55,25 @@ class Runtime:
         backend: Backend | None = None,
         agents: AgentCaller | None = None,
         observer: Observer | None = None,
+        with_flow: bool = True,
     ) -> Runtime:
-        flow = settings.load_flow()
+        """`with_flow=False` for the read-only functions, which never route a turn: they skip
+        YAML and the flow file altogether."""
         store = SessionStore(
             backend or build_backend(settings),
             ttl_seconds=settings.session_ttl_seconds,
             lease_seconds=settings.claim_lease_seconds,
         )
-        return cls(settings, flow, store, agents=agents, observer=observer or SilentObserver())
+        runtime = cls(settings, store, agents=agents, observer=observer or SilentObserver())
+        if with_flow:
+            runtime._flow = settings.load_flow()  # a broken flow file fails start-up, here
+        return runtime
+
+    @property
+    def flow(self) -> Flow:
+        if self._flow is None:
+            self._flow = self.settings.load_flow()
+        return self._flow
 
     @property
     def orchestrator(self) -> Orchestrator:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator_flows.errors import FlowConfigError
-from orchestrator_flows.flow import Flow, default_flow, load_flow
+
+if TYPE_CHECKING:
+    from orchestrator_flows.flow import Flow
 
 AGENT_URL_PREFIX = "AGENT_URL_"
 
@@ -88,6 +90,8 @@ class Settings(BaseModel):
 
     def load_flow(self) -> Flow:
         """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides."""
+        from orchestrator_flows.flow import default_flow, load_flow
+
         flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
         if self.agent_urls:
             flow = flow.with_agent_urls(self.agent_urls)
