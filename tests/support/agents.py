@@ -136,20 +136,6 @@ async def hang(_: dict[str, Any]) -> Response:
     return Response()
 
 
-def flapping(failures: int, then: ASGIApp) -> ASGIApp:
-    """Answers 503 to the first `failures` JSON-RPC calls, then hands over to a good agent."""
-    seen = {"calls": 0}
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and seen["calls"] < failures:
-            seen["calls"] += 1
-            await Response(b"busy", status_code=503)(scope, receive, send)
-            return
-        await then(scope, receive, send)
-
-    return app
-
-
-__all__ = ["EndingExecutor", "Recorder", "SlowExecutor", "build_agent_app", "flapping",
+__all__ = ["EndingExecutor", "Recorder", "SlowExecutor", "build_agent_app",
            "garbage", "hang", "http_status", "huge", "huge_chunked", "raw_agent", "rpc_error",
            "wrong_shape"]

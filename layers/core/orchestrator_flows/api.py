@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator_flows.errors import (
     AccountMismatch,
     IntentNotAllowed,
-    PayloadTooLarge,
     RequestRefused,
     SessionComplete,
     SessionNotFound,
@@ -47,7 +46,6 @@ ALL_ROUTES: tuple[Route, ...] = (
 CallId = Annotated[str, Path(pattern=ID_PATTERN, description="the call's id")]
 
 STATUS_OF: dict[type[RequestRefused], int] = {
-    PayloadTooLarge: 413,
     IntentNotAllowed: 409,
     SessionComplete: 409,
     StepInProgress: 409,

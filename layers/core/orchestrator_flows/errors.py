@@ -1,9 +1,9 @@
 """The domain's exception tree; `api.py` maps it to HTTP status codes and error codes, once.
+(Malformed and oversized requests never reach the domain: `api.py` answers them itself, 422
+invalid_request and 413 payload_too_large.)
 
 OrchestratorError
 ├── RequestRefused            the caller's turn is refused; nothing was recorded
-│   ├── InvalidRequest            422 invalid_request
-│   ├── PayloadTooLarge           413 payload_too_large
 │   ├── IntentNotAllowed          409 intent_not_allowed
 │   ├── SessionComplete           409 session_complete
 │   ├── StepInProgress            409 step_in_progress (+ Retry-After)
@@ -31,14 +31,6 @@ class RequestRefused(OrchestratorError):
         super().__init__(message)
         self.message = message
         self.details = details
-
-
-class InvalidRequest(RequestRefused):
-    code = "invalid_request"
-
-
-class PayloadTooLarge(RequestRefused):
-    code = "payload_too_large"
 
 
 class IntentNotAllowed(RequestRefused):

@@ -12,7 +12,8 @@ read from disk at request time.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
@@ -22,11 +23,7 @@ from orchestrator_flows.observability import PowertoolsObserver, logger, metrics
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 
-
-class LambdaHandler(Protocol):
-    runtime: Runtime  # the function's process-wide parts, for tests and local invoke
-
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def event_problem(event: Any) -> str | None:
@@ -72,6 +69,4 @@ def build_handler(routes: list[Route], env: dict[str, str] | None = None) -> Lam
         response: dict[str, Any] = adapter(event, context)
         return response
 
-    typed = cast(LambdaHandler, handler)
-    typed.runtime = runtime
-    return typed
+    return cast(LambdaHandler, handler)

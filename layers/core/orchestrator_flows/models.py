@@ -37,11 +37,6 @@ class TurnRequest(BaseModel):
     intent: Identifier
 
 
-class AgentError(BaseModel):
-    code: str
-    message: str
-
-
 class AgentResponse(BaseModel):
     agent: str
     text: str

@@ -94,9 +94,6 @@ class MemoryBackend:
             self._data.pop(key, None)
         return existed
 
-    async def ping(self) -> None:
-        return None
-
     async def close(self) -> None:
         self._data.clear()
 

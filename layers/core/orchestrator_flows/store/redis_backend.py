@@ -169,9 +169,6 @@ class RedisBackend:
         )
         return existed == 1
 
-    async def ping(self) -> None:
-        await self._run("ping", self.client.ping)
-
     async def close(self) -> None:
         await self.client.aclose()
 
