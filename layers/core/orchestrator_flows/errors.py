@@ -10,6 +10,7 @@ OrchestratorError
 │   ├── AccountMismatch           403 account_mismatch
 │   └── SessionNotFound           404 session_not_found
 ├── StoreUnavailable          503 store_unavailable
+├── ClaimLost                 the turn answers 200, status error, code claim_lost; nothing written
 └── FlowConfigError           a flow file that must not start the service
 """
 
