@@ -179,6 +179,30 @@ def profile_in_process(redis_url: str, agent_url: str, steps: int) -> list[tuple
     return sorted(((k, 100 * v / total) for k, v in buckets.items()), key=lambda kv: -kv[1])
 
 
+async def agent_hop(agent_url: str, calls: int) -> dict[str, float]:
+    """p50 of one A2A call through the A2A client, over httpx's own transport and over the
+    httpx-aiohttp transport (same httpx API), interleaved in blocks."""
+    from httpx_aiohttp import AiohttpTransport
+
+    from orchestrator_flows.a2a import A2AClient, AgentRequest
+    from orchestrator_flows.flow import Agent
+
+    agent = Agent("fallback", agent_url, "1.0")
+    clients = {"httpx": A2AClient(15), "httpx-aiohttp": A2AClient(15,
+                                                                 transport=AiohttpTransport())}
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    for block in range(10):
+        for name, client in clients.items():
+            for n in range(calls // 10):
+                request = AgentRequest(agent, f"hop {block}.{n}", {}, "ctx-hop")
+                started = time.perf_counter()
+                await client.send(request)
+                times[name].append((time.perf_counter() - started) * 1000)
+    for client in clients.values():
+        await client.aclose()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 async def compare(orch: str, floor: str, repeats: int, steps: int) -> dict[int, dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
     for concurrency in (1, 8, 32):
@@ -197,7 +221,7 @@ async def compare(orch: str, floor: str, repeats: int, steps: int) -> dict[int, 
 
 
 def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tuple[str, float]],
-           args: argparse.Namespace) -> str:
+           hop: dict[str, float], args: argparse.Namespace) -> str:
     lines = [
         "# Step benchmark results", "",
         f"`{' '.join(['.venv/bin/python', 'bench/step_bench.py', *sys.argv[1:]])}` — "
@@ -233,6 +257,11 @@ def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tupl
               "Redis and the agent over loopback; idle time in epoll left out.", "",
               "| part | share |", "|---|---|"]
     lines += [f"| {name} | {share:.1f} % |" for name, share in prof]
+    lines += ["", "## The agent hop: httpx transport against httpx-aiohttp", "",
+              f"One A2A call through the A2A client, p50 over {args.steps} calls each, "
+              "interleaved in blocks, same agent:", ""]
+    lines += [f"- {name}: {ms:.2f} ms" for name, ms in hop.items()]
+    lines.append(f"- ratio httpx-aiohttp / httpx: {hop['httpx-aiohttp'] / hop['httpx']:.2f}×")
     return "\n".join(lines) + "\n"
 
 
@@ -252,10 +281,11 @@ def main() -> None:
             long = asyncio.run(long_call(orch, raw, args.long))
             cmp = asyncio.run(compare(orch, floor, args.repeats, args.steps))
             prof = profile_in_process(redis_server.url, agent + "/", args.profile_steps)
+            hop = asyncio.run(agent_hop(agent + "/", args.steps))
     finally:
         raw.close()
         redis_server.stop()
-    text = report(cmp, long, prof, args)
+    text = report(cmp, long, prof, hop, args)
     print(text)
     if not args.quick:
         (ROOT / "bench" / "RESULTS.md").write_text(text)
