@@ -76,9 +76,9 @@ def test_every_event_fixture_answers_per_the_api_contract(
             assert body["error"]["message"]
         elif function == "orchestrate":
             assert body["status"] == detail, (name, body["response"])
-    # The story ended with a completed call whose trail the GET answered in full.
+    # The story ends with the call deleted: none of its keys answer any more.
     steps = invoke("get_steps", load_event("get_steps", "live"))
-    assert steps["statusCode"] == 404  # deleted at the end
+    assert steps["statusCode"] == 404
 
 
 def test_the_whole_call_is_recorded_through_the_handlers(warm: Invoke) -> None:

@@ -112,3 +112,15 @@ def test_agent_errors_are_counted_per_agent_and_kind(
     assert json.loads(response["body"])["status"] == "error"
     (error,) = metric(blobs, "AgentErrors")
     assert (error["agent"], error["kind"]) == ("greeting", "agent_unreachable")
+
+
+def test_a_turn_that_does_not_advance_counts_no_stage_advanced(
+    warm: Invoke, capfd: pytest.CaptureFixture[str]
+) -> None:
+    warm("orchestrate", turn_event(turn("greeting", "OBS-STAY")))
+    capfd.readouterr()
+    warm("orchestrate", turn_event(turn("small_talk", "OBS-STAY")))  # fallback: stays
+    warm("orchestrate", turn_event(turn("verify_identity", "OBS-STAY", "it's me")))  # input
+    blobs, _ = emitted(capfd)
+    assert len(metric(blobs, "StepLatency")) == 2
+    assert all("StageAdvanced" not in blob for blob in blobs)

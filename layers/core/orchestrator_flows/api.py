@@ -110,8 +110,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        if scope["path"] == "/orchestrate" and "app" in scope:
-            scope["app"].state.runtime().observer.turn_refused("payload_too_large")
+        if "app" in scope:
+            _count_refusal(scope["app"], scope["path"], "payload_too_large")
         response = JSONResponse(
             error_body("payload_too_large", f"the request body is over {self.limit} bytes"),
             status_code=413,
@@ -123,16 +123,16 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _count_refusal(request: Request, code: str) -> None:
+def _count_refusal(app: Any, path: str, code: str) -> None:
     # StepsRejected counts refused turns only, not reads of unknown sessions.
-    if request.url.path == "/orchestrate":
-        request.app.state.runtime().observer.turn_refused(code)
+    if path == "/orchestrate":
+        app.state.runtime().observer.turn_refused(code)
 
 
 def _install_error_mapping(app: FastAPI) -> None:
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, exc: RequestRefused) -> JSONResponse:
-        _count_refusal(request, exc.code)
+        _count_refusal(request.app, request.url.path, exc.code)
         headers = None
         if isinstance(exc, StepInProgress):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
@@ -144,7 +144,7 @@ def _install_error_mapping(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.error("store unavailable: %s", exc)
-        _count_refusal(request, exc.code)
+        _count_refusal(request.app, request.url.path, exc.code)
         return JSONResponse(
             error_body(exc.code, "the session store is unavailable; retry shortly"),
             status_code=503,
@@ -153,7 +153,7 @@ def _install_error_mapping(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        _count_refusal(request, "invalid_request")
+        _count_refusal(request.app, request.url.path, "invalid_request")
         # Echo where and why, never the input itself (it may carry what a caller said).
         problems = [
             {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "problem": e["msg"]}

@@ -72,13 +72,11 @@ class Orchestrator:
             raise
         error = outcome.failure.code if outcome.failure else None
         observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
-        stage_before = session.current_flow_id
         async with observe.span("commit", call_identify_id=turn.call_identify_id):
-            result = await self._record(turn, claim, session, route, outcome)
+            result, advanced = await self._record(turn, claim, session, route, outcome)
         observe.turn_done(
             result["status"],
-            advanced=result["is_complete"]
-            or (result["status"] == "success" and result["next_flow_id"] != stage_before),
+            advanced=advanced,
             completed=result["is_complete"],
             latency_ms=(time.perf_counter() - started) * 1000,
             input_length=len(turn.input_message),
@@ -146,10 +144,11 @@ class Orchestrator:
 
     async def _record(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
+        """Commit the step; the turn's answer, and whether the stage advanced."""
         stage, agent = route.stage, route.agent
         before = session.current_flow_id
-        self._apply(session, route, outcome)
+        advanced = self._apply(session, route, outcome)
         now = utc_now()
         session.step_count += 1
         session.updated_at = now
@@ -165,23 +164,7 @@ class Orchestrator:
             "response_data": outcome.response,
             "timestamp": now,
         }
-        try:
-            trail = await self.store.commit(claim, session, step)
-        except ClaimLost as lost:
-            return {
-                "call_identify_id": turn.call_identify_id,
-                "intent_flow_id": stage.id,
-                "intent": turn.intent,
-                "status": "error",
-                "response": {
-                    **outcome.response,
-                    "error": {"code": lost.code, "message": str(lost)},
-                },
-                "next_flow_id": before,
-                "is_complete": False,
-                "session_summary": None,
-            }
-        return {
+        answer = {
             "call_identify_id": turn.call_identify_id,
             "intent_flow_id": stage.id,
             "intent": turn.intent,
@@ -189,11 +172,22 @@ class Orchestrator:
             "response": outcome.response,
             "next_flow_id": None if session.is_complete else session.current_flow_id,
             "is_complete": session.is_complete,
-            "session_summary": session.to_public(trail) if trail is not None else None,
+            "session_summary": None,
         }
+        try:
+            trail = await self.store.commit(claim, session, step)
+        except ClaimLost as lost:
+            # Nothing of the turn was written: the call is where it was before it.
+            error = {"code": lost.code, "message": str(lost)}
+            answer.update(status="error", response={**outcome.response, "error": error},
+                          next_flow_id=before, is_complete=False)
+            return answer, False
+        if trail is not None:
+            answer["session_summary"] = session.to_public(trail)
+        return answer, advanced
 
-    def _apply(self, session: Session, route: Route, outcome: _Outcome) -> None:
-        """The flow rules: what a turn's outcome does to the session."""
+    def _apply(self, session: Session, route: Route, outcome: _Outcome) -> bool:
+        """The flow rules: what a turn's outcome does to the session; True if it advanced."""
         agent, stage = route.agent, route.stage
         if outcome.reply is not None and outcome.reply.state != "completed":
             if outcome.reply.task_id is not None:
@@ -203,14 +197,14 @@ class Orchestrator:
                     a2a_version=outcome.reply.a2a_version,
                     stage_id=stage.id,
                 )
-            return
+            return False
         if outcome.failure is not None:
             if outcome.failure.code not in _TRANSIENT:
                 session.open_tasks.pop(agent.name, None)
-            return
+            return False
         session.open_tasks.pop(agent.name, None)
         if route.is_fallback:
-            return
+            return False
         session.completed_flows.append(stage.id)
         if stage.id == self.flow.last_stage_id:
             session.is_complete = True
@@ -222,6 +216,7 @@ class Orchestrator:
             for name, ref in session.open_tasks.items()
             if ref.stage_id >= session.current_flow_id and not session.is_complete
         }
+        return True
 
 
 def _response(

@@ -49,8 +49,8 @@ def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
     }
 
 
-def build_handler(routes: list[Route], env: dict[str, str] | None = None) -> LambdaHandler:
-    settings = Settings.from_env(env, require_redis=True)
+def build_handler(routes: list[Route]) -> LambdaHandler:
+    settings = Settings.from_env(require_redis=True)
     runtime = Runtime.from_settings(
         settings, observer=PowertoolsObserver(), with_flow="orchestrate" in routes
     )
