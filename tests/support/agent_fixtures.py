@@ -29,9 +29,21 @@ class BackgroundLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def close(self) -> None:
+        """Cancel what the agents left running and let it finish, then stop the loop. Tasks left
+        suspended would be finalised later by the garbage collector in another thread, where the
+        a2a-sdk's queue shutdown can block on a lock and hang the interpreter at exit."""
+        self.run(_cancel_others(), timeout=10)
+        self.run(self.loop.shutdown_asyncgens(), timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+async def _cancel_others() -> None:
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")
