@@ -215,7 +215,7 @@ def _line_of(path: tuple[Any, ...], lines: Mapping[tuple[Any, ...], int]) -> int
 def _load_with_lines(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML into plain data, remembering the line of every node and refusing duplicate keys
     (PyYAML would silently keep the last one, hiding a duplicated intent)."""
-    loader = yaml.SafeLoader(text)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     lines: dict[tuple[Any, ...], int] = {}
     try:
         root = loader.get_single_node()
