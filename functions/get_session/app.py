@@ -1,5 +1,5 @@
-"""GET /session/{call_identify_id}: the session state."""
+"""GET /session/{call_identify_id}: the session state; GET /healthz: liveness."""
 
 from orchestrator_flows.lambda_app import build_handler
 
-handler = build_handler(["get_session"])
+handler = build_handler(["get_session", "healthz"])

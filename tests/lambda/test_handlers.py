@@ -45,6 +45,7 @@ EXPECTED: list[tuple[str, str, int, str | None]] = [
     ("orchestrate", "not_http_api", 400, "invalid_event"),
     ("get_session", "live", 200, None),
     ("get_session", "unknown", 404, "session_not_found"),
+    ("get_session", "healthz", 200, None),
     ("get_steps", "live", 200, None),
     ("get_steps", "unknown", 404, "session_not_found"),
     ("delete_session", "live", 204, None),
