@@ -110,8 +110,12 @@ def test_agent_errors_are_counted_per_agent_and_kind(
     response = warm("orchestrate", turn_event(turn("greeting", "OBS-ERR")))
     blobs, _ = emitted(capfd)
     assert json.loads(response["body"])["status"] == "error"
-    (error,) = metric(blobs, "AgentErrors")
+    by_dimensions = {tuple(blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]): blob
+                     for blob in metric(blobs, "AgentErrors")}
+    assert set(by_dimensions) == {("service", "agent", "kind"), ("service",)}
+    error = by_dimensions["service", "agent", "kind"]
     assert (error["agent"], error["kind"]) == ("greeting", "agent_unreachable")
+    assert by_dimensions["service",]["AgentErrors"] == [1.0]  # the total the alarm watches
 
 
 def test_a_turn_that_does_not_advance_counts_no_stage_advanced(

@@ -87,6 +87,9 @@ class PowertoolsObserver:
         _count("AgentLatency", latency_ms, MetricUnit.Milliseconds, agent=agent)
         if error_code is not None:
             _count("AgentErrors", 1, MetricUnit.Count, agent=agent, kind=error_code)
+            # The same count on the service dimension alone: what the stack's alarm watches
+            # (an alarm cannot sum over every agent and kind).
+            metrics.add_metric(name="AgentErrors", unit=MetricUnit.Count, value=1)
             logger.warning("agent failed", extra={"error_code": error_code})
 
     def turn_done(
