@@ -18,3 +18,20 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# The CDK CLI pinned in package.json, installed into node_modules/ when missing or changed.
+ensure_cdk_cli() {
+  local stamp
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "ERROR: node and npm are needed for the CDK (Node 20 or newer)." >&2
+    exit 1
+  fi
+  stamp="node_modules/.installed-$(sha256sum package.json | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "==> installing the CDK CLI from package.json" >&2
+    npm install --no-audit --no-fund --loglevel=error >&2
+    touch "$stamp"
+  fi
+  # jsii (under aws-cdk-lib) prints a banner on Node 20; the app works on it (tested here).
+  export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
+}

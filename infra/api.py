@@ -1,0 +1,92 @@
+"""The HTTP API: the five routes to their functions, IAM authorization by default (a JWT
+authorizer when the context names an issuer), throttling on the default stage, JSON access logs,
+CORS only when origins are configured."""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import StackConfig
+from infra.functions import FUNCTIONS, Functions
+
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integrationErrorMessage",
+    "authorizerError": "$context.authorizer.error",
+    "caller": "$context.identity.caller",
+}
+
+
+@jsii.implements(apigwv2.IAccessLogSettings)
+class _AccessLogs:
+    """HttpStage takes its access-log settings only as an object implementing the interface."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._destination = apigwv2.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigwv2.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigw.AccessLogFormat:
+        return apigw.AccessLogFormat.custom(
+            "{" + ",".join(f'"{key}":"{value}"' for key, value in ACCESS_LOG_FIELDS.items()) + "}")
+
+
+class Api(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig,
+                 functions: Functions) -> None:
+        super().__init__(scope, id)
+        authorizer: apigwv2.IHttpRouteAuthorizer
+        if config.jwt_issuer is not None:
+            authorizer = authorizers.HttpJwtAuthorizer(
+                "Jwt", config.jwt_issuer, jwt_audience=config.jwt_audience)
+        else:
+            authorizer = authorizers.HttpIamAuthorizer()
+        cors = None
+        if config.cors_allow_origins:
+            cors = apigwv2.CorsPreflightOptions(
+                allow_origins=config.cors_allow_origins,
+                allow_methods=[apigwv2.CorsHttpMethod.GET, apigwv2.CorsHttpMethod.POST,
+                               apigwv2.CorsHttpMethod.DELETE],
+                allow_headers=["content-type", "authorization", "idempotency-key",
+                               "x-amz-date", "x-amz-security-token"],
+                max_age=Duration.hours(1))
+        self.http_api = apigwv2.HttpApi(
+            self, "HttpApi", api_name=f"orchestrator-flows-{config.stage}",
+            description="Orchestrator Flows: multi-stage call flows over A2A",
+            default_authorizer=authorizer, create_default_stage=False, cors_preflight=cors)
+        self.access_logs = logs.LogGroup(self, "AccessLogs",
+                                         retention=config.log_retention,
+                                         removal_policy=RemovalPolicy.DESTROY)
+        self.stage = apigwv2.HttpStage(
+            self, "DefaultStage", http_api=self.http_api, stage_name="$default", auto_deploy=True,
+            throttle=apigwv2.ThrottleSettings(rate_limit=config.throttle_rate_limit,
+                                              burst_limit=config.throttle_burst_limit),
+            access_log_settings=_AccessLogs(self.access_logs))
+        for spec in FUNCTIONS:
+            integration = integrations.HttpLambdaIntegration(
+                f"{spec.name}-integration", functions.by_name[spec.name])
+            for method, path in spec.routes:
+                self.http_api.add_routes(path=path, methods=[apigwv2.HttpMethod(method)],
+                                         integration=integration)
+
+    @property
+    def url(self) -> str:
+        return self.stage.url

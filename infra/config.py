@@ -1,0 +1,179 @@
+"""The stack's configuration: one typed object read from CDK context (cdk.json or `-c key=value`)
+and validated before any resource is defined, so a bad value fails `cdk synth` with its name."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from aws_cdk import aws_logs as logs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FLOW = ROOT / "layers" / "core" / "orchestrator_flows" / "default_flow.yaml"
+
+# API Gateway HTTP APIs cut every integration at 30 s: an orchestrate turn must end before that.
+API_GATEWAY_TIMEOUT_SECONDS = 30
+# What a turn spends beside the agent call: two Redis scripts (each bounded at 1.9 s by the store)
+# plus the function's own work; the function's timeout is the agent's plus this.
+REDIS_MARGIN_SECONDS = 5
+
+
+class ConfigError(ValueError):
+    """A context value cannot configure the stack; the message names the context key."""
+
+
+class _Node(Protocol):
+    def try_get_context(self, key: str) -> Any: ...
+
+
+class StackConfig(BaseModel):
+    """Every context key the stack reads. Values given with `-c` arrive as strings: numbers and
+    booleans are coerced, maps and lists may be given as JSON or comma-separated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    stage: str = Field("dev", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    vpc_id: str | None = Field(None, alias="vpcId", pattern=r"^vpc-[0-9a-f]{8,17}$")
+    isolated: bool = False
+    nat_gateways: int = Field(1, alias="natGateways", ge=1, le=3)
+    agent_base_url: str | None = Field(None, alias="agentBaseUrl")
+    agent_urls: dict[str, str] = Field(default_factory=dict, alias="agentUrls")
+    session_ttl_seconds: int = Field(3600, alias="sessionTtlSeconds", ge=60, le=86_400)
+    agent_timeout_seconds: float = Field(15, alias="agentTimeoutSeconds", gt=0)
+    orchestrate_memory_mb: int = Field(512, alias="orchestrateMemoryMb", ge=128, le=10_240)
+    read_memory_mb: int = Field(256, alias="readMemoryMb", ge=128, le=10_240)
+    reserved_concurrency: int | None = Field(None, alias="reservedConcurrency", ge=1)
+    throttle_rate_limit: float = Field(100, alias="throttleRateLimit", gt=0)
+    throttle_burst_limit: int = Field(200, alias="throttleBurstLimit", ge=1)
+    jwt_issuer: str | None = Field(None, alias="jwtIssuer")
+    jwt_audience: list[str] = Field(default_factory=list, alias="jwtAudience")
+    cors_allow_origins: list[str] = Field(default_factory=list, alias="corsAllowOrigins")
+    log_retention_days: int = Field(30, alias="logRetentionDays")
+    log_level: str = Field("INFO", alias="logLevel", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    alarm_email: str | None = Field(None, alias="alarmEmail", pattern=r"^[^@\s]+@[^@\s]+$")
+    latency_alarm_ms: int = Field(5000, alias="latencyAlarmMs", ge=100)
+    cache_max_data_gb: int = Field(5, alias="cacheMaxDataGb", ge=1, le=5000)
+    cache_max_ecpu_per_second: int = Field(5000, alias="cacheMaxEcpuPerSecond", ge=1000,
+                                           le=15_000_000)
+
+    @field_validator("agent_urls", "jwt_audience", "cors_allow_origins", mode="before")
+    @classmethod
+    def _from_cli_string(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith(("{", "[")):
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    @field_validator("agent_base_url")
+    @classmethod
+    def _base_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_agent_url(value)
+        return value
+
+    @field_validator("agent_urls")
+    @classmethod
+    def _urls_are_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+                raise ValueError(f"agent name {name!r} must match [a-z][a-z0-9_]*")
+            _check_agent_url(url)
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _a_retention_cloudwatch_offers(cls, value: int) -> int:
+        if value not in RETENTION_DAYS:
+            raise ValueError(f"must be one of CloudWatch's retentions: {sorted(RETENTION_DAYS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackConfig:
+        if self.agent_timeout_seconds + REDIS_MARGIN_SECONDS >= API_GATEWAY_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"agentTimeoutSeconds={self.agent_timeout_seconds:g} leaves no room for Redis in "
+                f"API Gateway's {API_GATEWAY_TIMEOUT_SECONDS} s: at most "
+                f"{API_GATEWAY_TIMEOUT_SECONDS - REDIS_MARGIN_SECONDS - 1} s")
+        if self.jwt_issuer is not None and not self.jwt_audience:
+            raise ValueError("jwtIssuer needs jwtAudience (one or more client ids)")
+        if self.jwt_audience and self.jwt_issuer is None:
+            raise ValueError("jwtAudience needs jwtIssuer")
+        if self.jwt_issuer is not None and not self.jwt_issuer.startswith("https://"):
+            raise ValueError("jwtIssuer must be an https:// URL")
+        if self.throttle_burst_limit < self.throttle_rate_limit:
+            raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
+        return self
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return logs.RetentionDays[RETENTION_DAYS[self.log_retention_days]]
+
+    @property
+    def function_timeout_seconds(self) -> int:
+        return int(self.agent_timeout_seconds) + REDIS_MARGIN_SECONDS
+
+    def agent_endpoints(self, agents: list[str]) -> dict[str, str]:
+        """Each agent's URL: its own from agentUrls, else agentBaseUrl/<name>/. An agent left
+        without one would keep the flow file's loopback URL, which nothing in AWS answers."""
+        unknown = sorted(set(self.agent_urls) - set(agents))
+        if unknown:
+            raise ConfigError(f"agentUrls: {', '.join(unknown)} not agents of the flow "
+                              f"(agents: {', '.join(agents)})")
+        endpoints = {}
+        for name in agents:
+            if name in self.agent_urls:
+                endpoints[name] = self.agent_urls[name]
+            elif self.agent_base_url is not None:
+                endpoints[name] = f"{self.agent_base_url.rstrip('/')}/{name}/"
+        missing = [name for name in agents if name not in endpoints]
+        if missing:
+            raise ConfigError(
+                f"no URL for agent(s) {', '.join(missing)}: set context agentBaseUrl (each agent "
+                f"at <base>/<name>/) or agentUrls.<name>, e.g. -c agentBaseUrl=https://agents.example.com")
+        return endpoints
+
+    @classmethod
+    def from_context(cls, node: _Node) -> StackConfig:
+        """From a construct's node (`app.node`): cdk.json's context, then `-c` values."""
+        names = [field.alias or name for name, field in cls.model_fields.items()]
+        given = {key: value for key in names
+                 if (value := node.try_get_context(key)) is not None and value != ""}
+        return cls.from_mapping(given)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> StackConfig:
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                key = ".".join(str(part) for part in error["loc"]) or "context"
+                problems.append(f"context {key}: {error['msg']}")
+            raise ConfigError("; ".join(problems)) from None
+
+
+# CloudWatch's retentions, by days, as aws_logs.RetentionDays names them.
+RETENTION_DAYS = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
+    30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS", 1827: "FIVE_YEARS",
+    2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
+}
+
+
+def _check_agent_url(url: str) -> None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+
+
+def flow_agents(path: Path = DEFAULT_FLOW) -> list[str]:
+    """The agents the shipped flow file names, read as data (infra never imports the core)."""
+    document = yaml.safe_load(path.read_text("utf-8"))
+    return list(document["agents"])

@@ -1,0 +1,41 @@
+"""Where the functions and the session cache live: a new VPC (or an existing one from context)
+and the functions' security group. Private subnets have egress through NAT by default, since the
+agents are HTTP endpoints; `isolated` builds no NAT, for agents inside the VPC."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.config import StackConfig
+
+
+class Network(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig) -> None:
+        super().__init__(scope, id)
+        self.subnet_type = (ec2.SubnetType.PRIVATE_ISOLATED if config.isolated
+                            else ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        if config.vpc_id is not None:
+            self.vpc: ec2.IVpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=config.vpc_id)
+        else:
+            subnets = [ec2.SubnetConfiguration(name="private", subnet_type=self.subnet_type,
+                                               cidr_mask=22)]
+            if not config.isolated:
+                subnets.insert(0, ec2.SubnetConfiguration(
+                    name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24))
+            vpc = ec2.Vpc(self, "Vpc", max_azs=2, subnet_configuration=subnets,
+                          nat_gateways=0 if config.isolated else config.nat_gateways)
+            flow_logs = logs.LogGroup(self, "FlowLogs",
+                                      retention=config.log_retention,
+                                      removal_policy=RemovalPolicy.DESTROY)
+            vpc.add_flow_log("FlowLog",
+                             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+                             traffic_type=ec2.FlowLogTrafficType.REJECT)
+            self.vpc = vpc
+        self.subnets = ec2.SubnetSelection(subnet_type=self.subnet_type)
+        # Outbound open: the functions call agents at URLs only the context knows.
+        self.function_group = ec2.SecurityGroup(
+            self, "FunctionGroup", vpc=self.vpc, allow_all_outbound=True,
+            description="Orchestrator Flows functions")

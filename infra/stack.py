@@ -1,0 +1,40 @@
+"""The Orchestrator Flows stack: network, session cache, core layer, functions, API, monitoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+
+from infra.api import Api
+from infra.cache import SessionCache
+from infra.config import StackConfig, flow_agents
+from infra.functions import Functions
+from infra.layer import CoreLayer
+from infra.network import Network
+from infra.observability import Monitoring
+
+
+class OrchestratorFlowsStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        agent_urls = config.agent_endpoints(flow_agents())
+        self.network = Network(self, "Network", config=config)
+        self.cache = SessionCache(self, "SessionCache", config=config, network=self.network)
+        self.layer = CoreLayer(self, "CoreLayer")
+        self.functions = Functions(self, "Functions", config=config, network=self.network,
+                                   cache=self.cache, layer=self.layer.layer,
+                                   agent_urls=agent_urls)
+        self.api = Api(self, "Api", config=config, functions=self.functions)
+        self.monitoring = Monitoring(self, "Monitoring", config=config, api=self.api,
+                                     functions=self.functions, cache=self.cache)
+        CfnOutput(self, "ApiUrl", value=self.api.url)
+        CfnOutput(self, "RedisUrl", value=self.cache.redis_url)
+
+
+def attach_checks(stack: Stack) -> None:
+    """cdk-nag's AWS Solutions rules as a validation plugin: an unacknowledged finding fails
+    synth."""
+    Validations.of(stack).add_plugins(AwsSolutionsChecks(stack))

@@ -1,0 +1,229 @@
+"""The synthesized template: what each function, the API, the cache and the alarms get."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import Environment
+
+from infra.config import flow_agents
+from infra.functions import FUNCTIONS
+from tests.infra.conftest import AGENTS, Synth, Synthesized
+
+READ_FUNCTIONS = ("GetSessionFunction", "GetStepsFunction", "DeleteSessionFunction")
+ALL_FUNCTIONS = ("OrchestrateFunction", *READ_FUNCTIONS)
+
+
+def functions(stack: Synthesized) -> dict[str, dict[str, Any]]:
+    found = stack.resources("AWS::Lambda::Function")
+    assert set(found) == set(ALL_FUNCTIONS)
+    return {name: resource["Properties"] for name, resource in found.items()}
+
+
+def test_every_function_runs_python_3_13_on_arm64_with_the_layer_in_the_vpc(
+        default_stack: Synthesized) -> None:
+    (layer,) = default_stack.resources("AWS::Lambda::LayerVersion")
+    (function_group,) = [name for name, group in
+                         default_stack.resources("AWS::EC2::SecurityGroup").items()
+                         if group["Properties"]["GroupDescription"]
+                         == "Orchestrator Flows functions"]
+    for name, props in functions(default_stack).items():
+        assert props["Runtime"] == "python3.13", name
+        assert props["Architectures"] == ["arm64"], name
+        assert props["Handler"] == "app.handler", name
+        assert props["Layers"] == [{"Ref": layer}], name
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert props["VpcConfig"]["SecurityGroupIds"] == [
+            {"Fn::GetAtt": [function_group, "GroupId"]}], name
+        assert len(props["VpcConfig"]["SubnetIds"]) == 2, name
+
+
+def test_every_function_reaches_the_cache_over_tls_in_cluster_mode(
+        default_stack: Synthesized) -> None:
+    (cache,) = default_stack.resources("AWS::ElastiCache::ServerlessCache")
+    for name, props in functions(default_stack).items():
+        env = props["Environment"]["Variables"]
+        assert env["REDIS_MODE"] == "cluster", name
+        assert env["REDIS_URL"] == {"Fn::Join": ["", [
+            "rediss://", {"Fn::GetAtt": [cache, "Endpoint.Address"]}, ":",
+            {"Fn::GetAtt": [cache, "Endpoint.Port"]}]]}, name
+        assert env["SESSION_TTL_SECONDS"] == "3600"
+        assert env["POWERTOOLS_SERVICE_NAME"] == "orchestrator-flows"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "OrchestratorFlows/dev"
+        assert env["POWERTOOLS_TRACE_DISABLED"] == "false"
+
+
+def test_only_orchestrate_is_told_where_the_agents_are(full_stack: Synthesized) -> None:
+    props = functions(full_stack)
+    env = props["OrchestrateFunction"]["Environment"]["Variables"]
+    agents = {key: value for key, value in env.items() if key.startswith("AGENT_URL_")}
+    assert set(agents) == {f"AGENT_URL_{name.upper()}" for name in flow_agents()}
+    assert agents["AGENT_URL_AUTH"] == "https://auth.example.net/a2a/"
+    assert agents["AGENT_URL_REFUND"] == "https://agents.example.com/refund/"
+    assert env["AGENT_TIMEOUT_SECONDS"] == "15"
+    for name in READ_FUNCTIONS:
+        assert not [key for key in props[name]["Environment"]["Variables"]
+                    if key.startswith("AGENT_")], name
+
+
+def test_timeouts_and_memory_follow_the_config(full_stack: Synthesized) -> None:
+    props = functions(full_stack)
+    assert props["OrchestrateFunction"]["Timeout"] == 20  # agent 15 s + Redis margin
+    assert props["OrchestrateFunction"]["MemorySize"] == 512
+    assert props["OrchestrateFunction"]["ReservedConcurrentExecutions"] == 50
+    for name in READ_FUNCTIONS:
+        assert props[name]["Timeout"] == 5
+        assert props[name]["MemorySize"] == 256
+        assert "ReservedConcurrentExecutions" not in props[name]
+
+
+def test_function_roles_may_write_logs_traces_and_enis_and_nothing_else(
+        default_stack: Synthesized) -> None:
+    roles = default_stack.resources("AWS::IAM::Role")
+    function_roles = {props["Role"]["Fn::GetAtt"][0] for props in functions(default_stack).values()}
+    assert len(function_roles) == 4
+    for role in function_roles:
+        managed = roles[role]["Properties"]["ManagedPolicyArns"]
+        assert sorted(arn["Fn::Join"][1][-1] for arn in managed) == [
+            ":iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            ":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"]
+    for policy in default_stack.resources("AWS::IAM::Policy").values():
+        attached = {role["Ref"] for role in policy["Properties"]["Roles"]}
+        if not attached & function_roles:
+            continue
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        actions = sorted(action for statement in statements
+                         for action in ([statement["Action"]]
+                                        if isinstance(statement["Action"], str)
+                                        else statement["Action"]))
+        assert actions == ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+
+
+def test_the_cache_is_valkey_serverless_and_admits_only_the_functions_on_6379(
+        default_stack: Synthesized) -> None:
+    (cache,) = default_stack.resources("AWS::ElastiCache::ServerlessCache").values()
+    props = cache["Properties"]
+    assert props["Engine"] == "valkey"
+    assert props["ServerlessCacheName"] == "orchestrator-flows-dev"
+    assert len(props["SubnetIds"]) == 2
+    (cache_group,) = [group["Fn::GetAtt"][0] for group in props["SecurityGroupIds"]]
+    groups = default_stack.resources("AWS::EC2::SecurityGroup")
+    assert "functions only" in groups[cache_group]["Properties"]["GroupDescription"]
+    # No egress: CDK's "disallow all" placeholder rule is the only one.
+    (egress,) = groups[cache_group]["Properties"]["SecurityGroupEgress"]
+    assert egress["CidrIp"] == "255.255.255.255/32"
+    ingress = [rule["Properties"] for rule in
+               default_stack.resources("AWS::EC2::SecurityGroupIngress").values()
+               if rule["Properties"]["GroupId"] == {"Fn::GetAtt": [cache_group, "GroupId"]}]
+    assert "SecurityGroupIngress" not in groups[cache_group]["Properties"]
+    (function_group,) = [name for name in groups if name != cache_group]
+    (rule,) = ingress
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 6379, 6379)
+    assert rule["SourceSecurityGroupId"] == {"Fn::GetAtt": [function_group, "GroupId"]}
+
+
+def test_the_api_routes_five_routes_to_their_functions_under_iam(
+        default_stack: Synthesized) -> None:
+    routes = {route["Properties"]["RouteKey"]: route["Properties"]
+              for route in default_stack.resources("AWS::ApiGatewayV2::Route").values()}
+    assert set(routes) == {f"{method} {path}" for spec in FUNCTIONS for method, path in spec.routes}
+    assert len(routes) == 5
+    integrations = default_stack.resources("AWS::ApiGatewayV2::Integration")
+    for spec in FUNCTIONS:
+        for method, path in spec.routes:
+            route = routes[f"{method} {path}"]
+            assert route["AuthorizationType"] == "AWS_IAM"
+            integration = integrations[route["Target"]["Fn::Join"][1][1]["Ref"]]["Properties"]
+            assert integration["IntegrationUri"] == {
+                "Fn::GetAtt": [spec.logical_id, "Arn"]}
+            assert integration["PayloadFormatVersion"] == "2.0"
+    (api,) = default_stack.resources("AWS::ApiGatewayV2::Api").values()
+    assert "CorsConfiguration" not in api["Properties"]
+
+
+def test_the_default_stage_throttles_and_logs_access_as_json(default_stack: Synthesized) -> None:
+    (stage,) = default_stack.resources("AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    assert props["StageName"] == "$default"
+    assert props["AutoDeploy"] is True
+    assert props["DefaultRouteSettings"] == {"ThrottlingRateLimit": 100,
+                                             "ThrottlingBurstLimit": 200}
+    log_groups = default_stack.resources("AWS::Logs::LogGroup")
+    assert props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0] in log_groups
+    line = json.loads(props["AccessLogSettings"]["Format"])
+    assert line["requestId"] == "$context.requestId"
+    assert line["status"] == "$context.status"
+
+
+def test_a_jwt_issuer_in_context_replaces_iam_with_a_jwt_authorizer(
+        full_stack: Synthesized) -> None:
+    (authorizer,) = full_stack.resources("AWS::ApiGatewayV2::Authorizer").values()
+    assert authorizer["Properties"]["AuthorizerType"] == "JWT"
+    assert authorizer["Properties"]["JwtConfiguration"] == {
+        "Issuer": "https://idp.example.com/", "Audience": ["ivr-platform", "chat-platform"]}
+    for route in full_stack.resources("AWS::ApiGatewayV2::Route").values():
+        if route["Properties"]["RouteKey"].startswith("OPTIONS"):
+            continue
+        assert route["Properties"]["AuthorizationType"] == "JWT"
+    (api,) = full_stack.resources("AWS::ApiGatewayV2::Api").values()
+    assert api["Properties"]["CorsConfiguration"]["AllowOrigins"] == [
+        "https://console.example.com"]
+
+
+def test_every_log_group_keeps_its_logs_for_the_configured_days(
+        default_stack: Synthesized) -> None:
+    log_groups = default_stack.resources("AWS::Logs::LogGroup").values()
+    assert len(log_groups) == 6  # four functions, API access, VPC flow logs
+    assert {group["Properties"]["RetentionInDays"] for group in log_groups} == {30}
+    for props in functions(default_stack).values():
+        assert "LoggingConfig" in props
+
+
+def test_alarms_watch_5xx_latency_agent_errors_throttles_and_the_cache(
+        default_stack: Synthesized) -> None:
+    alarms = {alarm["Properties"]["MetricName"]: alarm["Properties"]
+              for alarm in default_stack.resources("AWS::CloudWatch::Alarm").values()
+              if "MetricName" in alarm["Properties"]}
+    assert set(alarms) == {"5xx", "Latency", "AgentErrors", "Throttles",
+                           "ElastiCacheProcessingUnits", "BytesUsedForCache"}
+    assert len(default_stack.resources("AWS::CloudWatch::Alarm")) == 9  # 4 throttle alarms
+    assert alarms["AgentErrors"]["Namespace"] == "OrchestratorFlows/dev"
+    assert alarms["AgentErrors"]["Dimensions"] == [{"Name": "service",
+                                                    "Value": "orchestrator-flows"}]
+    assert alarms["Latency"]["ExtendedStatistic"] == "p99"
+    assert alarms["BytesUsedForCache"]["Threshold"] == 5 * 1024**3 * 0.8
+    assert not [a for a in default_stack.resources("AWS::CloudWatch::Alarm").values()
+                if a["Properties"].get("AlarmActions")]
+    assert len(default_stack.resources("AWS::CloudWatch::Dashboard")) == 1
+
+
+def test_an_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
+        full_stack: Synthesized) -> None:
+    (topic,) = full_stack.resources("AWS::SNS::Topic")
+    (subscription,) = full_stack.resources("AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Endpoint"] == "oncall@example.com"
+    (policy,) = full_stack.resources("AWS::SNS::TopicPolicy").values()
+    assert "aws:SecureTransport" in json.dumps(policy)
+    for alarm in full_stack.resources("AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_egress_goes_through_one_nat_gateway_by_default(default_stack: Synthesized) -> None:
+    assert len(default_stack.resources("AWS::EC2::NatGateway")) == 1
+    assert len(default_stack.resources("AWS::EC2::FlowLog")) == 1
+
+
+def test_the_isolated_option_builds_no_nat_and_no_internet_gateway(
+        full_stack: Synthesized) -> None:
+    assert not full_stack.resources("AWS::EC2::NatGateway")
+    assert not full_stack.resources("AWS::EC2::InternetGateway")
+    assert len(full_stack.resources("AWS::EC2::Subnet")) == 2
+
+
+def test_an_existing_vpc_is_used_not_built(synth: Synth) -> None:
+    stack = synth({**AGENTS, "vpcId": "vpc-0123456789abcdef0"},
+                  env=Environment(account="123456789012", region="eu-west-1"))
+    assert not stack.resources("AWS::EC2::VPC")
+    for props in functions(stack).values():
+        assert props["VpcConfig"]["SubnetIds"]
