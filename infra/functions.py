@@ -90,7 +90,8 @@ class Functions(Construct):
                 runtime=RUNTIME,
                 architecture=ARCHITECTURE,
                 handler="app.handler",
-                code=lambda_.Code.from_asset(str(ROOT / "functions" / spec.name)),
+                code=lambda_.Code.from_asset(str(ROOT / "functions" / spec.name),
+                                             exclude=["__pycache__", "*.pyc"]),
                 layers=[layer],
                 memory_size=(config.orchestrate_memory_mb if spec.calls_agents
                              else config.read_memory_mb),

@@ -15,6 +15,7 @@ def test_each_function_s_asset_holds_its_handler(bundled_stack: Synthesized) -> 
     for spec in FUNCTIONS:
         function = resources[spec.logical_id]
         asset = bundled_stack.outdir / function["Metadata"]["aws:asset:path"]
+        assert sorted(path.name for path in asset.iterdir()) == ["app.py"], spec.name
         module, attribute = function["Properties"]["Handler"].split(".")
         source = asset / f"{module}.py"
         tree = ast.parse(source.read_text())
