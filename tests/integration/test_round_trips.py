@@ -17,7 +17,8 @@ from tests.support.scripted import ScriptedAgents, turn
 
 
 async def sent_by_clients(
-    redis_url: str, orchestrator: Orchestrator, intents: list[str], call: str
+    redis_url: str, orchestrator: Orchestrator, intents: list[str], call: str,
+    idempotency_key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every command clients sent while the turns ran (commands inside scripts left out)."""
     seen: list[dict[str, Any]] = []
@@ -36,7 +37,7 @@ async def sent_by_clients(
         await asyncio.sleep(0.1)
         for intent in intents:
             with contextlib.suppress(RequestRefused):
-                await orchestrator.handle_turn(turn(intent, call=call))
+                await orchestrator.handle_turn(turn(intent, call=call), idempotency_key)
         await asyncio.sleep(0.3)
         listener.cancel()
     await watcher.aclose()
@@ -67,3 +68,13 @@ async def test_a_refused_turn_costs_two_round_trips_and_leaves_no_key(redis_url:
     await runtime.aclose()
     assert [c["command"].split()[0] for c in sent] == ["EVALSHA"] * 2, sent
     assert left == []
+
+
+async def test_a_keyed_step_costs_two_round_trips_and_its_replay_one(redis_url: str) -> None:
+    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.orchestrator
+    await orchestrator.handle_turn(turn("greeting", call="WARM-3"), "warm-up")
+    sent = await sent_by_clients(redis_url, orchestrator, ["greeting", "greeting"], "TRIPS-3",
+                                 idempotency_key="turn-1")
+    await runtime.aclose()
+    assert [c["command"].split()[0] for c in sent] == ["EVALSHA"] * 3, sent

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from orchestrator_flows.errors import ClaimLost, StepInProgress
+from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
 from orchestrator_flows.session import Session
-from orchestrator_flows.store import SessionStore
+from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
 from tests.integration.conftest import Inspector
 
 
@@ -151,3 +151,63 @@ async def test_concurrent_claims_admit_exactly_one(store: SessionStore) -> None:
                                    return_exceptions=True)
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, StepInProgress) for r in results if isinstance(r, BaseException))
+
+
+KEYED = Idempotency("key-1", "a" * 64)
+
+
+async def keyed_claim(store: SessionStore, idempotency: Idempotency = KEYED) -> Claim:
+    claim = await store.claim("CALL-1", idempotency)
+    assert isinstance(claim, Claim)
+    return claim
+
+
+async def test_an_answer_recorded_under_a_key_is_replayed_without_taking_the_claim(
+    store: SessionStore,
+) -> None:
+    answer = {"status": "success", "response": {"text": "héllo", "latency_ms": 1.25},
+              "session_summary": None}
+    await store.commit(await keyed_claim(store), new_session(), step(1), answer)
+    replay = await store.claim("CALL-1", KEYED)
+    assert replay == Replay(answer)
+    await store.commit(await store.claim("CALL-1"), new_session(), step(2))  # claim was free
+
+
+async def test_a_key_seen_with_another_turn_is_refused(store: SessionStore) -> None:
+    await store.commit(await keyed_claim(store), new_session(), step(1), {"status": "success"})
+    with pytest.raises(IdempotencyKeyReused, match="key-1"):
+        await store.claim("CALL-1", Idempotency("key-1", "b" * 64))
+
+
+async def test_a_key_without_a_recorded_answer_claims_as_usual(store: SessionStore) -> None:
+    claim = await keyed_claim(store)
+    assert claim.session is None
+    with pytest.raises(StepInProgress):  # the first is still in flight
+        await store.claim("CALL-1", KEYED)
+
+
+async def test_the_answer_that_completed_the_call_replays_with_its_summary(
+    store: SessionStore,
+) -> None:
+    session = new_session()
+    await store.commit(await store.claim("CALL-1"), session, step(1))
+    session.is_complete = True
+    trail = await store.commit(await keyed_claim(store), session, step(2),
+                               {"status": "success", "session_summary": "replaced"})
+    assert trail is not None
+    replay = await store.claim("CALL-1", KEYED)
+    assert isinstance(replay, Replay)
+    assert replay.answer["session_summary"] == session.to_public(trail)
+
+
+async def test_recorded_answers_share_the_session_ttl_and_go_with_delete(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    await store.commit(await keyed_claim(store), new_session(), step(1), {"status": "success"})
+    await store.commit(await store.claim("CALL-1"), new_session(), step(2))  # refreshes all
+    pttls = await inspector.pttls("CALL-1")
+    assert any(key.endswith(":replies") for key in pttls)
+    assert all(290_000 < ttl <= 300_000 for ttl in pttls.values()), pttls
+    await store.delete("CALL-1")
+    assert await inspector.pttls("CALL-1") == {}
+    assert isinstance(await store.claim("CALL-1", KEYED), Claim)  # the key is free again

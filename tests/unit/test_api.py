@@ -203,7 +203,9 @@ async def test_a_deleted_call_starts_again_at_stage_one(api: httpx.AsyncClient) 
 
 
 class DownBackend(MemoryBackend):
-    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+    async def claim(
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+    ) -> ClaimResult:
         raise StoreUnavailable("down")
 
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator_flows.errors import (
     AccountMismatch,
+    IdempotencyKeyReused,
     IntentNotAllowed,
     RequestRefused,
     SessionComplete,
@@ -46,6 +47,7 @@ ALL_ROUTES: tuple[Route, ...] = (
 CallId = Annotated[str, Path(pattern=ID_PATTERN, description="the call's id")]
 
 STATUS_OF: dict[type[RequestRefused], int] = {
+    IdempotencyKeyReused: 422,
     IntentNotAllowed: 409,
     SessionComplete: 409,
     StepInProgress: 409,
@@ -56,6 +58,18 @@ STATUS_OF: dict[type[RequestRefused], int] = {
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
+
+
+# 1-128 printable ASCII characters, no space at either end (HTTP would strip it anyway).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$",
+        description="Makes the turn safe to retry: a repeat with the same key and body gets "
+        "the first answer again, with no second agent call and no second step.",
+    ),
+]
 
 
 def _doc(status: int, description: str) -> dict[int | str, dict[str, Any]]:
@@ -213,9 +227,14 @@ def create_app(
                        "session_complete or step_in_progress (with Retry-After)"),
                 **_doc(403, "account_mismatch: the call belongs to another account"),
                 **_doc(413, "payload_too_large: body over 64 KiB"),
+                **_doc(422, "invalid_request: a missing or ill-typed field, an id not matching "
+                       + ID_PATTERN + " or a malformed Idempotency-Key; idempotency_key_reused: "
+                       "the key already answered a different turn of the call"),
             },
         )
-        async def orchestrate(body: TurnRequest) -> Response:
+        async def orchestrate(
+            body: TurnRequest, idempotency_key: IdempotencyKey = None
+        ) -> Response:
             result = await current().orchestrator.handle_turn(
                 Turn(
                     body.call_identify_id,
@@ -223,7 +242,8 @@ def create_app(
                     body.eci,
                     body.input_message,
                     body.intent,
-                )
+                ),
+                idempotency_key,
             )
             return JSONResponse(result)
 

@@ -3,6 +3,8 @@ record the step and advance the stage when the agent completed its work (DESIGN 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -14,7 +16,7 @@ from orchestrator_flows.errors import AccountMismatch, ClaimLost, SessionComplet
 from orchestrator_flows.flow import Flow, Route
 from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.session import Session, TaskRef, utc_now
-from orchestrator_flows.store import Claim, SessionStore
+from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,12 @@ class Turn:
     eci: str
     input_message: str
     intent: str
+
+    def fingerprint(self) -> str:
+        """What makes two requests the same turn, for an Idempotency-Key."""
+        fields = [self.call_identify_id, self.account_id, self.eci, self.input_message,
+                  self.intent]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,17 @@ class Orchestrator:
         self.agents = agents
         self.observer: Observer = observer or SilentObserver()
 
-    async def handle_turn(self, turn: Turn) -> dict[str, Any]:
+    async def handle_turn(self, turn: Turn, idempotency_key: str | None = None) -> dict[str, Any]:
+        """One turn. With an Idempotency-Key, a turn already answered under it gets that answer
+        again (no agent call, no step); the same key with another body is refused."""
         started = time.perf_counter()
         observe = self.observer
+        idempotency = (Idempotency(idempotency_key, turn.fingerprint())
+                       if idempotency_key is not None else None)
         async with observe.span("claim", call_identify_id=turn.call_identify_id):
-            claim = await self.store.claim(turn.call_identify_id)
+            claim = await self.store.claim(turn.call_identify_id, idempotency)
+        if isinstance(claim, Replay):
+            return claim.answer
         try:
             session, route = self._admit(turn, claim)
             observe.turn_routed(turn.call_identify_id, turn.intent, route.stage.id,
@@ -175,7 +189,7 @@ class Orchestrator:
             "session_summary": None,
         }
         try:
-            trail = await self.store.commit(claim, session, step)
+            trail = await self.store.commit(claim, session, step, answer)
         except ClaimLost as lost:
             # Nothing of the turn was written: the call is where it was before it.
             error = {"code": lost.code, "message": str(lost)}

@@ -7,6 +7,7 @@ OrchestratorError
 │   ├── IntentNotAllowed          409 intent_not_allowed
 │   ├── SessionComplete           409 session_complete
 │   ├── StepInProgress            409 step_in_progress (+ Retry-After)
+│   ├── IdempotencyKeyReused      422 idempotency_key_reused
 │   ├── AccountMismatch           403 account_mismatch
 │   └── SessionNotFound           404 session_not_found
 ├── StoreUnavailable          503 store_unavailable
@@ -48,6 +49,12 @@ class StepInProgress(RequestRefused):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class IdempotencyKeyReused(RequestRefused):
+    """An Idempotency-Key already answered a different turn of the call."""
+
+    code = "idempotency_key_reused"
 
 
 class AccountMismatch(RequestRefused):

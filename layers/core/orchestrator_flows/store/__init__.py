@@ -7,6 +7,11 @@ One contract-test suite runs the store over every backend.
 
 A step costs two backend calls: `claim` (take the lease, read the state) before the agent call,
 `commit` (append the step, write the state, refresh TTLs, drop the lease) after it.
+
+Idempotent turns ride on the same two calls: the claim first looks the turn's Idempotency-Key up
+in the call's `replies` hash (a recorded answer is replayed without taking the lease), and the
+commit records the answer under the key with the step. A reply record is
+`<1 if the call completed, else 0><sha256 of the turn><the answer as JSON>`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
-from orchestrator_flows.errors import ClaimLost, StepInProgress
+from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
 from orchestrator_flows.session import Session
 
 KEY_PREFIX = "of"
@@ -30,11 +35,13 @@ class CallKeys:
     state: str
     steps: str
     claim: str
+    replies: str  # Idempotency-Key -> reply record
 
     @classmethod
     def of(cls, call_identify_id: str) -> CallKeys:
         tag = f"{KEY_PREFIX}:{{{call_identify_id}}}"
-        return cls(state=f"{tag}:state", steps=f"{tag}:steps", claim=f"{tag}:claim")
+        return cls(state=f"{tag}:state", steps=f"{tag}:steps", claim=f"{tag}:claim",
+                   replies=f"{tag}:replies")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,25 @@ class ClaimResult:
     acquired: bool
     state: dict[str, str]  # empty when the call has no session yet (or when not acquired)
     retry_after_ms: int  # remaining lease of the other claim when not acquired
+    # The reply recorded under the turn's Idempotency-Key (lease not taken), with the call's
+    # state, and its trail when that reply completed the call.
+    reply: str | None = None
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A turn's Idempotency-Key and the fingerprint of its body."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The answer first given to a turn with this Idempotency-Key, to be sent again as it was."""
+
+    answer: dict[str, Any]
 
 
 class Backend(Protocol):
@@ -49,7 +75,12 @@ class Backend(Protocol):
 
     name: str
 
-    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult: ...
+    async def claim(
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+    ) -> ClaimResult:
+        """Take the lease and read the state; first, when `reply_key` is given and a reply is
+        recorded under it, return that reply instead (lease not taken)."""
+        ...
 
     async def commit(
         self,
@@ -59,8 +90,10 @@ class Backend(Protocol):
         step: str,
         state: dict[str, str],
         return_steps: bool,
+        reply: tuple[str, str] | None,
     ) -> list[str] | None:
-        """Apply only if `token` still holds the claim; None when it does not."""
+        """Apply only if `token` still holds the claim; None when it does not. `reply` is an
+        (Idempotency-Key, reply record) to record with the step."""
         ...
 
     async def release(self, keys: CallKeys, token: str) -> None: ...
@@ -80,6 +113,7 @@ class Claim:
     keys: CallKeys
     token: str
     session: Session | None
+    idempotency: Idempotency | None = None
 
 
 class SessionStore:
@@ -88,29 +122,67 @@ class SessionStore:
         self.ttl_seconds = ttl_seconds
         self.lease_ms = int(lease_seconds * 1000)
 
-    async def claim(self, call_identify_id: str) -> Claim:
+    @overload
+    async def claim(self, call_identify_id: str) -> Claim: ...
+
+    @overload
+    async def claim(
+        self, call_identify_id: str, idempotency: Idempotency | None
+    ) -> Claim | Replay: ...
+
+    async def claim(
+        self, call_identify_id: str, idempotency: Idempotency | None = None
+    ) -> Claim | Replay:
         keys = CallKeys.of(call_identify_id)
         token = secrets.token_hex(12)
-        result = await self.backend.claim(keys, token, self.lease_ms)
+        result = await self.backend.claim(
+            keys, token, self.lease_ms, idempotency.key if idempotency else None)
+        if result.reply is not None:
+            assert idempotency is not None
+            return self._replay(call_identify_id, idempotency, result)
         if not result.acquired:
             raise StepInProgress(
                 f"another step of call {call_identify_id} is in progress",
                 retry_after_seconds=max(1, math.ceil(result.retry_after_ms / 1000)),
             )
         session = Session.from_fields(call_identify_id, result.state) if result.state else None
-        return Claim(call_identify_id, keys, token, session)
+        return Claim(call_identify_id, keys, token, session, idempotency)
+
+    @staticmethod
+    def _replay(call_identify_id: str, idempotency: Idempotency, result: ClaimResult) -> Replay:
+        record = result.reply or ""
+        completed, fingerprint, answer = record[0], record[1:65], record[65:]
+        if fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency.key!r} was used for another turn of call "
+                f"{call_identify_id}; a key names one turn")
+        replayed: dict[str, Any] = json.loads(answer)
+        if completed == "1":
+            # The summary is rebuilt from the stored trail rather than stored twice.
+            session = Session.from_fields(call_identify_id, result.state)
+            replayed["session_summary"] = session.to_public([json.loads(s) for s in result.steps])
+        return Replay(replayed)
 
     async def commit(
-        self, claim: Claim, session: Session, step: dict[str, Any]
+        self, claim: Claim, session: Session, step: dict[str, Any],
+        answer: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]] | None:
-        """Record the step and the new state; returns the whole trail once the call is complete."""
+        """Record the step and the new state, and `answer` under the claim's Idempotency-Key;
+        returns the whole trail once the call is complete."""
+        reply = None
+        if claim.idempotency is not None and answer is not None:
+            recorded = {**answer, "session_summary": None}
+            reply = (claim.idempotency.key,
+                     ("1" if session.is_complete else "0") + claim.idempotency.fingerprint
+                     + _dumps(recorded))
         steps = await self.backend.commit(
             claim.keys,
             claim.token,
             self.ttl_seconds,
-            json.dumps(step, separators=(",", ":"), ensure_ascii=False),
+            _dumps(step),
             session.to_fields(),
             return_steps=session.is_complete,
+            reply=reply,
         )
         if steps is None:
             raise ClaimLost(
@@ -133,3 +205,7 @@ class SessionStore:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

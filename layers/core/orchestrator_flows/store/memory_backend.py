@@ -50,7 +50,13 @@ class MemoryBackend:
             return -1
         return max(0, int((entry.expires_at - self._now()) * 1000))
 
-    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+    async def claim(
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+    ) -> ClaimResult:
+        reply = self._hash(keys.replies).get(reply_key) if reply_key else None
+        if reply is not None:
+            steps = tuple(self._list(keys.steps)) if reply.startswith("1") else ()
+            return ClaimResult(False, self._hash(keys.state), 0, reply=reply, steps=steps)
         if self._get(keys.claim) is not None:
             return ClaimResult(False, {}, self.pttl_ms(keys.claim))
         self._data[keys.claim] = _Entry(token, self._now() + lease_ms / 1000)
@@ -64,6 +70,7 @@ class MemoryBackend:
         step: str,
         state: dict[str, str],
         return_steps: bool,
+        reply: tuple[str, str] | None,
     ) -> list[str] | None:
         holder = self._get(keys.claim)
         if holder is None or holder.value != token:
@@ -76,6 +83,11 @@ class MemoryBackend:
         else:
             self._data[keys.steps] = _Entry([step], expires_at)
         self._data[keys.state] = _Entry({**self._hash(keys.state), **state}, expires_at)
+        replies = self._hash(keys.replies)
+        if reply is not None:
+            replies[reply[0]] = reply[1]
+        if replies:
+            self._data[keys.replies] = _Entry(replies, expires_at)
         del self._data[keys.claim]
         return self._list(keys.steps) if return_steps else []
 
@@ -90,7 +102,7 @@ class MemoryBackend:
 
     async def delete(self, keys: CallKeys) -> bool:
         existed = self._get(keys.state) is not None
-        for key in (keys.state, keys.steps, keys.claim):
+        for key in (keys.state, keys.steps, keys.claim, keys.replies):
             self._data.pop(key, None)
         return existed
 

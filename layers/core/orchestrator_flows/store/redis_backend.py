@@ -25,9 +25,20 @@ from orchestrator_flows.store import CallKeys, ClaimResult
 T = TypeVar("T")
 
 CLAIM = """
--- KEYS[1] claim key, KEYS[2] state hash
--- ARGV[1] claim token, ARGV[2] lease in milliseconds
--- -> {1, HGETALL state} when taken, {0, PTTL of the holder's claim} when busy
+-- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list
+-- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or ''
+-- -> {2, reply, HGETALL state, steps if the reply completed the call} when a reply is recorded
+--    under the key (lease not taken); {1, HGETALL state} when taken; {0, PTTL} when busy
+if ARGV[3] ~= '' then
+  local reply = redis.call('HGET', KEYS[3], ARGV[3])
+  if reply then
+    local steps = {}
+    if string.sub(reply, 1, 1) == '1' then
+      steps = redis.call('LRANGE', KEYS[4], 0, -1)
+    end
+    return {2, reply, redis.call('HGETALL', KEYS[2]), steps}
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('HGETALL', KEYS[2])}
 end
@@ -35,17 +46,22 @@ return {0, redis.call('PTTL', KEYS[1])}
 """
 
 COMMIT = """
--- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list
+-- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list, KEYS[4] replies hash
 -- ARGV[1] claim token, ARGV[2] session TTL in seconds, ARGV[3] step JSON,
--- ARGV[4] '1' to return the whole trail, ARGV[5..] state field, value, field, value ...
+-- ARGV[4] '1' to return the whole trail, ARGV[5] Idempotency-Key or '', ARGV[6] its reply,
+-- ARGV[7..] state field, value, field, value ...
 -- -> {0} when the token no longer holds the claim (nothing written), else {1[, steps]}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0}
 end
 redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('DEL', KEYS[1])
 if ARGV[4] == '1' then
   return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
@@ -72,9 +88,10 @@ return {state, {}}
 """
 
 DELETE = """
--- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key -> 1 if the session existed
+-- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key, KEYS[4] replies hash
+-- -> 1 if the session existed
 local existed = redis.call('EXISTS', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return existed
 """
 
@@ -125,10 +142,16 @@ class RedisBackend:
                 f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def claim(self, keys: CallKeys, token: str, lease_ms: int) -> ClaimResult:
+    async def claim(
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+    ) -> ClaimResult:
         reply: list[Any] = await self._run(
-            "claim", lambda: self._claim(keys=[keys.claim, keys.state], args=[token, lease_ms])
+            "claim",
+            lambda: self._claim(keys=[keys.claim, keys.state, keys.replies, keys.steps],
+                                args=[token, lease_ms, reply_key or ""]),
         )
+        if reply[0] == 2:
+            return ClaimResult(False, _pairs(reply[2]), 0, reply=reply[1], steps=tuple(reply[3]))
         if reply[0] == 1:
             return ClaimResult(True, _pairs(reply[1]), 0)
         return ClaimResult(False, {}, int(reply[1]))
@@ -141,17 +164,20 @@ class RedisBackend:
         step: str,
         state: dict[str, str],
         return_steps: bool,
+        reply: tuple[str, str] | None,
     ) -> list[str] | None:
-        args: list[str | int] = [token, ttl_seconds, step, "1" if return_steps else "0"]
+        args: list[str | int] = [token, ttl_seconds, step, "1" if return_steps else "0",
+                                 *(reply or ("", ""))]
         for field, value in state.items():
             args += [field, value]
-        reply: list[Any] = await self._run(
+        answer: list[Any] = await self._run(
             "commit",
-            lambda: self._commit(keys=[keys.claim, keys.state, keys.steps], args=args),
+            lambda: self._commit(keys=[keys.claim, keys.state, keys.steps, keys.replies],
+                                 args=args),
         )
-        if reply[0] != 1:
+        if answer[0] != 1:
             return None
-        return list(reply[1]) if len(reply) > 1 else []
+        return list(answer[1]) if len(answer) > 1 else []
 
     async def release(self, keys: CallKeys, token: str) -> None:
         await self._run("release", lambda: self._release(keys=[keys.claim], args=[token]))
@@ -165,7 +191,8 @@ class RedisBackend:
 
     async def delete(self, keys: CallKeys) -> bool:
         existed: int = await self._run(
-            "delete", lambda: self._delete(keys=[keys.state, keys.steps, keys.claim])
+            "delete",
+            lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies])
         )
         return existed == 1
 
