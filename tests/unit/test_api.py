@@ -14,7 +14,7 @@ import pytest
 from orchestrator_flows.api import create_app
 from orchestrator_flows.errors import StoreUnavailable
 from orchestrator_flows.runtime import Runtime
-from orchestrator_flows.settings import Settings
+from orchestrator_flows.settings import Settings, SettingsError
 from orchestrator_flows.store import CallKeys, ClaimResult
 from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, body
@@ -256,3 +256,28 @@ async def test_app_can_serve_a_subset_of_routes(runtime: Runtime) -> None:
         assert (await c.post("/orchestrate", json=body("greeting"))).status_code == 404
         assert (await c.get("/session/X")).status_code == 404
         assert error_of(await c.get("/session/X"))["code"] == "session_not_found"
+
+
+async def test_a_call_at_its_step_limit_is_refused_409_and_writes_nothing(
+    backend: MemoryBackend, agents: ScriptedAgents
+) -> None:
+    runtime = Runtime.from_settings(Settings(max_steps_per_call=3), backend=backend,
+                                    agents=agents)
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        for intent in ("greeting", "small_talk", "small_talk"):
+            assert (await api.post("/orchestrate", json=body(intent))).status_code == 200
+        refused = await api.post("/orchestrate", json=body("verify_identity"))
+        steps = (await api.get("/session/CALL-1/steps")).json()["steps"]
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "step_limit_reached"
+    assert refused.json()["error"]["max_steps"] == 3
+    assert len(steps) == 3
+    assert len(agents.requests) == 3
+
+
+def test_the_step_limit_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).max_steps_per_call == 200
+    assert Settings.from_env({"MAX_STEPS_PER_CALL": "50"}).max_steps_per_call == 50
+    with pytest.raises(SettingsError, match="MAX_STEPS_PER_CALL"):
+        Settings.from_env({"MAX_STEPS_PER_CALL": "0"})

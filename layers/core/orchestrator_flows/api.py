@@ -24,6 +24,7 @@ from orchestrator_flows.errors import (
     SessionComplete,
     SessionNotFound,
     StepInProgress,
+    StepLimitReached,
     StoreUnavailable,
 )
 from orchestrator_flows.models import (
@@ -51,6 +52,7 @@ STATUS_OF: dict[type[RequestRefused], int] = {
     IntentNotAllowed: 409,
     SessionComplete: 409,
     StepInProgress: 409,
+    StepLimitReached: 409,
     AccountMismatch: 403,
     SessionNotFound: 404,
 }
@@ -224,7 +226,8 @@ def create_app(
             responses={
                 **COMMON_ERRORS,
                 **_doc(409, "intent_not_allowed (with current_flow_id, allowed_intents), "
-                       "session_complete or step_in_progress (with Retry-After)"),
+                       "session_complete, step_in_progress (with Retry-After) or "
+                       "step_limit_reached (with max_steps)"),
                 **_doc(403, "account_mismatch: the call belongs to another account"),
                 **_doc(413, "payload_too_large: body over 64 KiB"),
                 **_doc(422, "invalid_request: a missing or ill-typed field, an id not matching "

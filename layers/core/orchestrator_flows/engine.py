@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
-from orchestrator_flows.errors import AccountMismatch, ClaimLost, SessionComplete, StoreUnavailable
+from orchestrator_flows.errors import (
+    AccountMismatch,
+    ClaimLost,
+    SessionComplete,
+    StepLimitReached,
+    StoreUnavailable,
+)
 from orchestrator_flows.flow import Flow, Route
 from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.session import Session, TaskRef, utc_now
@@ -55,8 +61,9 @@ class _Outcome:
 class Orchestrator:
     def __init__(
         self, flow: Flow, store: SessionStore, agents: AgentCaller,
-        observer: Observer | None = None,
+        observer: Observer | None = None, max_steps: int = 200,
     ) -> None:
+        self.max_steps = max_steps
         self.flow = flow
         self.store = store
         self.agents = agents
@@ -123,6 +130,10 @@ class Orchestrator:
             )
         elif session.is_complete:
             raise SessionComplete(f"call {turn.call_identify_id} is already complete")
+        elif session.step_count >= self.max_steps:
+            raise StepLimitReached(
+                f"call {turn.call_identify_id} has reached its limit of {self.max_steps} steps",
+                max_steps=self.max_steps)
         return session, self.flow.route(turn.intent, session.current_flow_id)
 
     async def _call_agent(self, turn: Turn, session: Session, route: Route) -> _Outcome:

@@ -7,6 +7,7 @@ OrchestratorError
 │   ├── IntentNotAllowed          409 intent_not_allowed
 │   ├── SessionComplete           409 session_complete
 │   ├── StepInProgress            409 step_in_progress (+ Retry-After)
+│   ├── StepLimitReached          409 step_limit_reached (with max_steps)
 │   ├── IdempotencyKeyReused      422 idempotency_key_reused
 │   ├── AccountMismatch           403 account_mismatch
 │   └── SessionNotFound           404 session_not_found
@@ -49,6 +50,12 @@ class StepInProgress(RequestRefused):
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class StepLimitReached(RequestRefused):
+    """The call has as many steps as a call may have."""
+
+    code = "step_limit_reached"
 
 
 class IdempotencyKeyReused(RequestRefused):

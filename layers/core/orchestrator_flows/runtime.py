@@ -83,7 +83,8 @@ class Runtime:
 
             if self.agents is None:
                 self.agents = A2AClient(self.settings.agent_timeout_seconds)
-            self._orchestrator = Orchestrator(self.flow, self.store, self.agents, self.observer)
+            self._orchestrator = Orchestrator(self.flow, self.store, self.agents, self.observer,
+                                              max_steps=self.settings.max_steps_per_call)
         return self._orchestrator
 
     async def aclose(self) -> None:

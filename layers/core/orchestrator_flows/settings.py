@@ -38,6 +38,8 @@ class Settings(BaseModel):
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     redis_ca_certs: Path | None = None
+    # A call is a conversation, not a stream: past this many steps it is looping.
+    max_steps_per_call: int = Field(default=200, ge=1, le=100_000)
 
     @field_validator("redis_url")
     @classmethod
@@ -66,6 +68,7 @@ class Settings(BaseModel):
             "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
             "redis_max_connections": "REDIS_MAX_CONNECTIONS",
             "redis_ca_certs": "REDIS_CA_CERTS",
+            "max_steps_per_call": "MAX_STEPS_PER_CALL",
         }
         values: dict[str, object] = {
             field: env[var] for field, var in names.items() if env.get(var, "") != ""
