@@ -123,6 +123,8 @@ def test_a_call_through_the_handlers_equals_one_through_the_local_server(
         for s in steps:
             s["response_data"] = {k: v for k, v in s["response_data"].items()
                                   if k not in volatile and k != "data"}
+            # Each try's outcome is compared; its latency is not.
+            s["response_data"]["attempts"] = [a["outcome"] for a in s["response_data"]["attempts"]]
         return ({k: v for k, v in session.items()
                  if k not in ("steps", "created_at", "updated_at", "call_identify_id")}, steps)
 

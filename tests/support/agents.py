@@ -84,6 +84,38 @@ class Recorder:
         await self.app(scope, replay, send)
 
 
+@dataclass
+class Flaky:
+    """ASGI middleware in front of a real agent: its first `failures` POSTs get `status` (as a
+    gateway that lost its upstream would answer), the rest reach the agent. Keeps every POST."""
+
+    app: ASGIApp
+    failures: int
+    status: int = 503
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        self.requests.append(json.loads(body))
+        if len(self.requests) <= self.failures:
+            await Response(status_code=self.status)(scope, receive, send)
+            return
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def raw_agent(answer: Callable[[dict[str, Any]], Awaitable[Response]]) -> Starlette:
     """A server that speaks HTTP but answers whatever `answer` makes of the JSON-RPC request."""
 
@@ -136,6 +168,6 @@ async def hang(_: dict[str, Any]) -> Response:
     return Response()
 
 
-__all__ = ["EndingExecutor", "Recorder", "SlowExecutor", "build_agent_app",
+__all__ = ["EndingExecutor", "Flaky", "Recorder", "SlowExecutor", "build_agent_app",
            "garbage", "hang", "http_status", "huge", "huge_chunked", "raw_agent", "rpc_error",
            "wrong_shape"]

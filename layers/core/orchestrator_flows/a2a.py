@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +35,21 @@ class AgentFailure(Exception):
         self.code = code
         self.message = message
         self.detail = detail
+        self.attempts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def transient(self) -> bool:
+        """Worth another try: the agent could not be reached, timed out before the step's
+        deadline, or a gateway in front of it answered 502/503/504."""
+        if self.code in ("agent_unreachable", "agent_timeout"):
+            return True
+        return self.code == "agent_http_error" and self.detail.get("http_status") in (502, 503,
+                                                                                        504)
+
+    @property
+    def outcome(self) -> str:
+        status = self.detail.get("http_status")
+        return f"http_{status}" if self.code == "agent_http_error" else self.code
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.detail}
@@ -50,6 +65,7 @@ class AgentReply:
     task_id: str | None
     context_id: str | None
     a2a_version: str
+    attempts: tuple[dict[str, Any], ...] = ()  # each try: outcome, latency_ms
 
     @property
     def completed(self) -> bool:
@@ -117,16 +133,41 @@ class A2AClient:
             self._http = None
 
     async def send(self, request: AgentRequest) -> AgentReply:
-        """Send one message; raises AgentFailure for every way the agent can fail."""
+        """Send one message, trying transient failures again with backoff, every try with the
+        same messageId and all within one deadline; raises AgentFailure for every way the agent
+        can fail. The reply or failure carries each try's outcome."""
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self.timeout_seconds
+        policy = request.agent.retry
+        attempts: list[dict[str, Any]] = []
+        started = clock()
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 version = request.a2a_version or await self.protocol_version(request.agent)
-                return await self._send(request, version)
+                for attempt in range(1, policy.attempts + 1):
+                    started = clock()
+                    try:
+                        reply = await self._send(request, version)
+                    except AgentFailure as failure:
+                        attempts.append(_attempt(failure.outcome, clock() - started))
+                        pause = policy.backoff(attempt)
+                        if (not failure.transient or attempt == policy.attempts
+                                or clock() + pause >= deadline):
+                            failure.attempts = tuple(attempts)
+                            raise
+                        await asyncio.sleep(pause)
+                        continue
+                    attempts.append(_attempt("ok", clock() - started))
+                    return replace(reply, attempts=tuple(attempts))
+                raise AssertionError("unreachable: the last try returns or raises")
         except TimeoutError as exc:
-            raise AgentFailure(
+            attempts.append(_attempt("agent_timeout", clock() - started))
+            timed_out = AgentFailure(
                 "agent_timeout",
                 f"agent {request.agent.name} did not answer within {self.timeout_seconds:g} s",
-            ) from exc
+            )
+            timed_out.attempts = tuple(attempts)
+            raise timed_out from exc
 
     async def protocol_version(self, agent: Agent) -> str:
         """The flow file's pin, else what the agent card advertises (fetched once per origin)."""
@@ -191,6 +232,10 @@ class A2AClient:
             if len(buffer) > self.max_body_bytes:
                 raise too_large
         return bytes(buffer)
+
+
+def _attempt(outcome: str, seconds: float) -> dict[str, Any]:
+    return {"outcome": outcome, "latency_ms": round(seconds * 1000, 2)}
 
 
 def _rpc_body(request: AgentRequest, version: str, rpc_id: str) -> dict[str, Any]:

@@ -256,10 +256,13 @@ def _response(
         "context_id": None,
         "error": None,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        "attempts": [],
     }
     if reply is not None:
         body.update(reply.to_json())
+        body["attempts"] = list(reply.attempts)
     if failure is not None:
+        body["attempts"] = list(failure.attempts)
         body["error"] = failure.to_json()
         body["task_id"] = failure.detail.get("task_id")
         body["state"] = failure.detail.get("task_state")

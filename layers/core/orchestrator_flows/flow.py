@@ -6,6 +6,7 @@ A flow file (YAML; JSON is valid YAML) is validated when it is loaded; any probl
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,10 +26,26 @@ STAGE_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How often a transient agent failure is tried again, all within the step's deadline."""
+
+    attempts: int = 3  # tries in all; 1 never retries
+    base_delay_seconds: float = 0.1
+    max_delay_seconds: float = 1.0
+
+    def backoff(self, attempt: int) -> float:
+        """The pause after try `attempt` (1-based): exponential with full jitter, so agents
+        that failed together are not all retried at the same instant."""
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
 class Agent:
     name: str
     url: str
     a2a_version: A2AVersion | None = None  # None: ask the agent card, default 1.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -106,10 +123,22 @@ class Flow:
 # --- loading ---------------------------------------------------------------------------------
 
 
+class _RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(3, ge=1, le=10)
+    base_delay_ms: int = Field(100, ge=1, le=10_000)
+    max_delay_ms: int = Field(1000, ge=1, le=60_000)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.attempts, self.base_delay_ms / 1000,
+                           max(self.base_delay_ms, self.max_delay_ms) / 1000)
+
+
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str
     a2a_version: A2AVersion | None = None
+    retry: _RetrySpec | None = None
 
 
 class _StageSpec(BaseModel):
@@ -193,7 +222,9 @@ def parse_flow(text: str, source: str) -> Flow:
 
     return Flow(
         stages=tuple(Stage(s.id, s.name, dict(s.intents)) for s in spec.stages),
-        agents={n: Agent(n, a.url, a.a2a_version) for n, a in spec.agents.items()},
+        agents={n: Agent(n, a.url, a.a2a_version,
+                         a.retry.policy() if a.retry is not None else RetryPolicy())
+                for n, a in spec.agents.items()},
         fallback_agent=spec.fallback_agent,
         source=source,
     )
