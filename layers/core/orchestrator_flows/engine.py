@@ -174,6 +174,11 @@ class Orchestrator:
         stage, agent = route.stage, route.agent
         before = session.current_flow_id
         advanced = self._apply(session, route, outcome)
+        # What is stored (and so answered, and replayed) is masked; the agent had the original.
+        masker = self.flow.masker
+        response = {**outcome.response,
+                    "text": masker.mask(outcome.response["text"], stage.name),
+                    "data": masker.mask_data(outcome.response["data"], stage.name)}
         now = utc_now()
         session.step_count += 1
         session.updated_at = now
@@ -181,12 +186,12 @@ class Orchestrator:
             "step_number": session.step_count,
             "intent_flow_id": stage.id,
             "intent": turn.intent,
-            "input_message": turn.input_message,
+            "input_message": masker.mask(turn.input_message, stage.name),
             "agent": agent.name,
             "a2a_agent_url": agent.url,
             "a2a_version": outcome.version,
             "response_status": outcome.status,
-            "response_data": outcome.response,
+            "response_data": response,
             "timestamp": now,
         }
         answer = {
@@ -194,7 +199,7 @@ class Orchestrator:
             "intent_flow_id": stage.id,
             "intent": turn.intent,
             "status": outcome.status,
-            "response": outcome.response,
+            "response": response,
             "next_flow_id": None if session.is_complete else session.current_flow_id,
             "is_complete": session.is_complete,
             "session_summary": None,
@@ -204,7 +209,7 @@ class Orchestrator:
         except ClaimLost as lost:
             # Nothing of the turn was written: the call is where it was before it.
             error = {"code": lost.code, "message": str(lost)}
-            answer.update(status="error", response={**outcome.response, "error": error},
+            answer.update(status="error", response={**response, "error": error},
                           next_flow_id=before, is_complete=False)
             return answer, False
         if trail is not None:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed
+from orchestrator_flows.masking import RULES, Masker, Rule
 
 A2AVersion = Literal["1.0", "0.3"]
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -70,6 +71,7 @@ class Flow:
     agents: Mapping[str, Agent]
     fallback_agent: str
     source: str = "<default>"
+    masker: Masker = field(default_factory=Masker)
     _stage_of_intent: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -148,11 +150,18 @@ class _StageSpec(BaseModel):
     intents: dict[str, str]
 
 
+class _MaskingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Rule] = Field(default_factory=lambda: list(RULES))
+    otp_stages: list[str] | None = None  # default: AUTHENTICATION, where the flow has it
+
+
 class _FlowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     agents: dict[str, _AgentSpec]
     fallback_agent: str
     stages: list[_StageSpec]
+    masking: _MaskingSpec | None = None
 
 
 def default_flow() -> Flow:
@@ -220,6 +229,16 @@ def parse_flow(text: str, source: str) -> Flow:
                 )
             seen[intent] = stage.id
 
+    masking = spec.masking or _MaskingSpec()
+    stage_names = {stage.name for stage in spec.stages}
+    otp_stages = masking.otp_stages
+    if otp_stages is None:
+        otp_stages = [name for name in ("AUTHENTICATION",) if name in stage_names]
+    for index, name in enumerate(otp_stages):
+        if name not in stage_names:
+            raise fail(("masking", "otp_stages", index),
+                       f"masking.otp_stages: {name!r} is not a stage of the flow")
+
     return Flow(
         stages=tuple(Stage(s.id, s.name, dict(s.intents)) for s in spec.stages),
         agents={n: Agent(n, a.url, a.a2a_version,
@@ -227,6 +246,7 @@ def parse_flow(text: str, source: str) -> Flow:
                 for n, a in spec.agents.items()},
         fallback_agent=spec.fallback_agent,
         source=source,
+        masker=Masker.of(masking.rules, otp_stages),
     )
 
 

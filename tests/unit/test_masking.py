@@ -1,0 +1,194 @@
+"""PII masking, property-based: every generated card, SSN, e-mail, phone and (in AUTHENTICATION)
+OTP is masked wherever it sits in a sentence, and ordinary text — order numbers, dates, amounts,
+times — comes out unchanged."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator_flows.api import create_app
+from orchestrator_flows.errors import FlowConfigError
+from orchestrator_flows.flow import parse_flow
+from orchestrator_flows.masking import Masker, luhn_valid
+from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store.memory_backend import MemoryBackend
+from tests.support.scripted import ScriptedAgents, body, completed
+
+MASKER = Masker()
+WORDS = st.lists(st.sampled_from(["please", "my", "is", "the", "thanks", "refund", "charge",
+                                  "of", "on", "for", "account", "hello"]), max_size=5)
+SEPARATORS = st.sampled_from(["", " ", "-"])
+
+
+def sentence(draw: st.DrawFn, value: str) -> str:
+    return " ".join([*draw(WORDS), value, *draw(WORDS)])
+
+
+@st.composite
+def card_numbers(draw: st.DrawFn) -> str:
+    length = draw(st.integers(13, 19))
+    body_digits = draw(st.lists(st.integers(0, 9), min_size=length - 1, max_size=length - 1))
+    for check in range(10):
+        digits = "".join(map(str, body_digits)) + str(check)
+        if luhn_valid(digits):
+            break
+    separator = draw(SEPARATORS)
+    layouts = [[4] * (length // 4) + ([length % 4] if length % 4 else [])]
+    if length in (14, 15):  # Diners 4-6-4, Amex 4-6-5
+        layouts.append([4, 6, length - 10])
+    sizes = draw(st.sampled_from(layouts))
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(digits[start:start + size])
+        start += size
+    return separator.join(groups)
+
+
+@st.composite
+def in_a_sentence(draw: st.DrawFn, values: st.SearchStrategy[str]) -> tuple[str, str]:
+    value = draw(values)
+    return value, sentence(draw, value)
+
+
+SSNS = st.builds(
+    lambda area, group, serial, sep: f"{area:03d}{sep}{group:02d}{sep}{serial:04d}",
+    st.integers(1, 899).filter(lambda n: n != 666), st.integers(1, 99), st.integers(1, 9999),
+    st.sampled_from(["-", " "]))
+EMAILS = st.from_regex(
+    r"[a-z][a-z0-9._+-]{0,15}@[a-z]([a-z0-9-]{0,8}[a-z0-9])?\.(com|org|co\.uk|de)", fullmatch=True)
+PHONES = st.one_of(
+    st.builds(lambda cc, rest: f"+{cc}{rest}", st.integers(1, 99),
+              st.from_regex(r"[0-9]{8,12}", fullmatch=True)),
+    st.builds(lambda a, b, c: f"+1 {a} {b} {c}", st.integers(200, 999), st.integers(200, 999),
+              st.integers(1000, 9999)),
+    st.builds(lambda a, b, c, f: f.format(a, b, c), st.integers(200, 999),
+              st.integers(200, 999), st.integers(1000, 9999),
+              st.sampled_from(["({}) {}-{}", "{}-{}-{}", "{}.{}.{}"])),
+    st.builds(lambda a, b, c: f"0{a} {b} {c}", st.integers(10, 99), st.integers(1000, 9999),
+              st.integers(1000, 9999)),
+)
+OTPS = st.from_regex(r"[0-9]{4,8}", fullmatch=True)
+
+
+def digits_of(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+@given(in_a_sentence(card_numbers()))
+def test_every_luhn_valid_card_number_is_masked(case: tuple[str, str]) -> None:
+    card, text = case
+    masked = MASKER.mask(text, "INTENT_CAPTURE")
+    assert "[CARD]" in masked
+    assert digits_of(card) not in digits_of(masked)
+
+
+@given(st.from_regex(r"[0-9]{16}", fullmatch=True).filter(lambda d: not luhn_valid(d)))
+def test_a_sixteen_digit_number_failing_luhn_is_not_a_card(number: str) -> None:
+    assert MASKER.mask(f"reference {number}", "INTENT_CAPTURE") == f"reference {number}"
+
+
+@given(in_a_sentence(SSNS))
+def test_every_ssn_is_masked(case: tuple[str, str]) -> None:
+    ssn, text = case
+    masked = MASKER.mask(text, "FULFILLMENT")
+    assert masked == text.replace(ssn, "[SSN]")
+
+
+@given(in_a_sentence(EMAILS))
+def test_every_email_address_is_masked(case: tuple[str, str]) -> None:
+    email, text = case
+    assert MASKER.mask(text, "GREETING") == text.replace(email, "[EMAIL]")
+
+
+@given(in_a_sentence(PHONES))
+def test_every_phone_number_is_masked(case: tuple[str, str]) -> None:
+    phone, text = case
+    assert MASKER.mask(text, "CLOSING") == text.replace(phone, "[PHONE]")
+
+
+@given(in_a_sentence(OTPS))
+def test_codes_are_masked_during_authentication_only(case: tuple[str, str]) -> None:
+    code, text = case
+    assert MASKER.mask(text, "AUTHENTICATION") == text.replace(code, "[OTP]")
+    assert MASKER.mask(text, "INTENT_CAPTURE") == text
+
+
+ORDINARY = st.one_of(
+    # Up to 12 digits: a 13-19 digit Luhn-valid run is a card by design.
+    st.builds(lambda n: f"order ORD-{n}", st.integers(0, 10**12 - 1)),
+    st.builds(lambda n: f"order #{n}", st.integers(0, 10**12 - 1)),
+    st.builds(lambda n: f"ticket {n}", st.integers(0, 10**9)),
+    st.dates(date(1900, 1, 1), date(2100, 12, 31)).flatmap(lambda d: st.sampled_from([
+        d.isoformat(), d.strftime("%m/%d/%Y"), d.strftime("%d.%m.%Y"), d.strftime("%d %b %Y"),
+        f"{d.isoformat()}T10:30:00Z"])),
+    st.builds(lambda units, cents: f"${units:,}.{cents:02d}", st.integers(0, 10**9),
+              st.integers(0, 99)),
+    st.builds(lambda units, cents: f"{units:,}.{cents:02d} EUR", st.integers(0, 10**9),
+              st.integers(0, 99)),
+    st.builds(lambda h, m: f"at {h}:{m:02d}", st.integers(0, 23), st.integers(0, 59)),
+)
+
+
+@given(st.lists(ORDINARY, min_size=1, max_size=4), WORDS)
+def test_ordinary_text_is_left_alone(values: list[str], words: list[str]) -> None:
+    text = " ".join([*words, *values])
+    for stage in ("GREETING", "INTENT_CAPTURE", "FULFILLMENT", "CLOSING"):
+        assert MASKER.mask(text, stage) == text
+
+
+@given(st.dates(date(1900, 1, 1), date(2100, 12, 31)),
+       st.builds(lambda units, cents: f"${units:,}.{cents:02d}", st.integers(0, 10**6),
+                 st.integers(0, 99)))
+def test_dates_and_amounts_survive_authentication_too(day: date, amount: str) -> None:
+    text = f"paid {amount} on {day.isoformat()} and {day.strftime('%m/%d/%Y')}"
+    assert MASKER.mask(text, "AUTHENTICATION") == text
+
+
+def test_rules_and_otp_stages_come_from_the_flow_file() -> None:
+    flow = parse_flow("""
+agents: {a: {url: "http://127.0.0.1:9101/"}}
+fallback_agent: a
+stages:
+  - {id: 1, name: GREETING, intents: {greeting: a}}
+  - {id: 2, name: VERIFY, intents: {verify: a}}
+masking: {rules: [email], otp_stages: [VERIFY]}
+""", source="mask.yaml")
+    assert flow.masker.mask("sam@example.com code 482913", "VERIFY") == "[EMAIL] code [OTP]"
+    assert flow.masker.mask("sam@example.com, card 4111111111111111, code 482913",
+                            "GREETING") == "[EMAIL], card 4111111111111111, code 482913"
+
+
+def test_an_otp_stage_the_flow_does_not_have_is_refused() -> None:
+    with pytest.raises(FlowConfigError, match=r"mask.yaml:6: .*'VERIFY' is not a stage"):
+        parse_flow("""
+agents: {a: {url: "http://127.0.0.1:9101/"}}
+fallback_agent: a
+stages:
+  - {id: 1, name: GREETING, intents: {greeting: a}}
+masking: {otp_stages: [VERIFY]}
+""", source="mask.yaml")
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(card_numbers())
+async def test_what_is_stored_and_answered_is_masked_but_the_agent_got_the_original(
+    card: str,
+) -> None:
+    agents = ScriptedAgents().then("greeting", completed(f"I noted {card}, write to a@b.io"))
+    runtime = Runtime.from_settings(Settings(), backend=MemoryBackend(), agents=agents)
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        answer = (await api.post("/orchestrate", json=body(
+            "greeting", text=f"my card is {card}"))).json()
+        steps = (await api.get("/session/CALL-1/steps")).json()["steps"]
+    assert agents.requests[0].text == f"my card is {card}"
+    assert steps[0]["input_message"] == "my card is [CARD]"
+    assert steps[0]["response_data"]["text"] == "I noted [CARD], write to [EMAIL]"
+    assert answer["response"]["text"] == "I noted [CARD], write to [EMAIL]"
