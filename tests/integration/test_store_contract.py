@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
 from orchestrator_flows.session import Session
-from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
+from orchestrator_flows.store import Backend, CallKeys, Claim, Idempotency, Replay, SessionStore
 from tests.integration.conftest import Inspector
 
 
@@ -211,3 +211,20 @@ async def test_recorded_answers_share_the_session_ttl_and_go_with_delete(
     await store.delete("CALL-1")
     assert await inspector.pttls("CALL-1") == {}
     assert isinstance(await store.claim("CALL-1", KEYED), Claim)  # the key is free again
+
+
+async def test_a_claim_or_commit_sent_twice_runs_once(
+    backend_and_inspector: tuple[Backend, Inspector],
+) -> None:
+    """What makes a resend after a dead connection safe."""
+    backend = backend_and_inspector[0]
+    keys = CallKeys.of("CALL-1")
+    state = new_session().to_fields()
+    assert (await backend.claim(keys, "token-1", 20_000, None)).acquired
+    assert (await backend.claim(keys, "token-1", 20_000, None)).acquired
+    assert await backend.commit(keys, "token-1", 300, '{"n": 1}', state, True, None) == [
+        '{"n": 1}']
+    assert await backend.commit(keys, "token-1", 300, '{"n": 1}', state, True, None) == [
+        '{"n": 1}']
+    assert (await backend.claim(keys, "token-2", 20_000, None)).acquired  # the claim was freed
+    assert not (await backend.claim(keys, "token-3", 20_000, None)).acquired

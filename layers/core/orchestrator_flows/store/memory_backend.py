@@ -57,7 +57,8 @@ class MemoryBackend:
         if reply is not None:
             steps = tuple(self._list(keys.steps)) if reply.startswith("1") else ()
             return ClaimResult(False, self._hash(keys.state), 0, reply=reply, steps=steps)
-        if self._get(keys.claim) is not None:
+        holder = self._get(keys.claim)
+        if holder is not None and holder.value != token:
             return ClaimResult(False, {}, self.pttl_ms(keys.claim))
         self._data[keys.claim] = _Entry(token, self._now() + lease_ms / 1000)
         return ClaimResult(True, self._hash(keys.state), 0)
@@ -72,6 +73,8 @@ class MemoryBackend:
         return_steps: bool,
         reply: tuple[str, str] | None,
     ) -> list[str] | None:
+        if self._hash(keys.state).get("last_commit") == token:  # sent again: it already ran
+            return self._list(keys.steps) if return_steps else []
         holder = self._get(keys.claim)
         if holder is None or holder.value != token:
             return None
@@ -82,7 +85,8 @@ class MemoryBackend:
             steps.expires_at = expires_at
         else:
             self._data[keys.steps] = _Entry([step], expires_at)
-        self._data[keys.state] = _Entry({**self._hash(keys.state), **state}, expires_at)
+        self._data[keys.state] = _Entry(
+            {**self._hash(keys.state), **state, "last_commit": token}, expires_at)
         replies = self._hash(keys.replies)
         if reply is not None:
             replies[reply[0]] = reply[1]

@@ -5,6 +5,11 @@ Lua rather than MULTI/EXEC: the claim must decide (SET NX) and read in the same 
 the commit must check the fencing token before writing; a transaction cannot branch on a read
 without WATCH, which costs extra round trips, and redis-py's cluster pipelines run queued
 commands one by one.
+
+Claim, commit and release are idempotent for their token (the state remembers the token of its
+last commit), so each may be sent again once when its connection turns out dead (after a Redis
+restart every pooled connection is) without running twice; the read is pure. Only the delete,
+whose answer says whether the call existed, is never sent twice.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ CLAIM = """
 -- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list
 -- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or ''
 -- -> {2, reply, HGETALL state, steps if the reply completed the call} when a reply is recorded
---    under the key (lease not taken); {1, HGETALL state} when taken; {0, PTTL} when busy
+--    under the key (lease not taken); {1, HGETALL state} when taken (or already held by this
+--    token: a resent claim); {0, PTTL} when busy
 if ARGV[3] ~= '' then
   local reply = redis.call('HGET', KEYS[3], ARGV[3])
   if reply then
@@ -39,7 +45,9 @@ if ARGV[3] ~= '' then
     return {2, reply, redis.call('HGETALL', KEYS[2]), steps}
   end
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, redis.call('HGETALL', KEYS[2])}
 end
 return {0, redis.call('PTTL', KEYS[1])}
@@ -50,12 +58,19 @@ COMMIT = """
 -- ARGV[1] claim token, ARGV[2] session TTL in seconds, ARGV[3] step JSON,
 -- ARGV[4] '1' to return the whole trail, ARGV[5] Idempotency-Key or '', ARGV[6] its reply,
 -- ARGV[7..] state field, value, field, value ...
--- -> {0} when the token no longer holds the claim (nothing written), else {1[, steps]}
+-- -> {0} when the token no longer holds the claim (nothing written), else {1[, steps]};
+--    a resent commit that already ran answers {1[, steps]} again and writes nothing
+if redis.call('HGET', KEYS[2], 'last_commit') == ARGV[1] then
+  if ARGV[4] == '1' then
+    return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
+  end
+  return {1}
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0}
 end
 redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], 'last_commit', ARGV[1], unpack(ARGV, 7))
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
 end
@@ -97,6 +112,8 @@ return existed
 
 # Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
 _UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
+# A connection found dead: after a Redis restart, every idle pooled connection is.
+_DEAD_CONNECTION = (redis_errors.ConnectionError, ConnectionError)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -130,17 +147,32 @@ class RedisBackend:
                 await self.client.initialize()
                 self._ready = True
 
-    async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _run(
+        self, what: str, call: Callable[[], Awaitable[T]], resend: bool = True
+    ) -> T:
+        """One primitive within the deadline. A dead connection drops the pool's idle ones and,
+        where the primitive is safe to send twice, sends it once more on a fresh connection."""
         try:
             async with asyncio.timeout(self.deadline_seconds):
                 async with self._slots:
                     if not self._ready:
                         await self._ensure_ready()
-                    return await call()
+                    try:
+                        return await call()
+                    except _DEAD_CONNECTION:
+                        await self._drop_idle_connections()
+                        if not resend:
+                            raise
+                        return await call()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
             ) from exc
+
+    async def _drop_idle_connections(self) -> None:
+        if isinstance(self.client, Redis):
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+        # redis-py's cluster client rebuilds its node connections itself after a failure.
 
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
@@ -192,7 +224,8 @@ class RedisBackend:
     async def delete(self, keys: CallKeys) -> bool:
         existed: int = await self._run(
             "delete",
-            lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies])
+            lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies]),
+            resend=False,
         )
         return existed == 1
 
