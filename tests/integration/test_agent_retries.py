@@ -163,3 +163,37 @@ def test_full_jitter_stays_under_the_exponential_ceiling() -> None:
         pauses = [policy.backoff(attempt) for _ in range(200)]
         assert all(0 <= p <= ceiling for p in pauses)
         assert max(pauses) > ceiling / 2  # jittered over the whole range, not fixed
+
+
+def _answer_with(raw: bytes) -> Any:
+    async def answer(_: dict[str, Any]) -> Any:
+        from starlette.responses import Response
+
+        return Response(raw, media_type="application/json")
+
+    return answer
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b'{"jsonrpc": "2.0", "id": "x", "result": {"text": "\xff\xfe"}}', "not UTF-8"),
+    (b"[" * 50_000 + b"]" * 50_000, "nested deeper"),
+    (b'{"jsonrpc": "2.0", "id": "x", "result": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}",
+     "nested deeper"),
+])
+async def test_invalid_utf8_and_deep_nesting_are_a_step_error_stored_only_as_a_code(
+    serve: Serve, raw: bytes, why: str
+) -> None:
+    url = await serve(lambda url: raw_agent(_answer_with(raw)))
+    runtime = Runtime.from_settings(Settings(agent_urls={"greeting": url}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)),
+                                 base_url="http://api") as api:
+        answer = await api.post("/orchestrate", json=body("greeting", call="BAD-ANSWER"))
+        steps = (await api.get("/session/BAD-ANSWER/steps")).json()["steps"]
+    await runtime.aclose()
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "error"
+    error = answer.json()["response"]["error"]
+    assert error["code"] == "agent_bad_response"
+    assert why in error["message"]
+    assert steps[0]["response_status"] == "error"
+    assert steps[0]["response_data"]["text"] == ""  # nothing of the raw answer is kept

@@ -19,6 +19,9 @@ import httpx
 from orchestrator_flows.flow import Agent
 
 MAX_BODY_BYTES = 1 << 20
+# An answer nested deeper than this is refused: a JSON-RPC answer needs a handful of levels, and
+# deep nesting would cost recursion when the step is stored.
+MAX_DEPTH = 32
 CARD_PATH = "/.well-known/agent-card.json"
 KEEPALIVE_SECONDS = 2.0
 OK_STATES = frozenset({"completed"})
@@ -234,6 +237,19 @@ class A2AClient:
         return bytes(buffer)
 
 
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:  # no need to walk further once it is too deep
+                stack.extend((child, level + 1) for child in
+                             (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _attempt(outcome: str, seconds: float) -> dict[str, Any]:
     return {"outcome": outcome, "latency_ms": round(seconds * 1000, 2)}
 
@@ -310,7 +326,11 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
     try:
         envelope = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise malformed("not JSON") from None
+        raise malformed("not JSON (or not UTF-8)") from None
+    except RecursionError:
+        raise malformed(f"nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(envelope) > MAX_DEPTH:
+        raise malformed(f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
         raise malformed("not a JSON-RPC 2.0 response")
     if "error" in envelope:
