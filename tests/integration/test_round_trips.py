@@ -53,7 +53,30 @@ async def test_a_step_costs_two_round_trips(redis_url: str) -> None:
     sent = await sent_by_clients(redis_url, orchestrator,
                                  ["greeting", "verify_identity", "small_talk"], "TRIPS-1")
     await runtime.aclose()
-    assert [c["command"].split()[0] for c in sent] == ["EVALSHA"] * 6, sent
+    calls, breakers = split_breaker_commands(sent)
+    assert [c["command"].split()[0] for c in calls] == ["EVALSHA"] * 6, sent
+    # auth and fallback were not looked at yet by this process: one peek each, alongside a claim.
+    assert sorted(c["command"].split()[3] for c in breakers) == [
+        'of:breaker:{auth}', 'of:breaker:{fallback}']
+
+
+def split_breaker_commands(
+    sent: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    breakers = [c for c in sent if "of:breaker:" in c["command"]]
+    return [c for c in sent if c not in breakers], breakers
+
+
+async def test_a_warm_agent_s_breaker_costs_no_command(redis_url: str) -> None:
+    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.orchestrator
+    await orchestrator.handle_turn(turn("greeting", call="WARM-4"))
+    sent = await sent_by_clients(redis_url, orchestrator, ["small_talk"] * 3 + ["greeting"],
+                                 "TRIPS-4")
+    await runtime.aclose()
+    calls, breakers = split_breaker_commands(sent)
+    assert len(calls) == 8
+    assert [c["command"].split()[3] for c in breakers] == ['of:breaker:{fallback}']
 
 
 async def test_a_refused_turn_costs_two_round_trips_and_leaves_no_key(redis_url: str) -> None:

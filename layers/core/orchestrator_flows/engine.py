@@ -3,6 +3,7 @@ record the step and advance the stage when the agent completed its work (DESIGN 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
+from orchestrator_flows.breaker import AgentUnavailable, Breakers
 from orchestrator_flows.errors import (
     AccountMismatch,
     ClaimLost,
@@ -27,7 +29,7 @@ from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
 logger = logging.getLogger(__name__)
 
 # Failures after which an open agent task may still be alive and worth continuing.
-_TRANSIENT = frozenset({"agent_timeout", "agent_unreachable"})
+_TRANSIENT = frozenset({"agent_timeout", "agent_unreachable", "agent_unavailable"})
 
 
 class AgentCaller(Protocol):
@@ -62,8 +64,10 @@ class Orchestrator:
     def __init__(
         self, flow: Flow, store: SessionStore, agents: AgentCaller,
         observer: Observer | None = None, max_steps: int = 200,
+        breakers: Breakers | None = None,
     ) -> None:
         self.max_steps = max_steps
+        self.breakers = breakers or Breakers(store.backend, probe_seconds=16)
         self.flow = flow
         self.store = store
         self.agents = agents
@@ -76,8 +80,13 @@ class Orchestrator:
         observe = self.observer
         idempotency = (Idempotency(idempotency_key, turn.fingerprint())
                        if idempotency_key is not None else None)
+        likely_agent = self.flow.agent_for(turn.intent)
         async with observe.span("claim", call_identify_id=turn.call_identify_id):
-            claim = await self.store.claim(turn.call_identify_id, idempotency)
+            # The agent's breaker is looked at alongside the claim (when this instance's view of
+            # it has lapsed), so it costs no round trip of its own.
+            claim, _ = await asyncio.gather(
+                self.store.claim(turn.call_identify_id, idempotency),
+                self.breakers.refresh(likely_agent.name, likely_agent.breaker))
         if isinstance(claim, Replay):
             return claim.answer
         try:
@@ -158,10 +167,19 @@ class Orchestrator:
         )
         started = time.perf_counter()
         try:
-            reply = await self.agents.send(request)
-        except AgentFailure as failure:
+            decision = await self.breakers.admit(agent.name, agent.breaker)
+        except AgentUnavailable as unavailable:
+            failure = AgentFailure("agent_unavailable", str(unavailable),
+                                   retry_after_ms=unavailable.retry_after_ms)
             response = _response(agent.name, None, failure, started)
             return _Outcome("error", response, None, failure, request.a2a_version)
+        try:
+            reply = await self.agents.send(request)
+        except AgentFailure as failure:
+            await self.breakers.report(agent.name, agent.breaker, decision, failure.code)
+            response = _response(agent.name, None, failure, started)
+            return _Outcome("error", response, None, failure, request.a2a_version)
+        await self.breakers.report(agent.name, agent.breaker, decision, None)
         status = "success" if reply.completed else "input_required"
         return _Outcome(
             status, _response(agent.name, reply, None, started), reply, None, reply.a2a_version

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator_flows.breaker import BreakerPolicy
 from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed
 from orchestrator_flows.masking import RULES, Masker, Rule
 
@@ -47,6 +48,7 @@ class Agent:
     url: str
     a2a_version: A2AVersion | None = None  # None: ask the agent card, default 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,13 @@ class Flow:
 
     def stage(self, stage_id: int) -> Stage:
         return self.stages[stage_id - 1]
+
+    def agent_for(self, intent: str) -> Agent:
+        """The agent an intent goes to at its own stage (the fallback agent for unknown ones)."""
+        stage_id = self._stage_of_intent.get(intent)
+        if stage_id is None:
+            return self.agents[self.fallback_agent]
+        return self.agents[self.stage(stage_id).intents[intent]]
 
     def route(self, intent: str, current_stage_id: int) -> Route:
         """Route an intent at the call's current stage; refuse intents that belong elsewhere."""
@@ -136,11 +145,22 @@ class _RetrySpec(BaseModel):
                            max(self.base_delay_ms, self.max_delay_ms) / 1000)
 
 
+class _BreakerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = Field(5, ge=0, le=1000)  # 0: no breaker for this agent
+    window_seconds: float = Field(30, gt=0, le=3600)
+    cooldown_seconds: float = Field(15, gt=0, le=3600)
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(self.failures, self.window_seconds, self.cooldown_seconds)
+
+
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str
     a2a_version: A2AVersion | None = None
     retry: _RetrySpec | None = None
+    circuit_breaker: _BreakerSpec | None = None
 
 
 class _StageSpec(BaseModel):
@@ -242,7 +262,9 @@ def parse_flow(text: str, source: str) -> Flow:
     return Flow(
         stages=tuple(Stage(s.id, s.name, dict(s.intents)) for s in spec.stages),
         agents={n: Agent(n, a.url, a.a2a_version,
-                         a.retry.policy() if a.retry is not None else RetryPolicy())
+                         a.retry.policy() if a.retry is not None else RetryPolicy(),
+                         a.circuit_breaker.policy() if a.circuit_breaker is not None
+                         else BreakerPolicy())
                 for n, a in spec.agents.items()},
         fallback_agent=spec.fallback_agent,
         source=source,

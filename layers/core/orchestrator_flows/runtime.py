@@ -83,8 +83,13 @@ class Runtime:
 
             if self.agents is None:
                 self.agents = A2AClient(self.settings.agent_timeout_seconds)
+            from orchestrator_flows.breaker import Breakers
+
+            breakers = Breakers(self.store.backend,
+                                probe_seconds=self.settings.agent_timeout_seconds + 1)
             self._orchestrator = Orchestrator(self.flow, self.store, self.agents, self.observer,
-                                              max_steps=self.settings.max_steps_per_call)
+                                              max_steps=self.settings.max_steps_per_call,
+                                              breakers=breakers)
         return self._orchestrator
 
     async def aclose(self) -> None:

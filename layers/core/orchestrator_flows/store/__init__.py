@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
+from orchestrator_flows.breaker import BreakerBackend
 from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
 from orchestrator_flows.session import Session
 
@@ -42,6 +43,11 @@ class CallKeys:
         tag = f"{KEY_PREFIX}:{{{call_identify_id}}}"
         return cls(state=f"{tag}:state", steps=f"{tag}:steps", claim=f"{tag}:claim",
                    replies=f"{tag}:replies")
+
+
+def breaker_key(agent: str) -> str:
+    """One agent's circuit breaker, shared by every call (its own hash tag)."""
+    return f"{KEY_PREFIX}:breaker:{{{agent}}}"
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,9 @@ class Replay:
     answer: dict[str, Any]
 
 
-class Backend(Protocol):
-    """Five atomic primitives; each is one round trip to Redis."""
+class Backend(BreakerBackend, Protocol):
+    """Five atomic primitives for calls (and three for agents' breakers, BreakerBackend); each is
+    one round trip to Redis."""
 
     name: str
 

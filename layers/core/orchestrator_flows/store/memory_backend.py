@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from orchestrator_flows.store import CallKeys, ClaimResult
+from orchestrator_flows.breaker import BreakerState, Decision
+from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
 
 
 @dataclass
@@ -109,6 +110,62 @@ class MemoryBackend:
         for key in (keys.state, keys.steps, keys.claim, keys.replies):
             self._data.pop(key, None)
         return existed
+
+    # The breaker primitives, as the Lua scripts in redis_backend do them.
+
+    def _breaker(self, agent: str) -> tuple[str, dict[str, str], int]:
+        key = breaker_key(agent)
+        return key, self._hash(key), int(self._now() * 1000)
+
+    def _save_breaker(self, key: str, record: dict[str, str], ttl_ms: int) -> None:
+        self._data[key] = _Entry(record, self._now() + ttl_ms / 1000)
+
+    async def breaker_peek(self, agent: str, cooldown_ms: int) -> BreakerState:
+        _, record, now = self._breaker(agent)
+        state = record.get("state", "closed")
+        if state == "open" and now >= int(record["opened_at"]) + cooldown_ms:
+            return "half_open"
+        return "open" if state == "open" else "half_open" if state == "half_open" else "closed"
+
+    async def breaker_admit(
+        self, agent: str, cooldown_ms: int, probe_ms: int
+    ) -> tuple[Decision, int]:
+        key, record, now = self._breaker(agent)
+        state = record.get("state", "closed")
+        if state == "closed":
+            return "closed", 0
+        until = (int(record["opened_at"]) + cooldown_ms if state == "open"
+                 else int(record["probe_until"]))
+        if now < until:
+            return "open", until - now
+        record.update(state="half_open", probe_until=str(now + probe_ms))
+        self._save_breaker(key, record, cooldown_ms + probe_ms + 60_000)
+        return "probe", 0
+
+    async def breaker_report(
+        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
+    ) -> BreakerState:
+        key, record, now = self._breaker(agent)
+        state = record.get("state", "closed")
+        if ok:
+            self._data.pop(key, None)
+            return "closed"
+        ttl = window_ms + cooldown_ms + 60_000
+        if state != "closed":
+            record.update(state="open", opened_at=str(now))
+            self._save_breaker(key, record, ttl)
+            return "open"
+        start, failures = int(record.get("window_start", 0)), int(record.get("failures", 0))
+        if now - start > window_ms:
+            start, failures = now, 0
+        failures += 1
+        if failures >= threshold:
+            record.update(state="open", opened_at=str(now), failures="0")
+            self._save_breaker(key, record, ttl)
+            return "open"
+        record.update(window_start=str(start), failures=str(failures))
+        self._save_breaker(key, record, ttl)
+        return "closed"
 
     async def close(self) -> None:
         self._data.clear()

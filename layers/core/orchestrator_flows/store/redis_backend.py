@@ -24,8 +24,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from orchestrator_flows.breaker import BreakerState, Decision
 from orchestrator_flows.errors import StoreUnavailable
-from orchestrator_flows.store import CallKeys, ClaimResult
+from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
 
 T = TypeVar("T")
 
@@ -110,6 +111,78 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return existed
 """
 
+# The agent circuit breaker (orchestrator_flows.breaker): one hash per agent, times from the
+# server's clock so every instance agrees. Fields: state, failures, window_start, opened_at,
+# probe_until.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+BREAKER_PEEK = _NOW + """
+-- KEYS[1] breaker hash; ARGV[1] cool-down ms -> closed | open | half_open
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'open' and now >= tonumber(redis.call('HGET', KEYS[1], 'opened_at')) + ARGV[1] then
+  return 'half_open'
+end
+return state
+"""
+
+BREAKER_ADMIT = _NOW + """
+-- KEYS[1] breaker hash; ARGV[1] cool-down ms, ARGV[2] how long a probe may take, ms
+-- -> {'closed', 0} go | {'probe', 0} go, as the one probe | {'open', ms until a retry}
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state == 'closed' then
+  return {'closed', 0}
+end
+if state == 'open' then
+  local reopen = tonumber(redis.call('HGET', KEYS[1], 'opened_at')) + ARGV[1]
+  if now < reopen then
+    return {'open', reopen - now}
+  end
+else
+  local busy_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until'))
+  if now < busy_until then
+    return {'open', busy_until - now}
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', now + ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1] + ARGV[2] + 60000)
+return {'probe', 0}
+"""
+
+BREAKER_REPORT = _NOW + """
+-- KEYS[1] breaker hash; ARGV[1] '1' the call went well, '0' it failed; ARGV[2] failures that
+-- open it, ARGV[3] window ms, ARGV[4] cool-down ms -> the state after this report
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if ARGV[1] == '1' then
+  if state ~= 'closed' then
+    redis.call('DEL', KEYS[1])
+  end
+  return 'closed'
+end
+local ttl = ARGV[3] + ARGV[4] + 60000
+if state ~= 'closed' then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 'open'
+end
+local start = tonumber(redis.call('HGET', KEYS[1], 'window_start') or '0')
+local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+if now - start > tonumber(ARGV[3]) then
+  start, failures = now, 0
+end
+failures = failures + 1
+if failures >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', 0)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return 'open'
+end
+redis.call('HSET', KEYS[1], 'window_start', start, 'failures', failures)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 'closed'
+"""
+
 # Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
 _UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
 # A connection found dead: after a Redis restart, every idle pooled connection is.
@@ -132,6 +205,9 @@ class RedisBackend:
         self._release = client.register_script(RELEASE)
         self._read = client.register_script(READ)
         self._delete = client.register_script(DELETE)
+        self._breaker_peek = client.register_script(BREAKER_PEEK)
+        self._breaker_admit = client.register_script(BREAKER_ADMIT)
+        self._breaker_report = client.register_script(BREAKER_REPORT)
         self._ready = not isinstance(client, RedisCluster)
         self._ready_lock = asyncio.Lock()
         # redis-py's pools raise instead of waiting when every connection is busy; queue here,
@@ -228,6 +304,33 @@ class RedisBackend:
             resend=False,
         )
         return existed == 1
+
+    async def breaker_peek(self, agent: str, cooldown_ms: int) -> BreakerState:
+        state: BreakerState = await self._run(
+            "breaker", lambda: self._breaker_peek(keys=[breaker_key(agent)], args=[cooldown_ms]))
+        return state
+
+    async def breaker_admit(
+        self, agent: str, cooldown_ms: int, probe_ms: int
+    ) -> tuple[Decision, int]:
+        reply: list[Any] = await self._run(
+            "breaker",
+            lambda: self._breaker_admit(keys=[breaker_key(agent)], args=[cooldown_ms, probe_ms]),
+            resend=False,
+        )
+        return reply[0], int(reply[1])
+
+    async def breaker_report(
+        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
+    ) -> BreakerState:
+        state: BreakerState = await self._run(
+            "breaker",
+            lambda: self._breaker_report(keys=[breaker_key(agent)],
+                                         args=["1" if ok else "0", threshold, window_ms,
+                                               cooldown_ms]),
+            resend=False,
+        )
+        return state
 
     async def close(self) -> None:
         await self.client.aclose()

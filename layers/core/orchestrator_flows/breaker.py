@@ -1,0 +1,115 @@
+"""A circuit breaker per agent, its state shared by every instance through the session store.
+
+Closed: calls go through; failures of the agent itself (unreachable, timeout, HTTP error, a
+malformed or oversized answer) are counted in a window shared by all instances, and enough of
+them open the breaker. Open: steps for that agent fail fast with `agent_unavailable`, no network
+call, until the cool-down ends. Half-open: one probe at a time goes through; its success closes
+the breaker, its failure opens it again.
+
+Cost on the happy path: an instance keeps what it last saw of each breaker for a second and,
+when that has lapsed, looks again *alongside* the claim (one command on another connection, no
+sequential round trip). Only failures and probes report to Redis. The state cannot ride inside
+the claim and commit scripts: on Redis Cluster (and ElastiCache Serverless) a script may only
+touch keys of one slot, and a breaker is shared by calls of every slot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from orchestrator_flows.errors import StoreUnavailable
+
+BreakerState = Literal["closed", "open", "half_open"]
+Decision = Literal["closed", "probe", "open"]
+
+# Failures that say the agent is unwell; a task the agent itself failed or rejected is an answer.
+COUNTED = frozenset({"agent_unreachable", "agent_timeout", "agent_http_error",
+                     "agent_bad_response", "agent_response_too_large"})
+SEEN_FOR_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    failures: int = 5  # within the window, to open; 0 turns the breaker off
+    window_seconds: float = 30.0
+    cooldown_seconds: float = 15.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.failures > 0
+
+
+class BreakerBackend(Protocol):
+    """Three atomic primitives over one agent's breaker record (Lua on Redis)."""
+
+    async def breaker_peek(self, agent: str, cooldown_ms: int) -> BreakerState: ...
+
+    async def breaker_admit(
+        self, agent: str, cooldown_ms: int, probe_ms: int
+    ) -> tuple[Decision, int]:
+        """closed: go; probe: go, as the one probe; open: do not (with ms until a retry)."""
+        ...
+
+    async def breaker_report(
+        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
+    ) -> BreakerState: ...
+
+
+class AgentUnavailable(Exception):
+    def __init__(self, agent: str, retry_after_ms: int) -> None:
+        super().__init__(f"agent {agent} is unavailable (circuit open); not called")
+        self.retry_after_ms = retry_after_ms
+
+
+class Breakers:
+    def __init__(self, backend: BreakerBackend, probe_seconds: float) -> None:
+        self.backend = backend
+        self.probe_ms = int(probe_seconds * 1000)
+        self._seen: dict[str, tuple[BreakerState, float]] = {}
+
+    def _fresh(self, agent: str) -> BreakerState | None:
+        seen = self._seen.get(agent)
+        return seen[0] if seen is not None and seen[1] > time.monotonic() else None
+
+    def _remember(self, agent: str, state: BreakerState) -> None:
+        self._seen[agent] = (state, time.monotonic() + SEEN_FOR_SECONDS)
+
+    async def refresh(self, agent: str, policy: BreakerPolicy) -> None:
+        """Look at the shared state when what this instance saw has lapsed; run it alongside
+        the claim. A store that cannot answer leaves the breaker closed: the claim says why."""
+        if not policy.enabled or self._fresh(agent) is not None:
+            return
+        try:
+            state = await self.backend.breaker_peek(agent, int(policy.cooldown_seconds * 1000))
+        except StoreUnavailable:
+            return
+        self._remember(agent, state)
+
+    async def admit(self, agent: str, policy: BreakerPolicy) -> Decision:
+        """Whether this step may call the agent; raises AgentUnavailable when it may not."""
+        if not policy.enabled or (self._fresh(agent) or "closed") == "closed":
+            return "closed"
+        try:
+            decision, retry_ms = await self.backend.breaker_admit(
+                agent, int(policy.cooldown_seconds * 1000), self.probe_ms)
+        except StoreUnavailable:
+            return "closed"
+        if decision == "open":
+            self._remember(agent, "open")
+            raise AgentUnavailable(agent, retry_ms)
+        return decision
+
+    async def report(self, agent: str, policy: BreakerPolicy, decision: Decision,
+                     failure_code: str | None) -> None:
+        counted = failure_code in COUNTED
+        if not policy.enabled or (not counted and decision != "probe"):
+            return  # a success while closed changes nothing shared: no I/O
+        try:
+            state = await self.backend.breaker_report(
+                agent, not counted, policy.failures, int(policy.window_seconds * 1000),
+                int(policy.cooldown_seconds * 1000))
+        except StoreUnavailable:
+            return
+        self._remember(agent, state)
