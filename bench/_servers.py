@@ -1,7 +1,7 @@
 """Servers the step benchmark runs in their own processes, as production would:
 
     python bench/_servers.py agent PORT
-    python bench/_servers.py orchestrator PORT REDIS_URL AGENT_URL
+    python bench/_servers.py orchestrator PORT REDIS_URL AGENT_URL [FLOW_FILE]
     python bench/_servers.py floor PORT REDIS_URL AGENT_URL
 
 The floor app is the least a turn can cost: FastAPI with the same request model, one Redis GET,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,8 +68,9 @@ def main(argv: list[str]) -> None:
         urls = {name: agent_url for name in ("greeting", "auth", "refund", "billing", "booking",
                                              "complaint", "account", "balance", "closing",
                                              "fallback")}
-        app = create_app(lambda: Runtime.from_settings(Settings(redis_url=redis_url,
-                                                                agent_urls=urls)))
+        flow_file = Path(argv[4]) if len(argv) > 4 else None
+        app = create_app(lambda: Runtime.from_settings(Settings(
+            redis_url=redis_url, agent_urls=urls, orchestrator_config=flow_file)))
     else:
         app = floor_app(argv[2], argv[3])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

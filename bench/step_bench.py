@@ -16,6 +16,7 @@ import cProfile
 import io
 import platform
 import pstats
+import re
 import statistics
 import subprocess
 import sys
@@ -68,8 +69,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, concurrency: int, steps_per_user: int, tag: str) -> dict[str, float]:
-    """`concurrency` callers, each on its own call id, each sending turns back to back."""
+async def load(url: str, concurrency: int, steps_per_user: int, tag: str,
+               keyed: bool = False) -> dict[str, float]:
+    """`concurrency` callers, each on its own call id, each sending turns back to back (with an
+    Idempotency-Key each when `keyed`)."""
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
@@ -78,7 +81,8 @@ async def load(url: str, concurrency: int, steps_per_user: int, tag: str) -> dic
             call = f"{tag}-{user}"
             for n in range(steps_per_user):
                 started = time.perf_counter()
-                response = await client.post("/orchestrate", json=turn(call, n))
+                headers = {"Idempotency-Key": f"{call}-{n}"} if keyed else {}
+                response = await client.post("/orchestrate", json=turn(call, n), headers=headers)
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200, response.text
 
@@ -111,14 +115,16 @@ async def long_call(url: str, raw: redis.Redis, steps: int) -> dict[str, Any]:
             if n in (2, steps - 9):
                 raw.config_resetstat()
             started = time.perf_counter()
-            response = await client.post("/orchestrate", json=turn(call, n))
+            response = await client.post("/orchestrate", json=turn(call, n),
+                                         headers={"Idempotency-Key": f"long-{n}"})
             latencies.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, response.text
             if n in (11, steps):
                 windows["first" if n == 11 else "last"] = commandstats(raw)
             if n in checkpoints:
                 sizes[n] = sum(int(raw.memory_usage(k) or 0) for k in
-                               (f"of:{{{call}}}:state", f"of:{{{call}}}:steps"))
+                               (f"of:{{{call}}}:state", f"of:{{{call}}}:steps",
+                                f"of:{{{call}}}:replies"))
     # The orchestrator sends only scripts (EVALSHA, and SCRIPT LOAD + EVALSHA after a NOSCRIPT);
     # every other command counted ran inside them (tests/integration/test_round_trips.py checks
     # this with MONITOR). The bench's own CONFIG RESETSTAT and MEMORY USAGE are left out.
@@ -220,14 +226,36 @@ async def compare(orch: str, floor: str, repeats: int, steps: int) -> dict[int, 
     return results
 
 
+async def hardening_cost(core: str, hardened: str, repeats: int, steps: int) -> dict[str, float]:
+    """p50 at concurrency 1: the core step (no key, breaker off) against the hardened one (an
+    Idempotency-Key on every turn, breaker on), interleaved."""
+    runs: dict[str, list[float]] = {"core": [], "hardened": []}
+    for r in range(repeats * 2):
+        for name, url in (("core", core), ("hardened", hardened)):
+            await load(url, 1, 5, f"WH{name}{r}", keyed=name == "hardened")
+            result = await load(url, 1, steps, f"H{name}{r}", keyed=name == "hardened")
+            runs[name].append(result["p50"])
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def breaker_off_flow(workdir: Path) -> Path:
+    """The default flow with every agent's circuit breaker turned off: the core step."""
+    text = (ROOT / "layers" / "core" / "orchestrator_flows" / "default_flow.yaml").read_text()
+    text = re.sub(r'\{url: ("[^"]+")\}', r"{url: \1, circuit_breaker: {failures: 0}}", text)
+    path = workdir / "breaker_off.yaml"
+    path.write_text(text)
+    return path
+
+
 def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tuple[str, float]],
-           hop: dict[str, float], args: argparse.Namespace) -> str:
+           hop: dict[str, float], hard: dict[str, float], args: argparse.Namespace) -> str:
     lines = [
         "# Step benchmark results", "",
         f"`{' '.join(['.venv/bin/python', 'bench/step_bench.py', *sys.argv[1:]])}` — "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
         f"2-core shared machine, loopback; medians of {args.repeats} interleaved repeats.",
-        "", "## Redis round trips and commands per step (one call, fallback turns)", "",
+        "", "## Redis round trips and commands per step (one call, fallback turns, each with an "
+        "Idempotency-Key, breaker on)", "",
         "| window | round trips / step | commands / step (incl. inside Lua) | detail |",
         "|---|---|---|---|"]
     for window, row in long["per_step"].items():
@@ -244,13 +272,22 @@ def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tupl
                      f" | {o['p50'] / f['p50']:.2f}× | {o['steps_per_s']:.0f} | "
                      f"{f['steps_per_s']:.0f} | {o['steps_per_s'] / f['steps_per_s']:.2f}× |")
     lines += ["", "Targets: p50 ratio ≤ 1.3× at concurrency 1; throughput ratio ≥ 0.8× at 8.", "",
+              "## What idempotency and the breaker cost", "",
+              f"p50 at concurrency 1, {args.steps} steps per run, medians of {args.repeats * 2} "
+              "interleaved runs:", "",
+              f"- core step (no Idempotency-Key, breaker off): {hard['core']:.2f} ms",
+              f"- with an Idempotency-Key on every turn and the breaker on: "
+              f"{hard['hardened']:.2f} ms",
+              f"- change: {(hard['hardened'] / hard['core'] - 1) * 100:+.1f} % (target ≤ +5 %)",
+              "",
               f"## Step {args.long} against step 1", "",
               f"- p50 of steps 1–50: {long['p50_first']:.2f} ms; of the last 50: "
               f"{long['p50_last']:.2f} ms; ratio {long['p50_last'] / long['p50_first']:.2f}× "
               "(target ≤ 1.2×)"]
     sizes = long["sizes"]
     for n, size in sorted(sizes.items()):
-        lines.append(f"- stored after {n} steps: {size} bytes ({size / n:.0f} bytes/step)")
+        lines.append(f"- stored after {n} steps (state, trail, keyed answers): {size} bytes "
+                     f"({size / n:.0f} bytes/step)")
     lines += ["", "## Where the time of a step goes", "",
               f"Self CPU time by package over {args.profile_steps} steps, cProfile, app in process "
               "behind httpx's ASGI transport (so the test client's httpx is in the httpx share), "
@@ -277,15 +314,18 @@ def main() -> None:
     try:
         with server("agent") as agent, \
                 server("orchestrator", redis_server.url, agent + "/") as orch, \
+                server("orchestrator", redis_server.url, agent + "/",
+                       str(breaker_off_flow(workdir))) as core, \
                 server("floor", redis_server.url, agent + "/") as floor:
             long = asyncio.run(long_call(orch, raw, args.long))
             cmp = asyncio.run(compare(orch, floor, args.repeats, args.steps))
+            hard = asyncio.run(hardening_cost(core, orch, args.repeats, args.steps))
             prof = profile_in_process(redis_server.url, agent + "/", args.profile_steps)
             hop = asyncio.run(agent_hop(agent + "/", args.steps))
     finally:
         raw.close()
         redis_server.stop()
-    text = report(cmp, long, prof, hop, args)
+    text = report(cmp, long, prof, hop, hard, args)
     print(text)
     if not args.quick:
         (ROOT / "bench" / "RESULTS.md").write_text(text)
