@@ -19,7 +19,7 @@ from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend
 from tests.integration.conftest import BACKENDS, make_backend
 from tests.support.agents import Flaky, build_agent_app
-from tests.support.scripted import ScriptedAgents, turn
+from tests.support.scripted import ScriptedAgents, completed, turn
 
 QUICK = BreakerPolicy(failures=3, window_seconds=10, cooldown_seconds=0.3)
 Serve = Callable[[Callable[[str], Any]], Any]
@@ -101,6 +101,18 @@ async def test_only_one_probe_at_a_time(backend: Backend) -> None:
     answers = await asyncio.gather(*(greet(runtime, f"ONE-P{n}") for n in range(5)))
     assert sorted(str(error_code(a)) for a in answers) == ["None"] + ["agent_unavailable"] * 4
     assert len(agents.to("greeting")) == 4
+
+
+async def test_a_busy_agent_failing_now_and_then_stays_closed(backend: Backend) -> None:
+    """Failures are weighed against the successes seen with them: 4 failures in 40 calls is
+    10 %, under the policy's 50 %, though over its minimum of 3 failures."""
+    script = [completed() if n % 10 else unreachable() for n in range(1, 41)]
+    agents = ScriptedAgents().then("greeting", *script)
+    runtime = instance(backend, agents)
+    codes = [error_code(await greet(runtime, f"BUSY-{n}")) for n in range(41)]
+    assert codes.count("agent_unreachable") == 4
+    assert "agent_unavailable" not in codes
+    assert len(agents.to("greeting")) == 41
 
 
 async def test_answers_the_agent_chose_to_fail_do_not_count(backend: Backend) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -139,6 +140,14 @@ async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
 
+def _methods_of(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def _count_refusal(app: Any, path: str, code: str) -> None:
     # StepsRejected counts refused turns only, not reads of unknown sessions.
     if path == "/orchestrate":
@@ -182,12 +191,25 @@ def _install_error_mapping(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body it could not decode (not UTF-8, say) — an invalid
+            # request like any other, per the contract.
+            _count_refusal(request.app, request.url.path, "invalid_request")
+            return JSONResponse(
+                error_body("invalid_request", f"invalid request: body: {exc.detail}",
+                           problems=[{"field": "body", "problem": str(exc.detail)}]),
+                status_code=422,
+            )
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
         )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path may have several.
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -1,14 +1,17 @@
 """A circuit breaker per agent, its state shared by every instance through the session store.
 
 Closed: calls go through; failures of the agent itself (unreachable, timeout, HTTP error, a
-malformed or oversized answer) are counted in a window shared by all instances, and enough of
-them open the breaker. Open: steps for that agent fail fast with `agent_unavailable`, no network
-call, until the cool-down ends. Half-open: one probe at a time goes through; its success closes
+malformed or oversized answer) are counted in a window shared by all instances, with the
+successes each instance saw since its last report; at least `failures` of them, making at least
+`failure_rate` of the calls, open the breaker (a busy agent failing 5 % stays closed). Open:
+steps for that agent fail fast with `agent_unavailable`, no network call, until the cool-down
+ends. Half-open: one probe at a time goes through; its success closes
 the breaker, its failure opens it again.
 
 Cost on the happy path: an instance keeps what it last saw of each breaker for a second and,
 when that has lapsed, looks again *alongside* the claim (one command on another connection, no
-sequential round trip). Only failures and probes report to Redis. The state cannot ride inside
+sequential round trip). Only failures and probes report to Redis; successes are counted in
+process and travel with the next failure report. The state cannot ride inside
 the claim and commit scripts: on Redis Cluster (and ElastiCache Serverless) a script may only
 touch keys of one slot, and a breaker is shared by calls of every slot.
 """
@@ -32,7 +35,8 @@ SEEN_FOR_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    failures: int = 5  # within the window, to open; 0 turns the breaker off
+    failures: int = 5  # at least this many within the window, to open; 0 turns the breaker off
+    failure_rate: float = 0.5  # and at least this share of the calls in the window
     window_seconds: float = 30.0
     cooldown_seconds: float = 15.0
 
@@ -53,8 +57,10 @@ class BreakerBackend(Protocol):
         ...
 
     async def breaker_report(
-        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
-    ) -> BreakerState: ...
+        self, agent: str, ok: bool, policy: BreakerPolicy, successes: int
+    ) -> BreakerState:
+        """`successes`: calls that went well since this instance last reported."""
+        ...
 
 
 class AgentUnavailable(Exception):
@@ -68,6 +74,7 @@ class Breakers:
         self.backend = backend
         self.probe_ms = int(probe_seconds * 1000)
         self._seen: dict[str, tuple[BreakerState, float]] = {}
+        self._successes: dict[str, int] = {}
 
     def _fresh(self, agent: str) -> BreakerState | None:
         seen = self._seen.get(agent)
@@ -104,12 +111,15 @@ class Breakers:
     async def report(self, agent: str, policy: BreakerPolicy, decision: Decision,
                      failure_code: str | None) -> None:
         counted = failure_code in COUNTED
-        if not policy.enabled or (not counted and decision != "probe"):
-            return  # a success while closed changes nothing shared: no I/O
+        if not policy.enabled:
+            return
+        if not counted and decision != "probe":
+            # A success while closed is counted here and told with the next failure: no I/O.
+            self._successes[agent] = self._successes.get(agent, 0) + 1
+            return
+        successes = self._successes.pop(agent, 0)
         try:
-            state = await self.backend.breaker_report(
-                agent, not counted, policy.failures, int(policy.window_seconds * 1000),
-                int(policy.cooldown_seconds * 1000))
+            state = await self.backend.breaker_report(agent, not counted, policy, successes)
         except StoreUnavailable:
             return
         self._remember(agent, state)

@@ -148,11 +148,13 @@ class _RetrySpec(BaseModel):
 class _BreakerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     failures: int = Field(5, ge=0, le=1000)  # 0: no breaker for this agent
+    failure_rate: float = Field(0.5, gt=0, le=1)
     window_seconds: float = Field(30, gt=0, le=3600)
     cooldown_seconds: float = Field(15, gt=0, le=3600)
 
     def policy(self) -> BreakerPolicy:
-        return BreakerPolicy(self.failures, self.window_seconds, self.cooldown_seconds)
+        return BreakerPolicy(self.failures, self.failure_rate, self.window_seconds,
+                             self.cooldown_seconds)
 
 
 class _AgentSpec(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from orchestrator_flows.breaker import BreakerState, Decision
+from orchestrator_flows.breaker import BreakerPolicy, BreakerState, Decision
 from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
 
 
@@ -143,9 +143,11 @@ class MemoryBackend:
         return "probe", 0
 
     async def breaker_report(
-        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
+        self, agent: str, ok: bool, policy: BreakerPolicy, successes: int
     ) -> BreakerState:
         key, record, now = self._breaker(agent)
+        window_ms = int(policy.window_seconds * 1000)
+        cooldown_ms = int(policy.cooldown_seconds * 1000)
         state = record.get("state", "closed")
         if ok:
             self._data.pop(key, None)
@@ -156,14 +158,16 @@ class MemoryBackend:
             self._save_breaker(key, record, ttl)
             return "open"
         start, failures = int(record.get("window_start", 0)), int(record.get("failures", 0))
+        seen_ok = int(record.get("successes", 0))
         if now - start > window_ms:
-            start, failures = now, 0
+            start, failures, seen_ok = now, 0, 0
         failures += 1
-        if failures >= threshold:
-            record.update(state="open", opened_at=str(now), failures="0")
+        seen_ok += successes
+        if failures >= policy.failures and failures / (failures + seen_ok) >= policy.failure_rate:
+            record.update(state="open", opened_at=str(now), failures="0", successes="0")
             self._save_breaker(key, record, ttl)
             return "open"
-        record.update(window_start=str(start), failures=str(failures))
+        record.update(window_start=str(start), failures=str(failures), successes=str(seen_ok))
         self._save_breaker(key, record, ttl)
         return "closed"
 

@@ -24,7 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from orchestrator_flows.breaker import BreakerState, Decision
+from orchestrator_flows.breaker import BreakerPolicy, BreakerState, Decision
 from orchestrator_flows.errors import StoreUnavailable
 from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
 
@@ -153,7 +153,8 @@ return {'probe', 0}
 
 BREAKER_REPORT = _NOW + """
 -- KEYS[1] breaker hash; ARGV[1] '1' the call went well, '0' it failed; ARGV[2] failures that
--- open it, ARGV[3] window ms, ARGV[4] cool-down ms -> the state after this report
+-- may open it, ARGV[3] window ms, ARGV[4] cool-down ms, ARGV[5] share of failed calls that
+-- opens it, ARGV[6] successes this instance saw since its last report -> the state after
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if ARGV[1] == '1' then
   if state ~= 'closed' then
@@ -169,16 +170,18 @@ if state ~= 'closed' then
 end
 local start = tonumber(redis.call('HGET', KEYS[1], 'window_start') or '0')
 local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+local successes = tonumber(redis.call('HGET', KEYS[1], 'successes') or '0')
 if now - start > tonumber(ARGV[3]) then
-  start, failures = now, 0
+  start, failures, successes = now, 0, 0
 end
 failures = failures + 1
-if failures >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', 0)
+successes = successes + tonumber(ARGV[6])
+if failures >= tonumber(ARGV[2]) and failures / (failures + successes) >= tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', 0, 'successes', 0)
   redis.call('PEXPIRE', KEYS[1], ttl)
   return 'open'
 end
-redis.call('HSET', KEYS[1], 'window_start', start, 'failures', failures)
+redis.call('HSET', KEYS[1], 'window_start', start, 'failures', failures, 'successes', successes)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 'closed'
 """
@@ -321,13 +324,13 @@ class RedisBackend:
         return reply[0], int(reply[1])
 
     async def breaker_report(
-        self, agent: str, ok: bool, threshold: int, window_ms: int, cooldown_ms: int
+        self, agent: str, ok: bool, policy: BreakerPolicy, successes: int
     ) -> BreakerState:
+        args = ["1" if ok else "0", policy.failures, int(policy.window_seconds * 1000),
+                int(policy.cooldown_seconds * 1000), policy.failure_rate, successes]
         state: BreakerState = await self._run(
             "breaker",
-            lambda: self._breaker_report(keys=[breaker_key(agent)],
-                                         args=["1" if ok else "0", threshold, window_ms,
-                                               cooldown_ms]),
+            lambda: self._breaker_report(keys=[breaker_key(agent)], args=args),
             resend=False,
         )
         return state

@@ -1,0 +1,50 @@
+"""schemathesis against the app's own OpenAPI schema: the whole app the local server runs, and
+each Lambda function's app (its routes only), called through ASGI. Zero 5xx, and every response
+matches the schema — status codes, content types and bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any, cast
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from orchestrator_flows.api import ALL_ROUTES, Route, create_app
+from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store.memory_backend import MemoryBackend
+from tests.support.scripted import ScriptedAgents
+
+FUNCTIONS: dict[str, tuple[Route, ...]] = {
+    "orchestrate": ("orchestrate",),
+    "get_session": ("get_session", "healthz"),
+    "get_steps": ("get_steps",),
+    "delete_session": ("delete_session",),
+}
+
+
+def schema_of(routes: Collection[Route]) -> schemathesis.BaseSchema:
+    runtime = Runtime.from_settings(Settings(), backend=MemoryBackend(), agents=ScriptedAgents())
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(runtime, routes))
+
+
+def fuzz(schema: schemathesis.BaseSchema) -> Callable[..., None]:
+    @schema.parametrize()
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    def test(case: schemathesis.Case[Any]) -> None:
+        # A schema-valid turn may still be refused by the flow (another stage's intent, another
+        # account, a complete call): those refusals are documented answers, not rejections of
+        # valid data, so that one check is left out; every other one runs.
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+    return cast(Callable[..., None], test)
+
+
+test_the_local_server_s_app = fuzz(schema_of(ALL_ROUTES))
+test_the_orchestrate_function = fuzz(schema_of(FUNCTIONS["orchestrate"]))
+test_the_get_session_function = fuzz(schema_of(FUNCTIONS["get_session"]))
+test_the_get_steps_function = fuzz(schema_of(FUNCTIONS["get_steps"]))
+test_the_delete_session_function = fuzz(schema_of(FUNCTIONS["delete_session"]))
