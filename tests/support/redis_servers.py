@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -173,9 +174,10 @@ class RedisCluster:
             node.stop()
 
 
-def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
+def start_cluster(workdir: Path, masters: int = 3, replicas: int = 0) -> RedisCluster:
+    """A Redis Cluster of `masters` primaries, each with `replicas` replicas."""
     nodes = []
-    for i in range(masters):
+    for i in range(masters * (1 + replicas)):
         node_dir = workdir / f"node-{i}"
         node_dir.mkdir(parents=True, exist_ok=True)
         port = free_port(also_free=10000)  # the cluster bus listens on port + 10000
@@ -185,7 +187,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
         ]).start())
     subprocess.run(
         [_binary("redis-cli"), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-         "--cluster-replicas", "0", "--cluster-yes"],
+         "--cluster-replicas", str(replicas), "--cluster-yes"],
         check=True, capture_output=True, timeout=60,
     )
     deadline = time.monotonic() + 30
@@ -200,4 +202,37 @@ def start_cluster(workdir: Path, masters: int = 3) -> RedisCluster:
                 raise RuntimeError(f"Redis Cluster did not become ready: {text}")
             time.sleep(0.1)
         client.close()
+    if replicas:
+        _wait_for_replicas(nodes[0], replicas, deadline)
     return RedisCluster(nodes)
+
+
+def _wait_for_replicas(node: RedisProcess, replicas: int, deadline: float) -> None:
+    """Replicas attach after `--cluster create` returns: wait until every primary has its own,
+    in sync."""
+    client = node._client()
+    try:
+        while True:
+            shards = [_text(shard) for shard in client.execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "SHARDS")]
+            serving = [shard for shard in shards if shard["slots"]]
+            ready = [sum(1 for n in shard["nodes"] if n["role"] == "replica"
+                         and n["health"] == "online") for shard in serving]
+            if serving and all(r == replicas for r in ready):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"replicas did not attach: {shards}")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def _text(value: Any) -> Any:
+    """CLUSTER SHARDS as redis-py parses it, with bytes made str."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
