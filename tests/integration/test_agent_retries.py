@@ -4,6 +4,7 @@ Against real a2a-sdk agents behind a flaky front, on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -197,3 +198,31 @@ async def test_invalid_utf8_and_deep_nesting_are_a_step_error_stored_only_as_a_c
     assert why in error["message"]
     assert steps[0]["response_status"] == "error"
     assert steps[0]["response_data"]["text"] == ""  # nothing of the raw answer is kept
+
+
+async def test_a_connection_reset_is_retried_then_reported() -> None:
+    """An agent host that accepts the connection, reads the request and resets it (TCP RST)."""
+    import socket
+    import struct
+
+    resets = 0
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal resets
+        await reader.read(65536)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        resets += 1
+        writer.close()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(AgentFailure) as failure:
+            await A2AClient(5).send(request(f"http://127.0.0.1:{port}/"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert failure.value.code == "agent_unreachable"
+    assert [a["outcome"] for a in failure.value.attempts] == ["agent_unreachable"] * 3
+    assert resets == 3
