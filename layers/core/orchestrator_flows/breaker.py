@@ -31,6 +31,9 @@ Decision = Literal["closed", "probe", "open"]
 COUNTED = frozenset({"agent_unreachable", "agent_timeout", "agent_http_error",
                      "agent_bad_response", "agent_response_too_large"})
 SEEN_FOR_SECONDS = 1.0
+# How long a half-open breaker waits for its probe before letting another through: the agent
+# deadline and a second (the runtime passes AGENT_TIMEOUT_SECONDS + 1; this is for 15 s).
+PROBE_SECONDS = 16.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class AgentUnavailable(Exception):
 
 
 class Breakers:
-    def __init__(self, backend: BreakerBackend, probe_seconds: float) -> None:
+    def __init__(self, backend: BreakerBackend, probe_seconds: float = PROBE_SECONDS) -> None:
         self.backend = backend
         self.probe_ms = int(probe_seconds * 1000)
         self._seen: dict[str, tuple[BreakerState, float]] = {}

@@ -67,7 +67,7 @@ class Orchestrator:
         breakers: Breakers | None = None,
     ) -> None:
         self.max_steps = max_steps
-        self.breakers = breakers or Breakers(store.backend, probe_seconds=16)
+        self.breakers = breakers or Breakers(store.backend)
         self.flow = flow
         self.store = store
         self.agents = agents
