@@ -55,6 +55,22 @@ class EndingExecutor(DemoExecutor):
         await end(message)
 
 
+async def read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """A request's whole body, and a `receive` that hands it on to the app behind."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
+
+
 @dataclass
 class Recorder:
     """ASGI middleware keeping every request an agent receives: method, headers, JSON body."""
@@ -66,21 +82,11 @@ class Recorder:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body, replay = await read_body(receive)
         self.requests.append({
             "headers": {k.decode().lower(): v.decode() for k, v in scope["headers"]},
             "json": json.loads(body),
         })
-
-        async def replay() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
         await self.app(scope, replay, send)
 
 
@@ -98,20 +104,11 @@ class Flaky:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body, replay = await read_body(receive)
         self.requests.append(json.loads(body))
         if len(self.requests) <= self.failures:
             await Response(status_code=self.status)(scope, receive, send)
             return
-
-        async def replay() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
 
