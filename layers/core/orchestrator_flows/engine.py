@@ -167,23 +167,31 @@ class Orchestrator:
         )
         started = time.perf_counter()
         try:
-            decision = await self.breakers.admit(agent.name, agent.breaker)
-        except AgentUnavailable as unavailable:
-            failure = AgentFailure("agent_unavailable", str(unavailable),
-                                   retry_after_ms=unavailable.retry_after_ms)
-            response = _response(agent.name, None, failure, started)
-            return _Outcome("error", response, None, failure, request.a2a_version)
-        try:
-            reply = await self.agents.send(request)
+            reply = await self._send_through_breaker(request)
         except AgentFailure as failure:
-            await self.breakers.report(agent.name, agent.breaker, decision, failure.code)
             response = _response(agent.name, None, failure, started)
             return _Outcome("error", response, None, failure, request.a2a_version)
-        await self.breakers.report(agent.name, agent.breaker, decision, None)
         status = "success" if reply.completed else "input_required"
         return _Outcome(
             status, _response(agent.name, reply, None, started), reply, None, reply.a2a_version
         )
+
+    async def _send_through_breaker(self, request: AgentRequest) -> AgentReply:
+        """The agent call, unless its circuit is open (then agent_unavailable, no call); the
+        outcome is told to the breaker."""
+        agent = request.agent
+        try:
+            decision = await self.breakers.admit(agent.name, agent.breaker)
+        except AgentUnavailable as unavailable:
+            raise AgentFailure("agent_unavailable", str(unavailable),
+                               retry_after_ms=unavailable.retry_after_ms) from None
+        try:
+            reply = await self.agents.send(request)
+        except AgentFailure as failure:
+            await self.breakers.report(agent.name, agent.breaker, decision, failure.code)
+            raise
+        await self.breakers.report(agent.name, agent.breaker, decision, None)
+        return reply
 
     async def _record(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
