@@ -18,7 +18,7 @@ from orchestrator_flows.errors import FlowConfigError
 from orchestrator_flows.flow import Agent, RetryPolicy, parse_flow
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
-from tests.support.agents import Flaky, build_agent_app, hang, raw_agent
+from tests.support.agents import Recorder, build_agent_app, hang, raw_agent
 from tests.support.redis_servers import free_port
 from tests.support.scripted import body
 
@@ -31,11 +31,11 @@ def request(url: str, policy: RetryPolicy = QUICK) -> AgentRequest:
                         metadata={"call_identify_id": "CALL-1"}, context_id="ctx-1")
 
 
-async def flaky_agent(serve: Serve, failures: int, status: int = 503) -> tuple[str, Flaky]:
-    front: dict[str, Flaky] = {}
+async def flaky_agent(serve: Serve, failures: int, status: int = 503) -> tuple[str, Recorder]:
+    front: dict[str, Recorder] = {}
 
-    def make(url: str) -> Flaky:
-        front["f"] = Flaky(build_agent_app("greeting", url), failures, status)
+    def make(url: str) -> Recorder:
+        front["f"] = Recorder(build_agent_app("greeting", url), failures, status)
         return front["f"]
 
     url = await serve(make)
@@ -50,7 +50,7 @@ async def test_a_gateway_error_is_retried_with_the_same_message_id_until_it_succ
     reply = await A2AClient(5).send(request(url))
     assert reply.completed
     assert [a["outcome"] for a in reply.attempts] == [f"http_{status}"] * 2 + ["ok"]
-    message_ids = {r["params"]["message"]["messageId"] for r in front.requests}
+    message_ids = {r["json"]["params"]["message"]["messageId"] for r in front.requests}
     assert len(front.requests) == 3
     assert len(message_ids) == 1
 

@@ -18,7 +18,7 @@ from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend
 from tests.integration.conftest import BACKENDS, make_backend
-from tests.support.agents import Flaky, build_agent_app
+from tests.support.agents import Recorder, build_agent_app
 from tests.support.scripted import ScriptedAgents, completed, turn
 
 QUICK = BreakerPolicy(failures=3, window_seconds=10, cooldown_seconds=0.3)
@@ -139,10 +139,10 @@ async def test_instances_share_the_breaker_through_redis(
 ) -> None:
     """Instance A's failures against a real a2a-sdk agent (behind a front answering 503) open
     the breaker; instance B, which never failed, then fails fast without calling it."""
-    front: dict[str, Flaky] = {}
+    front: dict[str, Recorder] = {}
 
-    def make(url: str) -> Flaky:
-        front["f"] = Flaky(build_agent_app("greeting", url), failures=1000)
+    def make(url: str) -> Recorder:
+        front["f"] = Recorder(build_agent_app("greeting", url), fail_first=1000)
         return front["f"]
 
     url = await serve(make)

@@ -73,9 +73,13 @@ async def read_body(receive: Receive) -> tuple[bytes, Receive]:
 
 @dataclass
 class Recorder:
-    """ASGI middleware keeping every request an agent receives: method, headers, JSON body."""
+    """ASGI middleware keeping every request an agent receives (headers, JSON body). With
+    `fail_first`, its first POSTs get `status` instead of reaching the agent, as a gateway that
+    lost its upstream would answer."""
 
     app: ASGIApp
+    fail_first: int = 0
+    status: int = 503
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,29 +91,9 @@ class Recorder:
             "headers": {k.decode().lower(): v.decode() for k, v in scope["headers"]},
             "json": json.loads(body),
         })
-        await self.app(scope, replay, send)
-
-
-@dataclass
-class Flaky:
-    """ASGI middleware in front of a real agent: its first `failures` POSTs get `status` (as a
-    gateway that lost its upstream would answer), the rest reach the agent. Keeps every POST."""
-
-    app: ASGIApp
-    failures: int
-    status: int = 503
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        body, replay = await read_body(receive)
-        self.requests.append(json.loads(body))
-        if len(self.requests) <= self.failures:
+        if len(self.requests) <= self.fail_first:
             await Response(status_code=self.status)(scope, receive, send)
             return
-
         await self.app(scope, replay, send)
 
 
@@ -165,6 +149,6 @@ async def hang(_: dict[str, Any]) -> Response:
     return Response()
 
 
-__all__ = ["EndingExecutor", "Flaky", "Recorder", "SlowExecutor", "build_agent_app",
+__all__ = ["EndingExecutor", "Recorder", "SlowExecutor", "build_agent_app",
            "garbage", "hang", "http_status", "huge", "huge_chunked", "raw_agent", "rpc_error",
            "wrong_shape"]
