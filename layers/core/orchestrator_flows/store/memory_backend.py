@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from orchestrator_flows.breaker import BreakerPolicy, BreakerState, Decision
 from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
@@ -125,7 +126,7 @@ class MemoryBackend:
         state = record.get("state", "closed")
         if state == "open" and now >= int(record["opened_at"]) + cooldown_ms:
             return "half_open"
-        return "open" if state == "open" else "half_open" if state == "half_open" else "closed"
+        return cast(BreakerState, state)  # the record only ever holds the three states
 
     async def breaker_admit(
         self, agent: str, cooldown_ms: int, probe_ms: int
