@@ -1,10 +1,14 @@
-"""Session fixtures shared by every test level: private Redis servers, started on first use."""
+"""Session fixtures shared by every test level: private Redis servers, started on first use;
+and one seed per run for every property-based test, printed so a failure can be replayed."""
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.redis_servers import (
     RedisCluster,
@@ -46,6 +50,39 @@ def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess
     server = start_tls(tmp_path_factory.mktemp("redis-tls"))
     yield server
     server.stop()
+
+
+# No example database: a failure found once must not replay forever from `.hypothesis/` in a
+# clone. Each run draws from one printed seed instead; `TEST_SEED=<n>` replays a run.
+settings.register_profile("orchestrator-flows", database=None, print_blob=True)
+settings.load_profile("orchestrator-flows")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Before Hypothesis' own hook reads --hypothesis-seed; schemathesis takes the same seed.
+    from schemathesis.config import SchemathesisConfig
+
+    seed = config.getoption("hypothesis_seed") or os.environ.get("TEST_SEED")
+    seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**32)
+    config.option.hypothesis_seed = seed
+    SchemathesisConfig.shared_seed = seed
+    config.stash[SEED] = seed
+
+
+SEED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"property-based tests seeded with {config.stash[SEED]}: replay with TEST_SEED=" \
+        f"{config.stash[SEED]} (or --hypothesis-seed={config.stash[SEED]})"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        seed = terminalreporter.config.stash[SEED]
+        terminalreporter.write_line(f"property-based tests were seeded with {seed}: "
+                                    f"TEST_SEED={seed} replays them")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
