@@ -137,13 +137,15 @@ async def test_two_hundred_concurrent_calls_all_complete(
     redis_url: str, demo_agent_urls: dict[str, str]
 ) -> None:
     async with api_client(redis_url=redis_url, agent_urls=demo_agent_urls) as (api, _):
-        finals = await asyncio.gather(*(
-            drive_whole_call(api, f"MANY-{i:03d}") for i in range(200)
-        ))
+        # A task group, not gather: should one call fail, the others are cancelled before the
+        # runtime closes, instead of running on against closed clients.
+        async with asyncio.TaskGroup() as calls:
+            finals = [calls.create_task(drive_whole_call(api, f"MANY-{i:03d}"))
+                      for i in range(200)]
         sizes = await asyncio.gather(*(
             api.get(f"/session/MANY-{i:03d}/steps") for i in range(200)
         ))
-    assert all(answers[-1]["is_complete"] for answers in finals)
+    assert all(call.result()[-1]["is_complete"] for call in finals)
     assert {len(r.json()["steps"]) for r in sizes} == {len(WHOLE_CALL)}
 
 

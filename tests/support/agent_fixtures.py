@@ -1,70 +1,45 @@
 """pytest fixtures serving real A2A agents on free loopback ports.
 
-The ten demo agents run on their own event loop in a background thread, as remote agents would:
-a busy orchestrator loop in the test must not stall them (nor they it)."""
+The ten demo agents run in a process of their own (`agent_process.py`), as remote agents would:
+a busy orchestrator in the test must not stall them, nor they it. (In one process they shared a
+GIL: a burst of 200 calls spent more of it in the a2a-sdk agents than in the orchestrator.)
+Agents with scripted behaviours are served in the test's own loop (`serve`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator_flows.cli import serving
-from orchestrator_flows.demo_agents import AGENT_NAMES, build_agent_app
-
-
-class BackgroundLoop:
-    """An event loop in a daemon thread; coroutines are submitted from the test's thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        """Cancel what the agents left running and let it finish, then stop the loop. Tasks left
-        suspended would be finalised later by the garbage collector in another thread, where the
-        a2a-sdk's queue shutdown can block on a lock and hang the interpreter at exit."""
-        self.run(_cancel_others(), timeout=10)
-        self.run(self.loop.shutdown_asyncgens(), timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-async def _cancel_others() -> None:
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")
 def demo_agent_urls() -> Iterator[dict[str, str]]:
-    """The ten demo agents, each at its own origin, served from a background thread."""
-    background = BackgroundLoop()
-    stack = contextlib.AsyncExitStack()
-
-    async def start() -> dict[str, str]:
-        urls = {}
-        for name in AGENT_NAMES:
-            urls[name] = await stack.enter_async_context(
-                serving(lambda url, name=name: build_agent_app(name, url))  # type: ignore[misc]
-            )
-        return urls
-
+    """The ten demo agents, each at its own origin, served by a child process."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.agent_process"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
+    )
     try:
-        yield background.run(start())
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the demo agents' process exited with {child.wait(10)}")
+        yield json.loads(line)
     finally:
-        background.run(stack.aclose())
-        background.close()
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 @pytest.fixture

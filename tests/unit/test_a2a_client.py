@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -223,3 +224,36 @@ async def test_unreachable_card_falls_back_to_v1() -> None:
 
     reply = await client(handler).send(request(Agent("a", "http://agent.test/")))
     assert reply.a2a_version == "1.0"
+
+
+class GatedTransport(httpx.AsyncBaseTransport):
+    """Holds every request until the test opens the gate; counts how many it holds at once."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.held = 0
+        self.most_held = 0
+        self.order: list[str] = []
+
+    async def handle_async_request(self, req: httpx.Request) -> httpx.Response:
+        self.order.append(json.loads(req.content)["params"]["message"]["messageId"])
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+        await self.gate.wait()
+        self.held -= 1
+        return rpc_result(req, {"message": {"role": "ROLE_AGENT", "parts": [{"text": "ok"}]}})
+
+
+async def test_a_burst_beyond_the_pool_waits_in_the_client_in_arrival_order() -> None:
+    # httpcore's own queue rescans every waiting request on each start and end of one: a burst
+    # of a few hundred steps spent most of its CPU there. The client keeps the excess itself.
+    transport = GatedTransport()
+    agents = A2AClient(5.0, transport=transport, max_connections=3)
+    sends = [asyncio.create_task(agents.send(request(message_id=f"m-{i}"))) for i in range(10)]
+    for _ in range(50):  # every send had its chance to reach the transport
+        await asyncio.sleep(0)
+    assert transport.held == 3
+    transport.gate.set()
+    await asyncio.gather(*sends)
+    assert transport.most_held == 3
+    assert transport.order == [f"m-{i}" for i in range(10)]

@@ -110,6 +110,11 @@ class A2AClient:
         self._max_connections = max_connections
         self._http: httpx.AsyncClient | None = None
         self._versions: dict[str, asyncio.Future[str]] = {}
+        # Requests past the pool's size wait here, first come first served, rather than in
+        # httpcore's queue: that one rescans every queued request against every connection
+        # each time a request starts or ends, so a burst of a few hundred steps spent most of
+        # its CPU there and the last in line ran past their deadline.
+        self._slots = asyncio.Semaphore(max_connections)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -186,9 +191,10 @@ class A2AClient:
 
     async def _version_from_card(self, origin: str) -> str:
         try:
-            response = await self.http.get(
-                origin + CARD_PATH, timeout=min(2.0, self.timeout_seconds)
-            )
+            async with self._slots:
+                response = await self.http.get(
+                    origin + CARD_PATH, timeout=min(2.0, self.timeout_seconds)
+                )
             if response.status_code != 200 or len(response.content) > self.max_body_bytes:
                 return "1.0"
             return version_from_card(response.json())
@@ -203,7 +209,7 @@ class A2AClient:
         headers = {"content-type": "application/json", "a2a-version": version}
         name = request.agent.name
         try:
-            async with self.http.stream(
+            async with self._slots, self.http.stream(
                 "POST", request.agent.url, content=body, headers=headers
             ) as response:
                 if response.status_code >= 400:

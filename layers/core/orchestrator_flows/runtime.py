@@ -94,6 +94,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         close = getattr(self.agents, "aclose", None)
-        if close is not None:
-            await close()
-        await self.store.close()
+        try:
+            if close is not None:
+                await close()
+        finally:
+            await self.store.close()
