@@ -7,7 +7,12 @@ import asyncio
 
 import pytest
 
-from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
+from orchestrator_flows.errors import (
+    ClaimLost,
+    IdempotencyKeyReused,
+    StepInProgress,
+    UnstorableStep,
+)
 from orchestrator_flows.session import Session
 from orchestrator_flows.store import Backend, CallKeys, Claim, Idempotency, Replay, SessionStore
 from tests.integration.conftest import Inspector
@@ -228,3 +233,26 @@ async def test_a_claim_or_commit_sent_twice_runs_once(
         '{"n": 1}']
     assert (await backend.claim(keys, "token-2", 20_000, None)).acquired  # the claim was freed
     assert not (await backend.claim(keys, "token-3", 20_000, None)).acquired
+
+
+async def test_nothing_that_cannot_be_read_back_is_written(store: SessionStore) -> None:
+    claim = await store.claim("CALL-1")
+    for unstorable in ({"amount": float("nan")}, {"text": "hi \ud800"}):
+        with pytest.raises(UnstorableStep):
+            await store.commit(claim, new_session(), {**step(1), "response_data": unstorable})
+    assert await store.get("CALL-1") is None
+
+
+async def test_a_step_stored_with_a_non_finite_number_reads_back_as_null(
+    store: SessionStore,
+) -> None:
+    # As an older version wrote them, before the store refused them.
+    claim = await store.claim("CALL-1")
+    session = new_session()
+    written = await store.backend.commit(
+        claim.keys, claim.token, 300, '{"step_number":1,"data":{"a":NaN,"b":-Infinity}}',
+        session.to_fields(), return_steps=False, reply=None)
+    assert written is not None
+    found = await store.get("CALL-1")
+    assert found is not None
+    assert found[1] == [{"step_number": 1, "data": {"a": None, "b": None}}]

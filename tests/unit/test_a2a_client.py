@@ -150,6 +150,60 @@ async def test_json_rpc_error_is_a_failure_with_its_code() -> None:
     assert (failure.value.code, failure.value.detail["rpc_code"]) == ("agent_rpc_error", -32001)
 
 
+def raw_answer(text: str) -> Handler:
+    """An agent answering this JSON text, `ID` standing for the request's id."""
+    def handler(req: httpx.Request) -> httpx.Response:
+        rpc_id = json.dumps(json.loads(req.content)["id"])
+        return httpx.Response(200, content=text.replace("ID", rpc_id).encode())
+    return handler
+
+
+@pytest.mark.parametrize("answer", [
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"data":{"x":NaN}}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"data":{"x":Infinity}}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"data":{"x":-Infinity}}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"data":{"x":1e400}}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"error":{"code":NaN,"message":"x"}}',
+], ids=["nan", "infinity", "minus-infinity", "past-float-range", "nan-rpc-code"])
+async def test_non_finite_numbers_are_a_bad_response(answer: str) -> None:
+    with pytest.raises(AgentFailure, match="non-finite number") as failure:
+        await client(raw_answer(answer)).send(request())
+    assert failure.value.code == "agent_bad_response"
+
+
+@pytest.mark.parametrize("answer", [
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"text":"hi \\ud800"}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"result":{"message":{"parts":[{"data":{"\\udfff":1}}]}}}',
+    '{"jsonrpc":"2.0","id":ID,"error":{"code":1,"message":"\\udbff"}}',
+], ids=["in-text", "in-a-key", "in-an-rpc-error"])
+async def test_lone_surrogates_are_a_bad_response(answer: str) -> None:
+    with pytest.raises(AgentFailure, match="lone surrogate") as failure:
+        await client(raw_answer(answer)).send(request())
+    assert failure.value.code == "agent_bad_response"
+
+
+async def test_wrong_types_inside_a_right_shape_are_tolerated_or_refused_never_raised() -> None:
+    completed_with_bad_artifacts = ('{"jsonrpc":"2.0","id":ID,"result":{"task":{"id":"t",'
+                                    '"status":{"state":"completed"},"artifacts":5}}}')
+    reply = await client(raw_answer(completed_with_bad_artifacts)).send(request())
+    assert (reply.state, reply.text) == ("completed", "")
+    values_twice = ('{"jsonrpc":"2.0","id":ID,"result":{"message":{"taskId":{"a":1},'
+                    '"contextId":7,"parts":[{"data":{"values":5}},{"data":7}]}}}')
+    reply = await client(raw_answer(values_twice)).send(request())
+    assert (reply.data, reply.task_id, reply.context_id) == ({"values": [5, 7]}, None, None)
+    with pytest.raises(AgentFailure) as failure:
+        await client(raw_answer('{"jsonrpc":"2.0","id":ID,"error":{"code":"x"}}')).send(
+            request())
+    assert (failure.value.code, failure.value.detail["rpc_code"]) == ("agent_rpc_error", None)
+
+
+async def test_a_task_id_past_any_sensible_length_is_a_bad_response() -> None:
+    task = {"id": "t" * 5000, "status": {"state": "TASK_STATE_COMPLETED"}}
+    with pytest.raises(AgentFailure, match="task without an id") as failure:
+        await client(lambda r: rpc_result(r, {"task": task})).send(request())
+    assert failure.value.code == "agent_bad_response"
+
+
 async def test_connection_error_is_unreachable() -> None:
     def handler(req: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=req)

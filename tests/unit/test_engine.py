@@ -15,6 +15,7 @@ from orchestrator_flows.errors import (
     IntentNotAllowed,
     SessionComplete,
     StepInProgress,
+    StoreUnavailable,
 )
 from orchestrator_flows.flow import Agent
 from orchestrator_flows.store import CallKeys
@@ -316,3 +317,36 @@ async def test_step_records_agent_url_status_and_timestamp(
     assert step["response_status"] == "success"
     assert step["response_data"]["data"] == {"k": 1}
     assert str(step["timestamp"]).endswith("Z")
+
+
+async def test_an_answer_that_cannot_be_stored_is_a_bad_answer_and_the_call_goes_on(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    # An agent caller other than the A2A client (which refuses these itself) is held to the
+    # same rule by the store: nothing that cannot be read back is written.
+    agents.then("greeting", completed("fine", amount=float("nan")),
+                completed("hi \ud800"), completed("hello"))
+    first = await orchestrator.handle_turn(turn("greeting"))
+    second = await orchestrator.handle_turn(turn("greeting"))
+    third = await orchestrator.handle_turn(turn("greeting"))
+    assert [r["status"] for r in (first, second, third)] == ["error", "error", "success"]
+    assert {first["response"]["error"]["code"], second["response"]["error"]["code"]} == {
+        "agent_bad_response"}
+    assert [s["response_status"] for s in await steps_of(orchestrator)] == [
+        "error", "error", "success"]
+
+
+async def test_a_commit_that_fails_releases_the_claim(
+    orchestrator: Orchestrator, backend: MemoryBackend
+) -> None:
+    commit = backend.commit
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("the connection died under the commit")
+
+    backend.commit = refuse  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        await orchestrator.handle_turn(turn("greeting"))
+    assert backend.keys_of("CALL-1") == []  # no claim left behind
+    backend.commit = commit  # type: ignore[method-assign]
+    assert (await orchestrator.handle_turn(turn("greeting")))["status"] == "success"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +23,9 @@ MAX_BODY_BYTES = 1 << 20
 # An answer nested deeper than this is refused: a JSON-RPC answer needs a handful of levels, and
 # deep nesting would cost recursion when the step is stored.
 MAX_DEPTH = 32
+# Task and context ids are UUIDs in practice; they are stored with the session and sent back.
+MAX_ID_LENGTH = 256
+MAX_STATE_LENGTH = 64
 CARD_PATH = "/.well-known/agent-card.json"
 KEEPALIVE_SECONDS = 2.0
 OK_STATES = frozenset({"completed"})
@@ -243,17 +247,42 @@ class A2AClient:
         return bytes(buffer)
 
 
-def _depth(value: Any) -> int:
-    """How deeply arrays and objects nest, counted without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _problem(value: Any) -> str | None:
+    """What makes a parsed answer unfit to be stored and read back, or None: nesting deeper
+    than MAX_DEPTH, or a string (key or value) that is not valid Unicode — a lone surrogate,
+    which JSON's \\ud800 escapes allow and UTF-8 cannot carry. Walked without recursion."""
+    stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level <= MAX_DEPTH:  # no need to walk further once it is too deep
-                stack.extend((child, level + 1) for child in
-                             (item.values() if isinstance(item, dict) else item))
-    return deepest
+        if isinstance(item, str):
+            if not item.isascii() and not _is_unicode(item):
+                return "a string that is not valid Unicode (a lone surrogate)"
+        elif isinstance(item, dict | list):
+            if level > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _finite(literal: str) -> float:
+    """JSON numbers: `1e400` parses to infinity, which cannot be stored as JSON."""
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"non-finite number {literal}")
+    return number
+
+
+def _non_finite(literal: str) -> Any:
+    raise ValueError(f"non-finite number {literal}")
 
 
 def _attempt(outcome: str, seconds: float) -> dict[str, Any]:
@@ -320,7 +349,11 @@ def _collect(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
             if isinstance(value, dict):
                 data.update(value)
             else:
-                data.setdefault("values", []).append(value)
+                # Data that is not an object is kept under "values" (which an object part may
+                # have set to anything already).
+                values = data.get("values")
+                data["values"] = [*(values if isinstance(values, list) else
+                                    [] if values is None else [values]), value]
 
 
 def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentReply:
@@ -330,22 +363,29 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
         return AgentFailure("agent_bad_response", f"agent {name} sent a malformed answer: {why}")
 
     try:
-        envelope = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise malformed("not JSON (or not UTF-8)") from None
+        # NaN, Infinity and numbers past a float's range parse in Python but can never be
+        # stored as JSON and read back: refused here, with everything else the answer holds.
+        envelope = json.loads(raw, parse_constant=_non_finite, parse_float=_finite)
+    except UnicodeDecodeError:
+        raise malformed("not UTF-8") from None
+    except ValueError as exc:
+        raise malformed(str(exc) if str(exc).startswith("non-finite") else "not JSON") from None
     except RecursionError:
         raise malformed(f"nested deeper than {MAX_DEPTH} levels") from None
-    if _depth(envelope) > MAX_DEPTH:
-        raise malformed(f"nested deeper than {MAX_DEPTH} levels") from None
+    unfit = _problem(envelope)
+    if unfit is not None:
+        raise malformed(unfit)
     if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
         raise malformed("not a JSON-RPC 2.0 response")
     if "error" in envelope:
         error = envelope["error"] if isinstance(envelope["error"], dict) else {}
+        code = error.get("code")
+        message = error.get("message")
         raise AgentFailure(
             "agent_rpc_error",
-            f"agent {name} answered JSON-RPC error {error.get('code')}: "
-            f"{str(error.get('message', ''))[:200]}",
-            rpc_code=error.get("code"),
+            f"agent {name} answered JSON-RPC error {code if _is_int(code) else '(no code)'}: "
+            f"{message[:200] if isinstance(message, str) else ''}",
+            rpc_code=code if _is_int(code) else None,
         )
     if envelope.get("id") != rpc_id:
         raise malformed("response id does not match the request")
@@ -370,38 +410,43 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
         if not isinstance(result.get("parts"), list):
             raise malformed("message without parts")
         _collect(result["parts"], texts, data)
-        context_id = result.get("contextId")
-        return AgentReply(
-            "\n".join(texts), data, "completed", result.get("taskId"),
-            context_id if isinstance(context_id, str) else None, version,
-        )
+        return AgentReply("\n".join(texts), data, "completed", _an_id(result.get("taskId")),
+                          _an_id(result.get("contextId")), version)
 
     status = task.get("status")
-    if not isinstance(task.get("id"), str) or not isinstance(status, dict):
-        raise malformed("task without id or status")
+    task_id = _an_id(task.get("id"))
+    if task_id is None or not isinstance(status, dict):
+        raise malformed(f"task without an id (a string of 1 to {MAX_ID_LENGTH} characters) "
+                        "or without a status")
     if not isinstance(status.get("state"), str):
         raise malformed("task status without state")
-    state = _normalise_state(status["state"])
+    state = _normalise_state(status["state"])[:MAX_STATE_LENGTH]
     message = status.get("message")
     if isinstance(message, dict):
         _collect(message.get("parts"), texts, data)
-    for artifact in task.get("artifacts") or []:
+    artifacts = task.get("artifacts")
+    for artifact in artifacts if isinstance(artifacts, list) else []:
         if isinstance(artifact, dict):
             _collect(artifact.get("parts"), texts, data)
     text = "\n".join(texts)
     if state in FAILED_STATES:
         raise AgentFailure(
             FAILED_STATES[state], f"agent {name} ended the task as {state}: {text[:200]}",
-            task_id=task["id"], task_state=state,
+            task_id=task_id, task_state=state,
         )
     if state not in OK_STATES and state not in WAITING_STATES:
         raise AgentFailure(
             "agent_task_unfinished",
             f"agent {name} returned the task in state {state!r}, not finished nor waiting",
-            task_id=task["id"], task_state=state,
+            task_id=task_id, task_state=state,
         )
-    context_id = task.get("contextId")
-    return AgentReply(
-        text, data, state, task["id"], context_id if isinstance(context_id, str) else None,
-        version,
-    )
+    return AgentReply(text, data, state, task_id, _an_id(task.get("contextId")), version)
+
+
+def _an_id(value: Any) -> str | None:
+    """A task or context id as the agent gave it, if it is one: a string of sensible length."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

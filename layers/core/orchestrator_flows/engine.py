@@ -20,6 +20,7 @@ from orchestrator_flows.errors import (
     SessionComplete,
     StepLimitReached,
     StoreUnavailable,
+    UnstorableStep,
 )
 from orchestrator_flows.flow import Flow, Route
 from orchestrator_flows.observe import Observer, SilentObserver
@@ -96,14 +97,16 @@ class Orchestrator:
             async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                     agent=route.agent.name):
                 outcome = await self._call_agent(turn, session, route)
+            error = outcome.failure.code if outcome.failure else None
+            observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
+            async with observe.span("commit", call_identify_id=turn.call_identify_id):
+                result, advanced = await self._record(turn, claim, session, route, outcome)
         except BaseException:
-            # Refused, cancelled or a bug: nothing is written and the call is not left stuck.
+            # Refused, cancelled, a commit that failed, or a bug: whatever was not written, the
+            # call is not left locked. The release is fenced by the claim's token, so it is a
+            # no-op if the commit did land (its answer lost on the way).
             await self._release_quietly(claim)
             raise
-        error = outcome.failure.code if outcome.failure else None
-        observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
-        async with observe.span("commit", call_identify_id=turn.call_identify_id):
-            result, advanced = await self._record(turn, claim, session, route, outcome)
         observe.turn_done(
             result["status"],
             advanced=advanced,
@@ -196,7 +199,24 @@ class Orchestrator:
     async def _record(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
     ) -> tuple[dict[str, Any], bool]:
-        """Commit the step; the turn's answer, and whether the stage advanced."""
+        """Commit the step; the turn's answer, and whether the stage advanced. An answer that
+        cannot be stored and read back is recorded as what it is, a bad agent answer: no
+        content can break a call (the A2A client refuses most such answers before this)."""
+        try:
+            return await self._commit(turn, claim, session.copy(), route, outcome)
+        except UnstorableStep as unstorable:
+            failure = AgentFailure(
+                "agent_bad_response",
+                f"agent {route.agent.name} answered what cannot be stored: {unstorable}")
+            failure.attempts = tuple(outcome.response["attempts"])
+            response = {**outcome.response, "text": "", "data": {}, "state": None,
+                        "task_id": None, "context_id": None, "error": failure.to_json()}
+            bad = _Outcome("error", response, None, failure, outcome.version)
+            return await self._commit(turn, claim, session.copy(), route, bad)
+
+    async def _commit(
+        self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
+    ) -> tuple[dict[str, Any], bool]:
         stage, agent = route.stage, route.agent
         before = session.current_flow_id
         advanced = self._apply(session, route, outcome)

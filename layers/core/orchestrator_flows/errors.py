@@ -13,6 +13,7 @@ OrchestratorError
 │   └── SessionNotFound           404 session_not_found
 ├── StoreUnavailable          503 store_unavailable
 ├── ClaimLost                 the turn answers 200, status error, code claim_lost; nothing written
+├── UnstorableStep            a step that could not be read back as JSON; recorded as a bad answer
 └── FlowConfigError           a flow file that must not start the service
 """
 
@@ -86,3 +87,8 @@ class ClaimLost(OrchestratorError):
     """The per-call claim expired before the commit; the turn's writes were refused."""
 
     code = "claim_lost"
+
+
+class UnstorableStep(OrchestratorError):
+    """A step or answer holds what JSON cannot carry and read back (NaN, a lone surrogate);
+    raised before anything is sent to the store."""

@@ -7,7 +7,7 @@ grow with the call) and each step as one JSON string appended to a list.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,11 @@ class Session:
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     open_tasks: dict[str, TaskRef] = field(default_factory=dict)  # agent name -> open task
+
+    def copy(self) -> Session:
+        """A copy whose lists and maps can change without changing this one."""
+        return replace(self, completed_flows=list(self.completed_flows),
+                       open_tasks=dict(self.open_tasks))
 
     def to_fields(self) -> dict[str, str]:
         return {

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
 from orchestrator_flows.breaker import BreakerBackend
-from orchestrator_flows.errors import ClaimLost, IdempotencyKeyReused, StepInProgress
+from orchestrator_flows.errors import (
+    ClaimLost,
+    IdempotencyKeyReused,
+    StepInProgress,
+    UnstorableStep,
+)
 from orchestrator_flows.session import Session
 
 KEY_PREFIX = "of"
@@ -163,11 +168,11 @@ class SessionStore:
             raise IdempotencyKeyReused(
                 f"Idempotency-Key {idempotency.key!r} was used for another turn of call "
                 f"{call_identify_id}; a key names one turn")
-        replayed: dict[str, Any] = json.loads(answer)
+        replayed: dict[str, Any] = _loads(answer)
         if completed == "1":
             # The summary is rebuilt from the stored trail rather than stored twice.
             session = Session.from_fields(call_identify_id, result.state)
-            replayed["session_summary"] = session.to_public([json.loads(s) for s in result.steps])
+            replayed["session_summary"] = session.to_public([_loads(s) for s in result.steps])
         return Replay(replayed)
 
     async def commit(
@@ -177,16 +182,20 @@ class SessionStore:
         """Record the step and the new state, and `answer` under the claim's Idempotency-Key;
         returns the whole trail once the call is complete."""
         reply = None
-        if claim.idempotency is not None and answer is not None:
-            recorded = {**answer, "session_summary": None}
-            reply = (claim.idempotency.key,
-                     ("1" if session.is_complete else "0") + claim.idempotency.fingerprint
-                     + _dumps(recorded))
+        try:
+            encoded_step = _dumps(step)
+            if claim.idempotency is not None and answer is not None:
+                recorded = {**answer, "session_summary": None}
+                reply = (claim.idempotency.key,
+                         ("1" if session.is_complete else "0") + claim.idempotency.fingerprint
+                         + _dumps(recorded))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise UnstorableStep(str(exc)) from None
         steps = await self.backend.commit(
             claim.keys,
             claim.token,
             self.ttl_seconds,
-            _dumps(step),
+            encoded_step,
             session.to_fields(),
             return_steps=session.is_complete,
             reply=reply,
@@ -196,7 +205,7 @@ class SessionStore:
                 f"the claim on call {claim.call_identify_id} expired before the step was "
                 "recorded; nothing of this turn was written"
             )
-        return [json.loads(s) for s in steps] if session.is_complete else None
+        return [_loads(s) for s in steps] if session.is_complete else None
 
     async def release(self, claim: Claim) -> None:
         await self.backend.release(claim.keys, claim.token)
@@ -205,7 +214,7 @@ class SessionStore:
         state, steps = await self.backend.read(CallKeys.of(call_identify_id), with_steps=True)
         if not state:
             return None
-        return Session.from_fields(call_identify_id, state), [json.loads(s) for s in steps]
+        return Session.from_fields(call_identify_id, state), [_loads(s) for s in steps]
 
     async def delete(self, call_identify_id: str) -> bool:
         return await self.backend.delete(CallKeys.of(call_identify_id))
@@ -215,4 +224,14 @@ class SessionStore:
 
 
 def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Strict: what cannot be read back as JSON (NaN, a lone surrogate) is never written."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        text.encode("utf-8")  # raises on a lone surrogate, before anything is sent
+    return text
+
+
+def _loads(text: str) -> Any:
+    """Lenient: a non-finite number written before the store refused them reads back as null,
+    so no stored step can make a read fail."""
+    return json.loads(text, parse_constant=lambda _: None)
