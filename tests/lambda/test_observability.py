@@ -64,6 +64,19 @@ def test_no_caller_or_agent_text_reaches_the_output(
     assert "one-time code" not in out  # what the auth agent said
 
 
+def test_an_intent_that_holds_a_card_is_logged_masked(
+    warm: Invoke, capfd: pytest.CaptureFixture[str], log_lines: list[dict[str, Any]]
+) -> None:
+    # An intent the flow does not know goes to the fallback agent, and is stored and logged.
+    capfd.readouterr()
+    warm("orchestrate", turn_event(turn("card:4111111111111111", call="OBS-CARD")))
+    _, out = emitted(capfd)
+    out += "\n".join(json.dumps(line) for line in log_lines)
+    (done,) = [line for line in log_lines if line["message"] == "turn handled"]
+    assert done["intent"] == "card:[CARD]"
+    assert "4111" not in out
+
+
 def test_step_metrics_are_emitted_in_emf(warm: Invoke, capfd: pytest.CaptureFixture[str]) -> None:
     capfd.readouterr()
     warm("orchestrate", turn_event(turn("greeting")))

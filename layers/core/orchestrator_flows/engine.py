@@ -23,6 +23,7 @@ from orchestrator_flows.errors import (
     UnstorableStep,
 )
 from orchestrator_flows.flow import Flow, Route
+from orchestrator_flows.masking import Masker
 from orchestrator_flows.observe import Observer, SilentObserver
 from orchestrator_flows.session import Session, TaskRef, utc_now
 from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
@@ -92,8 +93,9 @@ class Orchestrator:
             return claim.answer
         try:
             session, route = self._admit(turn, claim)
-            observe.turn_routed(turn.call_identify_id, turn.intent, route.stage.id,
-                                route.agent.name)
+            observe.turn_routed(turn.call_identify_id,
+                                self.flow.masker.mask(turn.intent, route.stage.name),
+                                route.stage.id, route.agent.name)
             async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                     agent=route.agent.name):
                 outcome = await self._call_agent(turn, session, route)
@@ -222,16 +224,15 @@ class Orchestrator:
         advanced = self._apply(session, route, outcome)
         # What is stored (and so answered, and replayed) is masked; the agent had the original.
         masker = self.flow.masker
-        response = {**outcome.response,
-                    "text": masker.mask(outcome.response["text"], stage.name),
-                    "data": masker.mask_data(outcome.response["data"], stage.name)}
+        response = _masked(outcome.response, masker, stage.name)
+        intent = masker.mask(turn.intent, stage.name)
         now = utc_now()
         session.step_count += 1
         session.updated_at = now
         step = {
             "step_number": session.step_count,
             "intent_flow_id": stage.id,
-            "intent": turn.intent,
+            "intent": intent,
             "input_message": masker.mask(turn.input_message, stage.name),
             "agent": agent.name,
             "a2a_agent_url": agent.url,
@@ -243,7 +244,7 @@ class Orchestrator:
         answer = {
             "call_identify_id": turn.call_identify_id,
             "intent_flow_id": stage.id,
-            "intent": turn.intent,
+            "intent": intent,
             "status": outcome.status,
             "response": response,
             "next_flow_id": None if session.is_complete else session.current_flow_id,
@@ -266,13 +267,21 @@ class Orchestrator:
         """The flow rules: what a turn's outcome does to the session; True if it advanced."""
         agent, stage = route.agent, route.stage
         if outcome.reply is not None and outcome.reply.state != "completed":
-            if outcome.reply.task_id is not None:
+            task = outcome.reply.task_id
+            context = outcome.reply.context_id or session.context_id
+            masker = self.flow.masker
+            if task is not None and (masker.mask(task, stage.name), masker.mask(
+                    context, stage.name)) == (task, context):
                 session.open_tasks[agent.name] = TaskRef(
-                    task_id=outcome.reply.task_id,
-                    context_id=outcome.reply.context_id or session.context_id,
+                    task_id=task,
+                    context_id=context,
                     a2a_version=outcome.reply.a2a_version,
                     stage_id=stage.id,
                 )
+            elif task is not None:
+                # Ids that look like PII are never stored, so this task cannot be continued.
+                logger.warning("agent %s chose task or context ids that look like PII; the "
+                               "next turn starts a new task", agent.name)
             return False
         if outcome.failure is not None:
             if outcome.failure.code not in _TRANSIENT:
@@ -293,6 +302,23 @@ class Orchestrator:
             if ref.stage_id >= session.current_flow_id and not session.is_complete
         }
         return True
+
+
+def _masked(response: dict[str, Any], masker: Masker, stage: str) -> dict[str, Any]:
+    """Everything of an agent's answer the agent chose — text, data (keys and numbers too),
+    state, ids, error message — masked; what the orchestrator itself measured is kept."""
+
+    def text(value: Any) -> Any:
+        return masker.mask(value, stage) if isinstance(value, str) else value
+
+    error = response["error"]
+    return {**response,
+            "text": masker.mask(response["text"], stage),
+            "data": masker.mask_value(response["data"], stage),
+            "state": text(response["state"]),
+            "task_id": text(response["task_id"]),
+            "context_id": text(response["context_id"]),
+            "error": None if error is None else {key: text(value) for key, value in error.items()}}
 
 
 def _response(
