@@ -35,7 +35,10 @@ class Settings(BaseModel):
     agent_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     # Short socket timeouts keep a dead Redis a fast 503 instead of a hang.
     redis_socket_timeout_seconds: float = Field(default=0.75, gt=0, le=10)
-    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    # A connect measured on a busy event loop (a burst opening many connections, a cold
+    # start) can complete in the kernel yet be seen late: 1 s leaves room for that and still
+    # answers an unreachable Redis within the store's 1.9 s deadline.
+    redis_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
     redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     redis_ca_certs: Path | None = None
     # A call is a conversation, not a stream: past this many steps it is looping.
