@@ -21,7 +21,12 @@ from tests.integration.conftest import BACKENDS, make_backend
 from tests.support.agents import Recorder, build_agent_app
 from tests.support.scripted import ScriptedAgents, completed, turn
 
-QUICK = BreakerPolicy(failures=3, window_seconds=10, cooldown_seconds=0.3)
+# Opens after 3 failures and stays open for the rest of a test...
+QUICK = BreakerPolicy(failures=3, window_seconds=10, cooldown_seconds=60)
+# ...or cools down soon, yet not so soon that a slow turn on a loaded machine outlives it: the
+# turn right after an opening must still find it open (the cool-down runs on Redis' clock).
+COOLS = BreakerPolicy(failures=3, window_seconds=10, cooldown_seconds=1.5)
+COOLED = 1.6
 Serve = Callable[[Callable[[str], Any]], Any]
 
 
@@ -70,10 +75,10 @@ async def test_failures_open_the_breaker_and_steps_then_fail_fast_without_a_call
 
 async def test_after_the_cool_down_one_probe_closes_it_again(backend: Backend) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3)
-    runtime = instance(backend, agents)
+    runtime = instance(backend, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"PROBE-{n}")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(COOLED)
     probe = await greet(runtime, "PROBE-3")
     after = await greet(runtime, "PROBE-4")
     assert (probe["status"], after["status"]) == ("success", "success")
@@ -82,10 +87,10 @@ async def test_after_the_cool_down_one_probe_closes_it_again(backend: Backend) -
 
 async def test_a_failed_probe_opens_it_again(backend: Backend) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 4)
-    runtime = instance(backend, agents)
+    runtime = instance(backend, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"REOPEN-{n}")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(COOLED)
     probe = await greet(runtime, "REOPEN-3")
     after = await greet(runtime, "REOPEN-4")
     assert (error_code(probe), error_code(after)) == ("agent_unreachable", "agent_unavailable")
@@ -94,10 +99,10 @@ async def test_a_failed_probe_opens_it_again(backend: Backend) -> None:
 
 async def test_only_one_probe_at_a_time(backend: Backend) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3, 0.3)  # the probe is slow
-    runtime = instance(backend, agents)
+    runtime = instance(backend, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"ONE-{n}")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(COOLED)
     answers = await asyncio.gather(*(greet(runtime, f"ONE-P{n}") for n in range(5)))
     assert sorted(str(error_code(a)) for a in answers) == ["None"] + ["agent_unavailable"] * 4
     assert len(agents.to("greeting")) == 4
@@ -147,7 +152,7 @@ async def test_instances_share_the_breaker_through_redis(
 
     url = await serve(make)
     settings = Settings(agent_urls={"greeting": url})
-    shared_a, _ = await make_backend(kind, request)
+    shared_a, inspector_a = await make_backend(kind, request)
     shared_b, inspector_b = await make_backend(kind, request)  # same server, its own client
     a = instance(shared_a, None, settings=settings)
     b = instance(shared_b, None, settings=settings)
@@ -157,9 +162,10 @@ async def test_instances_share_the_breaker_through_redis(
     finally:
         for runtime in (a, b):
             await runtime.aclose()
-        if inspector_b.raw is not None:
-            await inspector_b.raw.flushall()
-            await inspector_b.raw.aclose()
+        for raw in (inspector_a.raw, inspector_b.raw):
+            if raw is not None:
+                await raw.flushall()
+                await raw.aclose()
     assert codes_a == ["agent_http_error"] * 3
     assert error_code(answer_b) == "agent_unavailable"
     assert answer_b["response"]["attempts"] == []
