@@ -103,15 +103,20 @@ async def test_every_key_has_a_ttl_within_the_session_ttl_after_every_step(
     await raw.aclose()
 
 
-async def test_delete_removes_every_key_from_redis(
+async def test_delete_removes_every_key_from_redis_but_the_ended_marker(
     redis_url: str, demo_agent_urls: dict[str, str]
 ) -> None:
     raw = raw_client(redis_url)
-    async with api_client(redis_url=redis_url, agent_urls=demo_agent_urls) as (api, _):
+    async with api_client(redis_url=redis_url, agent_urls=demo_agent_urls,
+                          session_ttl_seconds=120) as (api, _):
         await api.post("/orchestrate", json=body("greeting", call="DEL-1"))
         assert (await api.delete("/session/DEL-1")).status_code == 204
-    assert await call_pttls(raw, "DEL-1") == {}
+        late = await api.post("/orchestrate", json=body("verify_identity", call="DEL-1"))
+    left = await call_pttls(raw, "DEL-1")
     await raw.aclose()
+    assert list(left) == ["of:{DEL-1}:ended"]
+    assert 0 < left["of:{DEL-1}:ended"] <= 120_000
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "session_ended")
 
 
 async def test_twenty_concurrent_steps_on_one_call_lose_nothing(

@@ -6,6 +6,7 @@ once Redis is back the same process serves the next step."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator_flows.store import CallKeys, Taken
+from orchestrator_flows.store.redis_backend import connect
 from tests.integration.test_end_to_end import api_client
 from tests.support.agents import SlowExecutor, build_agent_app
 from tests.support.redis_servers import RedisProcess, free_port
@@ -114,3 +117,47 @@ async def test_after_a_restart_the_pooled_connections_are_replaced_not_reported(
         reads = [await api.get(f"/session/AFTER-{n}") for n in range(8)]
     assert [a.status_code for a in answers] == [200] * 8
     assert [r.status_code for r in reads] == [200] * 8
+
+
+async def test_a_claim_that_reaches_a_stalled_redis_after_its_503_does_not_hold_the_call(
+    private_redis: RedisProcess, demo_agent_urls: dict[str, str]
+) -> None:
+    """Redis stalls (SIGSTOP) with the claim in its socket; the turn answers 503. When Redis
+    resumes it runs that claim: it must not take the lease for a turn nobody awaits, so the
+    documented same-key retry runs at once instead of 409 for a whole lease."""
+    private_redis.start()
+    assert private_redis.proc is not None
+    keyed = {"Idempotency-Key": "turn-1"}
+    turn = body("greeting", call="STALL-1")
+    async with api_client(redis_url=private_redis.url, agent_urls=demo_agent_urls) as (api, _):
+        await api.post("/orchestrate", json=body("greeting", call="WARM-1"))  # pool and clock
+        private_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            stalled = await api.post("/orchestrate", json=turn, headers=keyed)
+            await asyncio.sleep(1.0)  # past the claim's deadline, still stalled
+        finally:
+            private_redis.proc.send_signal(signal.SIGCONT)
+        retried = await api.post("/orchestrate", json=turn, headers=keyed)
+        steps = await api.get("/session/STALL-1/steps")
+    assert (stalled.status_code, stalled.json()["error"]["code"]) == (503, "store_unavailable")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "success"
+    assert len(steps.json()["steps"]) == 1
+
+
+@pytest.mark.parametrize("skew_ms", [-60_000, 60_000])
+async def test_a_clock_far_from_redis_s_is_measured_not_trusted(
+    redis_url: str, skew_ms: int
+) -> None:
+    """The give-up moment a claim carries is on Redis' clock as the instance measured it. An
+    instance that believes the server a minute behind (its claims look late) or ahead still
+    takes its claims, and measures the offset again on the way."""
+    backend = connect(redis_url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                      max_connections=4)
+    try:
+        backend._clock_offset_ms = skew_ms
+        taken = await backend.claim(CallKeys.of(f"SKEW{skew_ms}"), "token", 20_000, None)
+        assert isinstance(taken, Taken)
+        assert abs(backend._clock_offset_ms) < 1_000  # the same machine's clock, measured
+    finally:
+        await backend.close()

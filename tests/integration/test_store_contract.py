@@ -10,11 +10,21 @@ import pytest
 from orchestrator_flows.errors import (
     ClaimLost,
     IdempotencyKeyReused,
+    SessionEnded,
     StepInProgress,
     UnstorableStep,
 )
 from orchestrator_flows.session import Session
-from orchestrator_flows.store import Backend, CallKeys, Claim, Idempotency, Replay, SessionStore
+from orchestrator_flows.store import (
+    Backend,
+    Busy,
+    CallKeys,
+    Claim,
+    Idempotency,
+    Replay,
+    SessionStore,
+    Taken,
+)
 from tests.integration.conftest import Inspector
 
 
@@ -120,8 +130,26 @@ async def test_delete_removes_every_key_of_the_call(
     await store.commit(await store.claim("CALL-1"), new_session(), step(1))
     await store.claim("CALL-1")
     assert await store.delete("CALL-1") is True
-    assert await inspector.pttls("CALL-1") == {}
+    left = await inspector.pttls("CALL-1")
+    assert list(left) == ["of:{CALL-1}:ended"]  # only the marker, for the session TTL
+    assert 290_000 < left["of:{CALL-1}:ended"] <= 300_000
     assert await store.delete("CALL-1") is False
+
+
+async def test_an_ended_call_takes_no_turn_and_is_not_created_again(store: SessionStore) -> None:
+    await store.commit(await store.claim("CALL-1"), new_session(), step(1))
+    await store.delete("CALL-1")
+    with pytest.raises(SessionEnded):
+        await store.claim("CALL-1")
+    assert await store.get("CALL-1") is None
+
+
+async def test_deleting_a_call_that_never_was_leaves_nothing(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    assert await store.delete("NEVER") is False
+    assert await inspector.pttls("NEVER") == {}
+    assert (await store.claim("NEVER")).session is None
 
 
 async def test_every_key_carries_the_session_ttl_after_a_commit(
@@ -214,8 +242,9 @@ async def test_recorded_answers_share_the_session_ttl_and_go_with_delete(
     assert any(key.endswith(":replies") for key in pttls)
     assert all(290_000 < ttl <= 300_000 for ttl in pttls.values()), pttls
     await store.delete("CALL-1")
-    assert await inspector.pttls("CALL-1") == {}
-    assert isinstance(await store.claim("CALL-1", KEYED), Claim)  # the key is free again
+    assert list(await inspector.pttls("CALL-1")) == ["of:{CALL-1}:ended"]
+    with pytest.raises(SessionEnded):  # a keyed retry of an old turn does not start it again
+        await store.claim("CALL-1", KEYED)
 
 
 async def test_a_claim_or_commit_sent_twice_runs_once(
@@ -225,14 +254,14 @@ async def test_a_claim_or_commit_sent_twice_runs_once(
     backend = backend_and_inspector[0]
     keys = CallKeys.of("CALL-1")
     state = new_session().to_fields()
-    assert (await backend.claim(keys, "token-1", 20_000, None)).acquired
-    assert (await backend.claim(keys, "token-1", 20_000, None)).acquired
+    assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)
+    assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)
     assert await backend.commit(keys, "token-1", 300, '{"n": 1}', state, True, None) == [
         '{"n": 1}']
     assert await backend.commit(keys, "token-1", 300, '{"n": 1}', state, True, None) == [
         '{"n": 1}']
-    assert (await backend.claim(keys, "token-2", 20_000, None)).acquired  # the claim was freed
-    assert not (await backend.claim(keys, "token-3", 20_000, None)).acquired
+    assert isinstance(await backend.claim(keys, "token-2", 20_000, None), Taken)  # it was freed
+    assert isinstance(await backend.claim(keys, "token-3", 20_000, None), Busy)
 
 
 async def test_nothing_that_cannot_be_read_back_is_written(store: SessionStore) -> None:

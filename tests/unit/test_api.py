@@ -140,7 +140,7 @@ async def test_concurrent_step_is_409_step_in_progress_with_retry_after(
     await asyncio.sleep(0.1)
     response = await api.post("/orchestrate", json=body("greeting"))
     assert (response.status_code, error_of(response)["code"]) == (409, "step_in_progress")
-    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["retry-after"] == "1"  # the running turn is 0.1 s in, not 20
     assert (await first).status_code == 200
 
 
@@ -185,21 +185,29 @@ async def test_steps_answers_the_trail_oldest_first(api: httpx.AsyncClient) -> N
         "greeting", "small_talk", "verify_identity"]
 
 
-async def test_delete_answers_204_and_removes_every_key(
+async def test_delete_answers_204_and_removes_every_key_but_its_ended_marker(
     api: httpx.AsyncClient, backend: MemoryBackend
 ) -> None:
     await api.post("/orchestrate", json=body("greeting"))
     response = await api.delete("/session/CALL-1")
     assert (response.status_code, response.content) == (204, b"")
-    assert backend.keys_of("CALL-1") == []
+    assert backend.keys_of("CALL-1") == ["of:{CALL-1}:ended"]
     assert (await api.get("/session/CALL-1")).status_code == 404
+    assert (await api.delete("/session/CALL-1")).status_code == 404
 
 
-async def test_a_deleted_call_starts_again_at_stage_one(api: httpx.AsyncClient) -> None:
-    await api.post("/orchestrate", json=body("greeting"))
+async def test_a_deleted_call_stays_deleted_late_and_retried_turns_get_409_session_ended(
+    api: httpx.AsyncClient, backend: MemoryBackend, agents: ScriptedAgents
+) -> None:
+    keyed = {"Idempotency-Key": "turn-1"}
+    await api.post("/orchestrate", json=body("greeting"), headers=keyed)
     await api.delete("/session/CALL-1")
-    response = await api.post("/orchestrate", json=body("greeting"))
-    assert response.json()["intent_flow_id"] == 1
+    late = await api.post("/orchestrate", json=body("verify_identity"))
+    retried = await api.post("/orchestrate", json=body("greeting"), headers=keyed)
+    for response in (late, retried):
+        assert (response.status_code, error_of(response)["code"]) == (409, "session_ended")
+    assert backend.keys_of("CALL-1") == ["of:{CALL-1}:ended"]  # nothing was created again
+    assert len(agents.requests) == 1
 
 
 class DownBackend(MemoryBackend):

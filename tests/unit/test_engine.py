@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator_flows.a2a import AgentFailure, AgentReply
-from orchestrator_flows.engine import Orchestrator
+from orchestrator_flows.engine import Orchestrator, message_id
 from orchestrator_flows.errors import (
     AccountMismatch,
     IntentNotAllowed,
@@ -18,6 +18,7 @@ from orchestrator_flows.errors import (
     StoreUnavailable,
 )
 from orchestrator_flows.flow import Agent
+from orchestrator_flows.session import Session
 from orchestrator_flows.store import CallKeys
 from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import (
@@ -350,3 +351,57 @@ async def test_a_commit_that_fails_releases_the_claim(
     assert backend.keys_of("CALL-1") == []  # no claim left behind
     backend.commit = commit  # type: ignore[method-assign]
     assert (await orchestrator.handle_turn(turn("greeting")))["status"] == "success"
+
+
+async def test_a_keyed_turn_retried_after_its_claim_was_lost_carries_the_same_message_id(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    orchestrator.store.lease_ms = 50
+    agents.then("greeting", 0.2)  # outlives its lease
+    lost = await orchestrator.handle_turn(turn("greeting"), idempotency_key="turn-1")
+    orchestrator.store.lease_ms = 20_000
+    again = await orchestrator.handle_turn(turn("greeting"), idempotency_key="turn-1")
+    assert (lost["response"]["error"]["code"], again["status"]) == ("claim_lost", "success")
+    first, second = agents.to("greeting")
+    assert first.message_id == second.message_id
+
+
+async def test_a_turn_without_a_key_retried_after_a_failed_commit_carries_the_same_message_id(
+    orchestrator: Orchestrator, agents: ScriptedAgents, backend: MemoryBackend
+) -> None:
+    await orchestrator.handle_turn(turn("greeting"))
+    commit = backend.commit
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("the connection died under the commit")
+
+    backend.commit = refuse  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):  # answered 503
+        await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))
+    backend.commit = commit  # type: ignore[method-assign]
+    await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))
+    first, second = agents.to("auth")
+    assert first.message_id == second.message_id
+
+
+async def test_other_turns_carry_other_message_ids(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("auth", input_required(), input_required())
+    await orchestrator.handle_turn(turn("greeting"))
+    await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))
+    await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))  # the next step
+    await orchestrator.handle_turn(turn("greeting", call="CALL-2"))  # another call
+    await orchestrator.handle_turn(turn("greeting", call="CALL-3"), idempotency_key="k")
+    await orchestrator.handle_turn(turn("greeting", call="CALL-4"), idempotency_key="k")
+    ids = [request.message_id for request in agents.requests]
+    assert len(set(ids)) == len(ids) == 6
+
+
+def test_a_turn_without_a_key_is_another_message_when_it_says_something_else() -> None:
+    session = Session(call_identify_id="CALL-1", account_id="ACC-1", eci="ECI-1",
+                      context_id="ctx")
+    refund_50 = turn("process_refund", text="refund 50")
+    assert message_id(refund_50, None, session) == message_id(refund_50, None, session)
+    assert message_id(refund_50, None, session) != message_id(
+        turn("process_refund", text="refund 20"), None, session)

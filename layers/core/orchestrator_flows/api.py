@@ -23,6 +23,7 @@ from orchestrator_flows.errors import (
     IntentNotAllowed,
     RequestRefused,
     SessionComplete,
+    SessionEnded,
     SessionNotFound,
     StepInProgress,
     StepLimitReached,
@@ -52,6 +53,7 @@ STATUS_OF: dict[type[RequestRefused], int] = {
     IdempotencyKeyReused: 422,
     IntentNotAllowed: 409,
     SessionComplete: 409,
+    SessionEnded: 409,
     StepInProgress: 409,
     StepLimitReached: 409,
     AccountMismatch: 403,
@@ -248,8 +250,9 @@ def create_app(
             responses={
                 **COMMON_ERRORS,
                 **_doc(409, "intent_not_allowed (with current_flow_id, allowed_intents), "
-                       "session_complete, step_in_progress (with Retry-After) or "
-                       "step_limit_reached (with max_steps)"),
+                       "session_complete, session_ended (the call was deleted), "
+                       "step_in_progress (with Retry-After: when the running turn is likely "
+                       "done) or step_limit_reached (with max_steps)"),
                 **_doc(403, "account_mismatch: the call belongs to another account"),
                 **_doc(413, "payload_too_large: body over 64 KiB"),
                 **_doc(422, "invalid_request: a missing or ill-typed field, an id not matching "
@@ -299,7 +302,8 @@ def create_app(
         @app.delete(
             "/session/{call_identify_id}",
             status_code=204,
-            summary="End the call and remove every key of it",
+            summary="End the call: remove every key of it (a marker stays for the session TTL "
+            "so that a late turn cannot start it again)",
             responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
         )
         async def delete(call_identify_id: CallId) -> Response:

@@ -53,6 +53,22 @@ class Turn:
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
+# uuid5 namespace of the A2A messageIds the orchestrator sends.
+MESSAGE_IDS = uuid.UUID("6f0c8e1e-3b52-5d2a-9f4e-1c7a2b9d8e30")
+
+
+def message_id(turn: Turn, idempotency_key: str | None, session: Session) -> str:
+    """The A2A messageId of a turn, the same for every retry of it whatever path the retry
+    takes (after claim_lost, a 503, a timeout), so an agent can tell a repeat from a new
+    request: from the call and its Idempotency-Key, or without one from the call and the step
+    the turn would be; and from what the turn says, so that another turn sent under the same
+    key or at the same step is another message."""
+    turn_of_call = (f"key\n{idempotency_key}" if idempotency_key is not None
+                    else f"step\n{session.step_count + 1}")
+    name = f"{turn.call_identify_id}\n{turn_of_call}\n{turn.fingerprint()}"
+    return str(uuid.uuid5(MESSAGE_IDS, name))
+
+
 @dataclass(frozen=True)
 class _Outcome:
     status: str  # success | input_required | error
@@ -98,7 +114,8 @@ class Orchestrator:
                                 route.stage.id, route.agent.name)
             async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                     agent=route.agent.name):
-                outcome = await self._call_agent(turn, session, route)
+                outcome = await self._call_agent(
+                    turn, session, route, message_id(turn, idempotency_key, session))
             error = outcome.failure.code if outcome.failure else None
             observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
             async with observe.span("commit", call_identify_id=turn.call_identify_id):
@@ -150,7 +167,9 @@ class Orchestrator:
                 max_steps=self.max_steps)
         return session, self.flow.route(turn.intent, session.current_flow_id)
 
-    async def _call_agent(self, turn: Turn, session: Session, route: Route) -> _Outcome:
+    async def _call_agent(
+        self, turn: Turn, session: Session, route: Route, message_id: str
+    ) -> _Outcome:
         agent, stage = route.agent, route.stage
         open_task = session.open_tasks.get(agent.name)
         if open_task is not None and open_task.stage_id != stage.id:
@@ -169,6 +188,7 @@ class Orchestrator:
             context_id=open_task.context_id if open_task else session.context_id,
             task_id=open_task.task_id if open_task else None,
             a2a_version=open_task.a2a_version if open_task else None,
+            message_id=message_id,
         )
         started = time.perf_counter()
         try:

@@ -6,6 +6,7 @@ OrchestratorError
 ├── RequestRefused            the caller's turn is refused; nothing was recorded
 │   ├── IntentNotAllowed          409 intent_not_allowed
 │   ├── SessionComplete           409 session_complete
+│   ├── SessionEnded              409 session_ended (the call was deleted)
 │   ├── StepInProgress            409 step_in_progress (+ Retry-After)
 │   ├── StepLimitReached          409 step_limit_reached (with max_steps)
 │   ├── IdempotencyKeyReused      422 idempotency_key_reused
@@ -43,6 +44,13 @@ class IntentNotAllowed(RequestRefused):
 
 class SessionComplete(RequestRefused):
     code = "session_complete"
+
+
+class SessionEnded(RequestRefused):
+    """The call was ended with DELETE: a late turn, or a retry of an old one, cannot start it
+    again."""
+
+    code = "session_ended"
 
 
 class StepInProgress(RequestRefused):

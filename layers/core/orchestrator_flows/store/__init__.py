@@ -26,6 +26,7 @@ from orchestrator_flows.breaker import BreakerBackend
 from orchestrator_flows.errors import (
     ClaimLost,
     IdempotencyKeyReused,
+    SessionEnded,
     StepInProgress,
     UnstorableStep,
 )
@@ -42,12 +43,13 @@ class CallKeys:
     steps: str
     claim: str
     replies: str  # Idempotency-Key -> reply record
+    ended: str  # set by DELETE, for the session TTL: a late turn must not start the call again
 
     @classmethod
     def of(cls, call_identify_id: str) -> CallKeys:
         tag = f"{KEY_PREFIX}:{{{call_identify_id}}}"
         return cls(state=f"{tag}:state", steps=f"{tag}:steps", claim=f"{tag}:claim",
-                   replies=f"{tag}:replies")
+                   replies=f"{tag}:replies", ended=f"{tag}:ended")
 
 
 def breaker_key(agent: str) -> str:
@@ -56,14 +58,35 @@ def breaker_key(agent: str) -> str:
 
 
 @dataclass(frozen=True)
-class ClaimResult:
-    acquired: bool
-    state: dict[str, str]  # empty when the call has no session yet (or when not acquired)
-    retry_after_ms: int  # remaining lease of the other claim when not acquired
-    # The reply recorded under the turn's Idempotency-Key (lease not taken), with the call's
-    # state, and its trail when that reply completed the call.
-    reply: str | None = None
+class Taken:
+    """The lease is this turn's; `state` is empty when the call has no session yet."""
+
+    state: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another turn holds the lease, which lapses in `remaining_ms`."""
+
+    remaining_ms: int
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A reply is recorded under the turn's Idempotency-Key (lease not taken), with the call's
+    state, and its trail when that reply completed the call."""
+
+    reply: str
+    state: dict[str, str]
     steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The call was ended with DELETE; nothing was taken."""
+
+
+ClaimResult = Taken | Busy | Recorded | Ended
 
 
 @dataclass(frozen=True)
@@ -91,7 +114,8 @@ class Backend(BreakerBackend, Protocol):
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
     ) -> ClaimResult:
         """Take the lease and read the state; first, when `reply_key` is given and a reply is
-        recorded under it, return that reply instead (lease not taken)."""
+        recorded under it, return that reply instead (lease not taken); nothing for an ended
+        call."""
         ...
 
     async def commit(
@@ -112,7 +136,9 @@ class Backend(BreakerBackend, Protocol):
 
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]: ...
 
-    async def delete(self, keys: CallKeys) -> bool: ...
+    async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
+        """Remove the call's keys and mark it ended for `ended_seconds`; whether it existed."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -149,20 +175,22 @@ class SessionStore:
         token = secrets.token_hex(12)
         result = await self.backend.claim(
             keys, token, self.lease_ms, idempotency.key if idempotency else None)
-        if result.reply is not None:
+        if isinstance(result, Recorded):
             assert idempotency is not None
             return self._replay(call_identify_id, idempotency, result)
-        if not result.acquired:
+        if isinstance(result, Ended):
+            raise SessionEnded(f"call {call_identify_id} was ended; it cannot take more turns")
+        if isinstance(result, Busy):
             raise StepInProgress(
                 f"another step of call {call_identify_id} is in progress",
-                retry_after_seconds=max(1, math.ceil(result.retry_after_ms / 1000)),
+                retry_after_seconds=retry_after_seconds(result.remaining_ms, self.lease_ms),
             )
         session = Session.from_fields(call_identify_id, result.state) if result.state else None
         return Claim(call_identify_id, keys, token, session, idempotency)
 
     @staticmethod
-    def _replay(call_identify_id: str, idempotency: Idempotency, result: ClaimResult) -> Replay:
-        record = result.reply or ""
+    def _replay(call_identify_id: str, idempotency: Idempotency, result: Recorded) -> Replay:
+        record = result.reply
         completed, fingerprint, answer = record[0], record[1:65], record[65:]
         if fingerprint != idempotency.fingerprint:
             raise IdempotencyKeyReused(
@@ -217,10 +245,20 @@ class SessionStore:
         return Session.from_fields(call_identify_id, state), [_loads(s) for s in steps]
 
     async def delete(self, call_identify_id: str) -> bool:
-        return await self.backend.delete(CallKeys.of(call_identify_id))
+        """End the call: remove every key of it, and leave a marker for the session TTL so
+        that a late turn, or a keyed retry of an old one, cannot start it again."""
+        return await self.backend.delete(CallKeys.of(call_identify_id), self.ttl_seconds)
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def retry_after_seconds(remaining_ms: int, lease_ms: int) -> int:
+    """When the running turn is likely done, in whole seconds (at least one). Most turns take
+    milliseconds, a slow agent seconds: a turn that has run for t is likely to need about t
+    more, and never more than what is left of its lease."""
+    held_ms = max(0, lease_ms - remaining_ms)
+    return max(1, min(math.ceil(held_ms / 1000), math.ceil(remaining_ms / 1000)))
 
 
 def _dumps(value: dict[str, Any]) -> str:

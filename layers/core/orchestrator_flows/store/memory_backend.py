@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from orchestrator_flows.breaker import BreakerPolicy, BreakerState, Decision
-from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
+from orchestrator_flows.store import (
+    Busy,
+    CallKeys,
+    ClaimResult,
+    Ended,
+    Recorded,
+    Taken,
+    breaker_key,
+)
 
 
 @dataclass
@@ -55,15 +63,17 @@ class MemoryBackend:
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
     ) -> ClaimResult:
+        if self._get(keys.ended) is not None:
+            return Ended()
         reply = self._hash(keys.replies).get(reply_key) if reply_key else None
         if reply is not None:
             steps = tuple(self._list(keys.steps)) if reply.startswith("1") else ()
-            return ClaimResult(False, self._hash(keys.state), 0, reply=reply, steps=steps)
+            return Recorded(reply, self._hash(keys.state), steps)
         holder = self._get(keys.claim)
         if holder is not None and holder.value != token:
-            return ClaimResult(False, {}, self.pttl_ms(keys.claim))
+            return Busy(self.pttl_ms(keys.claim))
         self._data[keys.claim] = _Entry(token, self._now() + lease_ms / 1000)
-        return ClaimResult(True, self._hash(keys.state), 0)
+        return Taken(self._hash(keys.state))
 
     async def commit(
         self,
@@ -106,10 +116,12 @@ class MemoryBackend:
         state = self._hash(keys.state)
         return state, self._list(keys.steps) if with_steps and state else []
 
-    async def delete(self, keys: CallKeys) -> bool:
+    async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
         existed = self._get(keys.state) is not None
         for key in (keys.state, keys.steps, keys.claim, keys.replies):
             self._data.pop(key, None)
+        if existed:
+            self._data[keys.ended] = _Entry("1", self._now() + ended_seconds)
         return existed
 
     # The breaker primitives, as the Lua scripts in redis_backend do them.

@@ -15,6 +15,7 @@ whose answer says whether the call existed, is never sent twice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -26,16 +27,37 @@ from redis.retry import Retry
 
 from orchestrator_flows.breaker import BreakerPolicy, BreakerState, Decision
 from orchestrator_flows.errors import StoreUnavailable
-from orchestrator_flows.store import CallKeys, ClaimResult, breaker_key
+from orchestrator_flows.store import (
+    Busy,
+    CallKeys,
+    ClaimResult,
+    Ended,
+    Recorded,
+    Taken,
+    breaker_key,
+)
 
 T = TypeVar("T")
 
 CLAIM = """
--- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list
--- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or ''
--- -> {2, reply, HGETALL state, steps if the reply completed the call} when a reply is recorded
---    under the key (lease not taken); {1, HGETALL state} when taken (or already held by this
---    token: a resent claim); {0, PTTL} when busy
+-- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list,
+-- KEYS[5] ended marker
+-- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or '',
+-- ARGV[4] when the client gives up, in ms on this server's clock
+-- Every answer ends with the server's time in ms. Nothing is done, {3, now}, when the claim
+-- arrives after its client gave up (Redis stalled: a lease taken now would hold the call for
+-- nobody); {4, now} when the call was ended; {2, reply, HGETALL state, steps if the reply
+-- completed the call, now} when a reply is recorded under the key (lease not taken);
+-- {1, HGETALL state, now} when taken (or already held by this token: a resent claim);
+-- {0, PTTL, now} when busy
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[4]) then
+  return {3, now}
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {4, now}
+end
 if ARGV[3] ~= '' then
   local reply = redis.call('HGET', KEYS[3], ARGV[3])
   if reply then
@@ -43,15 +65,15 @@ if ARGV[3] ~= '' then
     if string.sub(reply, 1, 1) == '1' then
       steps = redis.call('LRANGE', KEYS[4], 0, -1)
     end
-    return {2, reply, redis.call('HGETALL', KEYS[2]), steps}
+    return {2, reply, redis.call('HGETALL', KEYS[2]), steps, now}
   end
 end
 local holder = redis.call('GET', KEYS[1])
 if not holder or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, redis.call('HGETALL', KEYS[2])}
+  return {1, redis.call('HGETALL', KEYS[2]), now}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), now}
 """
 
 COMMIT = """
@@ -104,10 +126,14 @@ return {state, {}}
 """
 
 DELETE = """
--- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key, KEYS[4] replies hash
--- -> 1 if the session existed
+-- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key, KEYS[4] replies hash,
+-- KEYS[5] ended marker; ARGV[1] how long the call stays ended, seconds
+-- -> 1 if the session existed (and is now marked ended)
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if existed == 1 then
+  redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
+end
 return existed
 """
 
@@ -186,6 +212,9 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return 'closed'
 """
 
+# A claim must run this long before its client gives up, to be sure its answer is still
+# awaited when it arrives (and to absorb the error of measuring the server's clock).
+LATE_MARGIN_SECONDS = 0.25
 # Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
 _UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
 # A connection found dead: after a Redis restart, every idle pooled connection is.
@@ -212,6 +241,8 @@ class RedisBackend:
         self._breaker_admit = client.register_script(BREAKER_ADMIT)
         self._breaker_report = client.register_script(BREAKER_REPORT)
         self._ready = not isinstance(client, RedisCluster)
+        # The server's clock minus this one's, in ms, as the last claim measured it.
+        self._clock_offset_ms = 0.0
         self._ready_lock = asyncio.Lock()
         # redis-py's pools raise instead of waiting when every connection is busy; queue here,
         # inside the deadline, so a burst waits its turn rather than failing.
@@ -227,12 +258,16 @@ class RedisBackend:
                 self._ready = True
 
     async def _run(
-        self, what: str, call: Callable[[], Awaitable[T]], resend: bool = True
+        self, what: str, call: Callable[[], Awaitable[T]], resend: bool = True,
+        deadline: float | None = None,
     ) -> T:
-        """One primitive within the deadline. A dead connection drops the pool's idle ones and,
-        where the primitive is safe to send twice, sends it once more on a fresh connection."""
+        """One primitive within the deadline (the loop's time; by default deadline_seconds
+        from now). A dead connection drops the pool's idle ones and, where the primitive is
+        safe to send twice, sends it once more on a fresh connection."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.deadline_seconds
         try:
-            async with asyncio.timeout(self.deadline_seconds):
+            async with asyncio.timeout_at(deadline):
                 async with self._slots:
                     if not self._ready:
                         await self._ensure_ready()
@@ -256,16 +291,38 @@ class RedisBackend:
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
     ) -> ClaimResult:
-        reply: list[Any] = await self._run(
-            "claim",
-            lambda: self._claim(keys=[keys.claim, keys.state, keys.replies, keys.steps],
-                                args=[token, lease_ms, reply_key or ""]),
-        )
-        if reply[0] == 2:
-            return ClaimResult(False, _pairs(reply[2]), 0, reply=reply[1], steps=tuple(reply[3]))
-        if reply[0] == 1:
-            return ClaimResult(True, _pairs(reply[1]), 0)
-        return ClaimResult(False, {}, int(reply[1]))
+        # The claim carries the moment its client gives up, on the server's clock as this
+        # instance last measured it: a claim that reaches Redis later (Redis stalled, the turn
+        # answered 503) does nothing, instead of holding the call for a whole lease.
+        gives_up = time.time() + self.deadline_seconds
+        deadline = asyncio.get_running_loop().time() + self.deadline_seconds
+        for _ in range(2):
+            not_after = int((gives_up - LATE_MARGIN_SECONDS) * 1000 + self._clock_offset_ms)
+            sent = time.time()
+            args = [token, lease_ms, reply_key or "", not_after]
+            reply: list[Any] = await self._run(
+                "claim",
+                lambda args=args: self._claim(  # type: ignore[misc]
+                    keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended],
+                    args=args),
+                deadline=deadline,
+            )
+            received = time.time()
+            self._clock_offset_ms = int(reply[-1]) - (sent + received) / 2 * 1000
+            if reply[0] != 3:
+                break
+            # Refused as late, yet its answer is here in time: the clocks disagree by more
+            # than measured. Measured again just now; sent once more.
+        match reply[0]:
+            case 0:
+                return Busy(int(reply[1]))
+            case 1:
+                return Taken(_pairs(reply[1]))
+            case 2:
+                return Recorded(reply[1], _pairs(reply[2]), tuple(reply[3]))
+            case 4:
+                return Ended()
+        raise StoreUnavailable("the claim reached the session store too late, twice")
 
     async def commit(
         self,
@@ -300,10 +357,11 @@ class RedisBackend:
         )
         return _pairs(reply[0]), list(reply[1])
 
-    async def delete(self, keys: CallKeys) -> bool:
+    async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
         existed: int = await self._run(
             "delete",
-            lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies]),
+            lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies,
+                                       keys.ended], args=[ended_seconds]),
             resend=False,
         )
         return existed == 1
