@@ -173,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    runs, steps = (3, 50) if args.quick else (12, 300)
+    runs, steps = (1, 30) if args.quick else (12, 300)
     cold = cold_starts(runs)
     warm = warm_invocations(steps)
     text = report(cold, warm, runs)

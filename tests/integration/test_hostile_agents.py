@@ -117,7 +117,7 @@ def task(state: str, rest: str = "") -> bytes:
 @example(answer=('{"jsonrpc":"2.0","id":' + json.dumps(ID)
                  + ',"error":{"code":NaN,"message":{"x":"\\ud800"}}}').encode())
 @example(answer=b"\xff\xfe not json")
-@settings(max_examples=100, deadline=None,
+@settings(max_examples=75, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(answer=answer_bodies)

@@ -8,38 +8,20 @@ Agents with scripted behaviours are served in the test's own loop (`serve`)."""
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator_flows.cli import serving
+from tests.support.agent_process import agent_process
 
 
 @pytest.fixture(scope="session")
 def demo_agent_urls() -> Iterator[dict[str, str]]:
     """The ten demo agents, each at its own origin, served by a child process."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.agent_process"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the demo agents' process exited with {child.wait(10)}")
-        yield json.loads(line)
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    with agent_process() as urls:
+        yield urls
 
 
 @pytest.fixture
