@@ -161,3 +161,26 @@ async def test_a_clock_far_from_redis_s_is_measured_not_trusted(
         assert abs(backend._clock_offset_ms) < 1_000  # the same machine's clock, measured
     finally:
         await backend.close()
+
+
+async def test_a_claim_sent_again_late_after_its_first_try_took_the_lease_keeps_it(
+    redis_url: str,
+) -> None:
+    """After a dead connection a claim is sent once more with the same token; if the first
+    send did take the lease, the second — however late — must answer it taken, not refuse it
+    as late and leave the lease held by nobody."""
+    backend = connect(redis_url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                      max_connections=4)
+    keys = CallKeys.of("RESENT-1")
+    try:
+        assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)
+        late_resend = await backend._claim(
+            keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended],
+            args=["token-1", 20_000, "", 1])  # its client gave up in 1970
+        assert late_resend[0] == 1
+        too_late = await backend._claim(
+            keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended],
+            args=["token-2", 20_000, "", 1])
+        assert too_late[0] == 3
+    finally:
+        await backend.close()

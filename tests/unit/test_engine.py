@@ -405,3 +405,36 @@ def test_a_turn_without_a_key_is_another_message_when_it_says_something_else() -
     assert message_id(refund_50, None, session) == message_id(refund_50, None, session)
     assert message_id(refund_50, None, session) != message_id(
         turn("process_refund", text="refund 20"), None, session)
+
+
+async def test_a_turn_cancelled_while_the_breaker_is_looked_at_releases_its_claim(
+    orchestrator: Orchestrator, backend: MemoryBackend
+) -> None:
+    peek = backend.breaker_peek
+    looked_at = asyncio.Event()
+
+    async def slow_peek(agent: str, cooldown_ms: int) -> Any:
+        looked_at.set()
+        await asyncio.sleep(5)  # the claim is long taken by now
+        return await peek(agent, cooldown_ms)
+
+    backend.breaker_peek = slow_peek  # type: ignore[method-assign]
+    task = asyncio.create_task(orchestrator.handle_turn(turn("greeting")))
+    await looked_at.wait()
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert backend.keys_of("CALL-1") == []  # the claim went with the turn
+
+
+async def test_what_is_kept_of_an_answer_is_bounded(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", completed("word " * 10_000, blob="x" * 100_000))
+    answer = await orchestrator.handle_turn(turn("greeting"))
+    (step,) = await steps_of(orchestrator)
+    for response in (answer["response"], step["response_data"]):
+        assert 16_000 < len(response["text"]) <= 16_385
+        assert response["text"].endswith("…")
+        assert list(response["data"]) == ["omitted"]

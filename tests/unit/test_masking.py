@@ -228,3 +228,22 @@ async def test_what_is_stored_and_answered_is_masked_but_the_agent_got_the_origi
     assert steps[0]["input_message"] == "my card is [CARD]"
     assert steps[0]["response_data"]["text"] == "I noted [CARD], write to [EMAIL]"
     assert answer["response"]["text"] == "I noted [CARD], write to [EMAIL]"
+
+
+def test_a_shortened_text_keeps_no_half_of_what_the_cut_split() -> None:
+    # The cut would fall inside the card (and then inside an address): neither half is kept.
+    for secret in ("4111 1111 1111 1111", "sam.rivera@example.com", "(212) 555-0147"):
+        text = "y" * 80 + " my number is " + secret + " thanks"
+        for limit in range(85, len(text)):
+            shortened = MASKER.mask_shortened(text, "INTENT_CAPTURE", limit)
+            assert shortened.endswith("…")
+            assert len(shortened) <= limit + 1
+            kept = shortened.removesuffix("…")
+            assert not re.search(r"\d{3}|@", kept), (limit, shortened)
+    assert MASKER.mask_shortened("card 4111111111111111", "GREETING", 100) == "card [CARD]"
+
+
+def test_keys_that_mask_alike_are_kept_apart() -> None:
+    masked = MASKER.mask_value({"4111111111111111": 1, "5500005555555559": 2, "x": 3},
+                               "INTENT_CAPTURE")
+    assert masked == {"[CARD]": 1, "[CARD]#2": 2, "x": 3}

@@ -384,7 +384,7 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
         raise AgentFailure(
             "agent_rpc_error",
             f"agent {name} answered JSON-RPC error {code if _is_int(code) else '(no code)'}: "
-            f"{message[:200] if isinstance(message, str) else ''}",
+            f"{message if isinstance(message, str) else ''}",
             rpc_code=code if _is_int(code) else None,
         )
     if envelope.get("id") != rpc_id:
@@ -431,7 +431,9 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
     text = "\n".join(texts)
     if state in FAILED_STATES:
         raise AgentFailure(
-            FAILED_STATES[state], f"agent {name} ended the task as {state}: {text[:200]}",
+            # Whole: the engine masks it before it shortens it (a card cut in two would not
+            # be recognised).
+            FAILED_STATES[state], f"agent {name} ended the task as {state}: {text}",
             task_id=task_id, task_state=state,
         )
     if state not in OK_STATES and state not in WAITING_STATES:

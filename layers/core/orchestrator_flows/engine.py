@@ -102,12 +102,18 @@ class Orchestrator:
         async with observe.span("claim", call_identify_id=turn.call_identify_id):
             # The agent's breaker is looked at alongside the claim (when this instance's view of
             # it has lapsed), so it costs no round trip of its own.
-            claim, _ = await asyncio.gather(
-                self.store.claim(turn.call_identify_id, idempotency),
+            looking = asyncio.ensure_future(
                 self.breakers.refresh(likely_agent.name, likely_agent.breaker))
+            try:
+                claim = await self.store.claim(turn.call_identify_id, idempotency)
+            except BaseException:
+                looking.cancel()
+                raise
         if isinstance(claim, Replay):
+            await looking
             return claim.answer
         try:
+            await looking  # within the try: a turn cancelled here still releases its claim
             session, route = self._admit(turn, claim)
             observe.turn_routed(turn.call_identify_id,
                                 self.flow.masker.mask(turn.intent, route.stage.name),
@@ -299,7 +305,9 @@ class Orchestrator:
                     stage_id=stage.id,
                 )
             elif task is not None:
-                # Ids that look like PII are never stored, so this task cannot be continued.
+                # Ids that look like PII are never stored, so this task cannot be continued;
+                # nor can an older one of the agent's.
+                session.open_tasks.pop(agent.name, None)
                 logger.warning("agent %s chose task or context ids that look like PII; the "
                                "next turn starts a new task", agent.name)
             return False
@@ -324,17 +332,28 @@ class Orchestrator:
         return True
 
 
+# What is kept of an agent's answer: its text up to this many characters (about 3,000 words,
+# far more than a turn says), its data up to this many bytes as JSON; masking then costs a
+# bounded time whatever an agent sends (up to the client's 1 MiB).
+MAX_KEPT_TEXT = 16_384
+MAX_KEPT_DATA = 65_536
+MAX_KEPT_MESSAGE = 512
+
+
 def _masked(response: dict[str, Any], masker: Masker, stage: str) -> dict[str, Any]:
     """Everything of an agent's answer the agent chose — text, data (keys and numbers too),
-    state, ids, error message — masked; what the orchestrator itself measured is kept."""
+    state, ids, error message — masked and bounded; what the orchestrator measured is kept."""
 
-    def text(value: Any) -> Any:
-        return masker.mask(value, stage) if isinstance(value, str) else value
+    def text(value: Any, limit: int = MAX_KEPT_MESSAGE) -> Any:
+        return masker.mask_shortened(value, stage, limit) if isinstance(value, str) else value
 
+    data = response["data"]
+    size = len(json.dumps(data, ensure_ascii=False)) if data else 0
     error = response["error"]
     return {**response,
-            "text": masker.mask(response["text"], stage),
-            "data": masker.mask_value(response["data"], stage),
+            "text": text(response["text"], MAX_KEPT_TEXT),
+            "data": masker.mask_value(data, stage) if size <= MAX_KEPT_DATA else
+            {"omitted": f"the agent's data was {size} bytes as JSON, over {MAX_KEPT_DATA}"},
             "state": text(response["state"]),
             "task_id": text(response["task_id"]),
             "context_id": text(response["context_id"]),

@@ -52,6 +52,11 @@ CLAIM = """
 -- {0, PTTL, now} when busy
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  -- sent again after a dead connection, and the first did take it: it is this turn's
+  return {1, redis.call('HGETALL', KEYS[2]), now}
+end
 if now > tonumber(ARGV[4]) then
   return {3, now}
 end
@@ -68,8 +73,7 @@ if ARGV[3] ~= '' then
     return {2, reply, redis.call('HGETALL', KEYS[2]), steps, now}
   end
 end
-local holder = redis.call('GET', KEYS[1])
-if not holder or holder == ARGV[1] then
+if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, redis.call('HGETALL', KEYS[2]), now}
 end
@@ -215,6 +219,8 @@ return 'closed'
 # A claim must run this long before its client gives up, to be sure its answer is still
 # awaited when it arrives (and to absorb the error of measuring the server's clock).
 LATE_MARGIN_SECONDS = 0.25
+# A claim's round trip short enough to measure the server's clock by.
+CLOCK_SAMPLE_SECONDS = 0.1
 # Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
 _UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
 # A connection found dead: after a Redis restart, every idle pooled connection is.
@@ -296,20 +302,26 @@ class RedisBackend:
         # answered 503) does nothing, instead of holding the call for a whole lease.
         gives_up = time.time() + self.deadline_seconds
         deadline = asyncio.get_running_loop().time() + self.deadline_seconds
-        for _ in range(2):
+        sent = 0.0
+
+        async def send(args: list[str | int]) -> list[Any]:
+            nonlocal sent
+            sent = time.time()  # when it leaves, not when it queued for a connection
+            reply: list[Any] = await self._claim(
+                keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended], args=args)
+            return reply
+
+        for attempt in range(2):
             not_after = int((gives_up - LATE_MARGIN_SECONDS) * 1000 + self._clock_offset_ms)
-            sent = time.time()
-            args = [token, lease_ms, reply_key or "", not_after]
-            reply: list[Any] = await self._run(
-                "claim",
-                lambda args=args: self._claim(  # type: ignore[misc]
-                    keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended],
-                    args=args),
-                deadline=deadline,
-            )
+            args: list[str | int] = [token, lease_ms, reply_key or "", not_after]
+            reply = await self._run("claim", lambda args=args: send(args),  # type: ignore[misc]
+                                    deadline=deadline)
             received = time.time()
-            self._clock_offset_ms = int(reply[-1]) - (sent + received) / 2 * 1000
-            if reply[0] != 3:
+            # A reply that took long (a busy loop, a slow network) measures the clocks badly:
+            # only quick ones are kept, unless the server just said the clocks disagree.
+            if received - sent < CLOCK_SAMPLE_SECONDS or reply[0] == 3:
+                self._clock_offset_ms = int(reply[-1]) - (sent + received) / 2 * 1000
+            if reply[0] != 3 or attempt == 1:
                 break
             # Refused as late, yet its answer is here in time: the clocks disagree by more
             # than measured. Measured again just now; sent once more.
