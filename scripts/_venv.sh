@@ -14,7 +14,9 @@ ensure_venv() {
   if [ ! -f "$stamp" ] && [ ! -f ".venv/.installed-dev-$hash" ]; then
     echo "==> installing orchestrator-flows[$extra] into .venv" >&2
     .venv/bin/python -m pip install --quiet --upgrade pip >&2
-    .venv/bin/python -m pip install --quiet -e ".[$extra]" >&2
+    # --no-compile: byte-compiling every installed module (aws-cdk-lib alone is huge) took
+    # a minute; what is imported compiles on first use.
+    .venv/bin/python -m pip install --quiet --no-compile -e ".[$extra]" >&2
     touch "$stamp"
   fi
 }
