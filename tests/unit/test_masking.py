@@ -247,3 +247,26 @@ def test_keys_that_mask_alike_are_kept_apart() -> None:
     masked = MASKER.mask_value({"4111111111111111": 1, "5500005555555559": 2, "x": 3},
                                "INTENT_CAPTURE")
     assert masked == {"[CARD]": 1, "[CARD]#2": 2, "x": 3}
+
+
+TOKENS = st.lists(st.one_of(
+    st.from_regex(r"[0-9]{1,19}", fullmatch=True), card_numbers(),
+    st.sampled_from([" ", "  ", "\t", "\n", "-", " - ", ",", "/", "_", ":", "#", "=", "@", "(",
+                     ")", "$", "\u00a0", "\u2013", "＠", "code", "otp", "ssn", "x", "card"]),
+    st.text(alphabet="0123456789٤４ -,/", max_size=12)), max_size=30).map("".join)
+
+
+@settings(max_examples=300)
+@given(TOKENS)
+def test_masking_takes_any_text_and_leaves_no_run_of_digits_that_is_a_card(text: str) -> None:
+    # (Without `.` and `+`: a decimal's fraction and a phone number's digits are left alone.)
+    for stage in ("AUTHENTICATION", "INTENT_CAPTURE"):
+        masked = MASKER.mask(text, stage)
+        for run in re.findall(r"(?<!\d)\d{13,19}(?!\d)", masked):
+            assert not luhn_valid(run), masked
+
+
+def test_an_ssn_is_masked_where_its_key_names_it() -> None:
+    assert MASKER.mask_value({"ssn": 123456789, "SSN": "123456789", "social_security": 1,
+                              "order": 123456789}, "FULFILLMENT") == {
+        "ssn": "[SSN]", "SSN": "[SSN]", "social_security": 1, "order": 123456789}

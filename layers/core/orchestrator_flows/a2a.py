@@ -235,7 +235,7 @@ class A2AClient:
         declared = response.headers.get("content-length")
         too_large = AgentFailure(
             "agent_response_too_large",
-            f"agent {name} answered more than {self.max_body_bytes} bytes",
+            f"agent {name} answered more than {_size(self.max_body_bytes)}",
         )
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise too_large
@@ -383,9 +383,11 @@ def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentRe
         message = error.get("message")
         raise AgentFailure(
             "agent_rpc_error",
-            f"agent {name} answered JSON-RPC error {code if _is_int(code) else '(no code)'}: "
+            f"agent {name} answered a JSON-RPC error: "
             f"{message if isinstance(message, str) else ''}",
-            rpc_code=code if _is_int(code) else None,
+            # JSON-RPC's codes are 32-bit integers: anything else is not one.
+            rpc_code=code if isinstance(code, int) and not isinstance(code, bool)
+            and -2**31 <= code < 2**31 else None,
         )
     if envelope.get("id") != rpc_id:
         raise malformed("response id does not match the request")
@@ -450,5 +452,7 @@ def _an_id(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _size(count: int) -> str:
+    """A byte count as people write it (and as no masking rule takes for a code)."""
+    return f"{count / (1 << 20):g} MiB" if count >= 1 << 20 else f"{count / 1024:g} KiB"
+

@@ -338,6 +338,8 @@ class Orchestrator:
 MAX_KEPT_TEXT = 16_384
 MAX_KEPT_DATA = 65_536
 MAX_KEPT_MESSAGE = 512
+# JSON-RPC's reserved error codes, A2A's among them: the protocol's, not the agent's, words.
+_PROTOCOL_CODES = range(-32768, -31999)  # -32768 … -32000
 
 
 def _masked(response: dict[str, Any], masker: Masker, stage: str) -> dict[str, Any]:
@@ -350,6 +352,10 @@ def _masked(response: dict[str, Any], masker: Masker, stage: str) -> dict[str, A
     data = response["data"]
     size = len(json.dumps(data, ensure_ascii=False)) if data else 0
     error = response["error"]
+    code = error.get("rpc_code") if error is not None else None
+    if error is not None and isinstance(code, int) and code not in _PROTOCOL_CODES:
+        # An agent's own error code is a number it chose: masked like one.
+        error = {**error, "rpc_code": masker.mask_value(code, stage)}
     return {**response,
             "text": text(response["text"], MAX_KEPT_TEXT),
             "data": masker.mask_value(data, stage) if size <= MAX_KEPT_DATA else

@@ -30,28 +30,31 @@ Rule = Literal["email", "card", "ssn", "phone"]
 RULES: tuple[Rule, ...] = ("email", "card", "ssn", "phone")
 
 # RFC 5321's limits (64 for the local part, 63 a label) keep the scan linear.
-_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}@[^\W_](?:[\w-]{0,61}[^\W_])?"
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}[@＠][^\W_](?:[\w-]{0,61}[^\W_])?"
                     r"(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?){1,8}")
 # Groups of digits joined by one kind of separator; cards are looked for inside each cluster.
-_SEPARATOR = r"(?:[ \t\u00a0\u2009\u202f]{1,3}|[-.\u2013\u2014])"
+# (The longer alternative first, so that splitting a cluster finds what matching found.)
+_SEPARATOR = r"(?:\s?[-.,/_\u2013\u2014]\s?|\s{1,3})"
 _CLUSTER = re.compile(rf"\d+(?:{_SEPARATOR}\d+)*")
 _SPLIT = re.compile(f"({_SEPARATOR})")
 _SSN = re.compile(r"(?<!\d)(?<!\d[-.])(?!000|666|9\d\d)\d{3}([- .])(?!00)\d{2}\1(?!0000)\d{4}"
                   r"(?![\d-])")
 _SSN_BARE = re.compile(r"(?<!\w)\d{9}(?!\w)")
-_SSN_WORD = re.compile(r"(?:\bssn|social(?:\s+security)?(?:\s+number)?)\W{0,12}$",
-                       re.IGNORECASE)
+_SSN_NAME = r"(?:\bssn|\bsocial(?:\s+security)?(?:\s+(?:number|no\.?|num|#))?)"
+_SSN_WORD = re.compile(rf"(?i){_SSN_NAME}(?:\s*(?:is|was|:|=|#)\s*|\W){{0,6}}$")
+_SSN_KEY = re.compile(rf"(?i)^{_SSN_NAME}\W*$|^social_security(?:_number)?$")
 _PHONE = re.compile(
     # E.164, spaced or not, with an optional national (0): +49 (0)30 1234567
-    r"(?<![\w+])\+[1-9](?:[ .-]?\d){0,2}[ .-]?(?:\(0\)[ .-]?)?(?:\d[ .-]?){6,12}\d(?!\d)"
+    r"(?<![\w+])\+\d(?:[ .-]?\d){0,2}[ .-]?(?:\(0\)[ .-]?)?(?:\d[ .-]?){6,12}\d(?!\d)"
     r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\d-])"  # NANP: (555) 123-4567
     r"|(?<![\w-])0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}(?![\d-])"  # trunk prefix: 020 7946 0958
     r"|(?<![\w-])0\d(?:[ .]\d{2}){4}(?![\d-])"  # in pairs: 06 12 34 56 78
 )
 # A code: one run of 4–8 digits, or 2–8 groups of up to 4 digits spoken apart (482 913,
 # 4 8 2 9 1 3), or 3-3 / 4-4 with a dash; or digits right after a word naming a code.
-_CODE = re.compile(r"(?<!\w)(?:\d{1,4}(?: \d{1,4}){1,7}|\d{3,4}-\d{3,4}|\d+)(?!\w)")
-_CODE_GLUED = re.compile(r"(?i)(?<![^\W\d_])(?:code|otp|pin|passcode)(\d{4,8})(?!\w)")
+_CODE = re.compile(r"(?<!\w)(?:\d{1,4}(?:[ \t]\d{1,4}){1,7}|\d(?:-\d){3,7}|\d{3,4}-\d{3,4}"
+                   r"|\d+)(?!\w)")
+_CODE_GLUED = re.compile(r"(?i)(?<![^\W\d_])(?:code|otp|pin|passcode)_?(\d{4,8})(?!\w)")
 _CODE_WORD = re.compile(r"(?i)\b(?:code|otp|pin|passcode|passcodes|token|verification|"
                         r"verify|one[- ]time)\b")
 # Words after which `#123456` or `X-123456` names a thing rather than a secret.
@@ -87,13 +90,13 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-_SPACES = " \t\u00a0\u2009\u202f"
 
 
 def _card_at(sizes: list[int], separators: list[str], i: int, limit: int) -> int | None:
     """The last group (before `limit`) of the longest card layout that starts at group i, or
-    None: one run of 13–19 digits, groups of four (the last of 1–4), 4-6-4 / 4-6-5, or single
-    digits spoken apart — each with one kind of separator. Luhn is the caller's to check."""
+    None: one run of 13–19 digits, groups of four (the last of 1–4) or 4-6-4 / 4-6-5, their
+    separators as they come, or single digits spoken apart by one kind of space. Luhn is the
+    caller's to check."""
     if i >= limit:
         return None
     first = sizes[i]
@@ -102,19 +105,19 @@ def _card_at(sizes: list[int], separators: list[str], i: int, limit: int) -> int
     if first not in (1, 4) or i + 1 >= limit:
         return None
     separator = separators[i]
-    if first == 1 and separator[0] not in _SPACES:
+    if first == 1 and not separator.isspace():
         return None
     found, total = None, first
     for j in range(i + 1, min(limit, i + 19)):
         size = sizes[j]
         total += size
-        if separators[j - 1] != separator or total > 19:
+        if total > 19 or (first == 1 and separators[j - 1] != separator):
             break
         if first == 1:
             if size != 1:
                 break
         elif j == i + 1 and size == 6:  # 4-6-4 or 4-6-5
-            if (j + 1 < limit and separators[j] == separator and sizes[j + 1] in (4, 5)):
+            if j + 1 < limit and sizes[j + 1] in (4, 5):
                 found = j + 1
             break
         elif size != 4:  # the last group of four-groups may be shorter
@@ -152,7 +155,7 @@ def _mask_cards(text: str) -> str:
         while i < len(groups):
             spoken = i
             while (spoken + 1 < len(groups) and sizes[spoken] == sizes[spoken + 1] == 1
-                   and separators[spoken][0] in _SPACES):
+                   and separators[spoken].isspace()):
                 spoken += 1
             if spoken - i >= 19:
                 # More digits spoken one by one than any card has: which of them are the
@@ -167,9 +170,9 @@ def _mask_cards(text: str) -> str:
                 i += 1
                 continue
             start, end = offsets[i], offsets[end_group] + sizes[end_group]
-            # `1.4111…` or `10:4111…` continue another number; after `+`, up to 15 digits are a
-            # phone number (E.164's most), left to that rule.
-            if (_continues_a_number(text, start, end, ".:/", "")
+            # `0.4111…` is a decimal's fraction; after `+`, up to 15 digits are a phone number
+            # (E.164's most), left to that rule.
+            if (_continues_a_number(text, start, end, ".", "")
                     or (text[start - 1:start] == "+" and sum(sizes[i:end_group + 1]) <= 15)):
                 i += 1
                 continue
@@ -223,7 +226,7 @@ def _mask_codes(text: str) -> str:
 
 
 _SUBSTITUTIONS: dict[Rule, Callable[[str], str]] = {
-    "email": lambda text: _EMAIL.sub("[EMAIL]", text) if "@" in text else text,
+    "email": lambda text: _EMAIL.sub("[EMAIL]", text) if "@" in text or "＠" in text else text,
     "card": _mask_cards,
     "ssn": _mask_ssns,
     "phone": lambda text: _PHONE.sub("[PHONE]", text),
@@ -238,7 +241,7 @@ class Masker:
     otp_stages: frozenset[str] = frozenset({"AUTHENTICATION"})
 
     def mask(self, text: str, stage: str) -> str:
-        if not any(char.isdigit() or char == "@" for char in text):
+        if not any(char.isdigit() or char in "@＠" for char in text):
             return text  # every rule needs a digit, or an @
         for rule in RULES:  # in this order: an e-mail's digits are never a phone
             if rule in self.rules:
@@ -271,7 +274,9 @@ class Masker:
                 while name in masked:
                     count += 1
                     name = f"{base}#{count}"
-                masked[name] = self.mask_value(item, stage)
+                named_ssn = ("ssn" in self.rules and _SSN_KEY.match(str(key))
+                             and re.fullmatch(r"\d{3}[- .]?\d{2}[- .]?\d{4}", str(item)))
+                masked[name] = "[SSN]" if named_ssn else self.mask_value(item, stage)
             return masked
         if isinstance(value, list):
             return [self.mask_value(item, stage) for item in value]

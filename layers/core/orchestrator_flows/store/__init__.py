@@ -11,11 +11,13 @@ A step costs two backend calls: `claim` (take the lease, read the state) before 
 Idempotent turns ride on the same two calls: the claim first looks the turn's Idempotency-Key up
 in the call's `replies` hash (a recorded answer is replayed without taking the lease), and the
 commit records the answer under the key with the step. A reply record is
-`<1 if the call completed, else 0><sha256 of the turn><the answer as JSON>`.
+`<1 if the call completed, else 0><sha256 of the turn><the answer as JSON>`, filed under a
+digest of the key (never the key itself).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import secrets
@@ -96,6 +98,12 @@ class Idempotency:
     key: str
     fingerprint: str
 
+    @property
+    def digest(self) -> str:
+        """What the store files the key's answer under: a key is the caller's free text (it
+        could hold anything, a card number included), so it is never stored itself."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:32]
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -174,7 +182,7 @@ class SessionStore:
         keys = CallKeys.of(call_identify_id)
         token = secrets.token_hex(12)
         result = await self.backend.claim(
-            keys, token, self.lease_ms, idempotency.key if idempotency else None)
+            keys, token, self.lease_ms, idempotency.digest if idempotency else None)
         if isinstance(result, Recorded):
             assert idempotency is not None
             return self._replay(call_identify_id, idempotency, result)
@@ -214,7 +222,7 @@ class SessionStore:
             encoded_step = _dumps(step)
             if claim.idempotency is not None and answer is not None:
                 recorded = {**answer, "session_summary": None}
-                reply = (claim.idempotency.key,
+                reply = (claim.idempotency.digest,
                          ("1" if session.is_complete else "0") + claim.idempotency.fingerprint
                          + _dumps(recorded))
         except (ValueError, UnicodeEncodeError) as exc:
