@@ -34,6 +34,8 @@ PATTERNS: dict[str, str] = {
     "dashed digits": "1-",
     "one long number": "7",
     "near e-mails": "a.b@c.",
+    "long words, cut": "x" * 16_000 + " y ",
+    "long numbers, cut": "1" * 16_000 + " y ",
     "prose with secrets": "my card 4111 1111 1111 1111 and code 482913 at 10:30 on "
                           "2026-11-25 email a@b.co ",
 }

@@ -32,7 +32,7 @@ RULES: tuple[Rule, ...] = ("email", "card", "ssn", "phone")
 # RFC 5321's limits (64 for the local part, 63 a label) keep the scan linear.
 _EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}[@＠][^\W_](?:[\w-]{0,61}[^\W_])?"
                     r"(?:\.[^\W_](?:[\w-]{0,61}[^\W_])?){1,8}")
-# Groups of digits joined by one kind of separator; cards are looked for inside each cluster.
+# Groups of digits joined by separators; cards are looked for inside each cluster.
 # (The longer alternative first, so that splitting a cluster finds what matching found.)
 _SEPARATOR = r"(?:\s?[-.,/_\u2013\u2014]\s?|\s{1,3})"
 _CLUSTER = re.compile(rf"\d+(?:{_SEPARATOR}\d+)*")
@@ -75,8 +75,6 @@ _YEAR_CONTEXT = re.compile(
     rf"(?i){_MONTH}(?:\s+\d{{1,2}}(?:st|nd|rd|th)?)?,?\s+$"
     r"|\b(?:in|since|from|until|till|year|of|by|before|after)\s+$")
 _WINDOW = 32
-_TRAILING_WORD = re.compile(r"\S*$")
-_TRAILING_NUMBERS = re.compile(r"[\d\W_]*$")
 
 
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
@@ -127,6 +125,18 @@ def _card_at(sizes: list[int], separators: list[str], i: int, limit: int) -> int
         if total >= 13:
             found = j
     return found
+
+
+def _without_split_tail(head: str) -> str:
+    """`head` without the word a cut split, nor the digits and separators before that word (a
+    card or a phone number written across words). A scan back from the end: a regex anchored
+    at `$` would retry from every position, and cost the square of the length."""
+    end = len(head)
+    while end and not head[end - 1].isspace():
+        end -= 1
+    while end and (head[end - 1].isdigit() or not head[end - 1].isalnum()):
+        end -= 1
+    return head[:end]
 
 
 def _continues_a_number(text: str, start: int, end: int, before: str, after: str) -> bool:
@@ -257,8 +267,7 @@ class Masker:
         number or an address is left where no rule would know it."""
         if len(text) <= limit:
             return self.mask(text, stage)
-        head = _TRAILING_NUMBERS.sub("", _TRAILING_WORD.sub("", text[:limit]))
-        return self.mask(head, stage) + "…"
+        return self.mask(_without_split_tail(text[:limit]), stage) + "…"
 
     def mask_value(self, value: Any, stage: str) -> Any:
         """Any JSON value an agent sent, masked: every string, every key (two keys masked
