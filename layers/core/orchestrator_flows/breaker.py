@@ -86,10 +86,14 @@ class Breakers:
     def _remember(self, agent: str, state: BreakerState) -> None:
         self._seen[agent] = (state, time.monotonic() + SEEN_FOR_SECONDS)
 
+    def stale(self, agent: str, policy: BreakerPolicy) -> bool:
+        """Whether `refresh` has anything to do: what this instance saw has lapsed."""
+        return policy.enabled and self._fresh(agent) is None
+
     async def refresh(self, agent: str, policy: BreakerPolicy) -> None:
         """Look at the shared state when what this instance saw has lapsed; run it alongside
         the claim. A store that cannot answer leaves the breaker closed: the claim says why."""
-        if not policy.enabled or self._fresh(agent) is not None:
+        if not self.stale(agent, policy):
             return
         try:
             state = await self.backend.breaker_peek(agent, int(policy.cooldown_seconds * 1000))

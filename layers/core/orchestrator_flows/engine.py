@@ -102,18 +102,22 @@ class Orchestrator:
         async with observe.span("claim", call_identify_id=turn.call_identify_id):
             # The agent's breaker is looked at alongside the claim (when this instance's view of
             # it has lapsed), so it costs no round trip of its own.
-            looking = asyncio.ensure_future(
-                self.breakers.refresh(likely_agent.name, likely_agent.breaker))
+            looking = (asyncio.ensure_future(self.breakers.refresh(
+                likely_agent.name, likely_agent.breaker))
+                if self.breakers.stale(likely_agent.name, likely_agent.breaker) else None)
             try:
                 claim = await self.store.claim(turn.call_identify_id, idempotency)
             except BaseException:
-                looking.cancel()
+                if looking is not None:
+                    looking.cancel()
                 raise
         if isinstance(claim, Replay):
-            await looking
+            if looking is not None:
+                await looking
             return claim.answer
         try:
-            await looking  # within the try: a turn cancelled here still releases its claim
+            if looking is not None:
+                await looking  # in the try: a turn cancelled here still releases its claim
             session, route = self._admit(turn, claim)
             observe.turn_routed(turn.call_identify_id,
                                 self.flow.masker.mask(turn.intent, route.stage.name),
