@@ -438,3 +438,16 @@ async def test_what_is_kept_of_an_answer_is_bounded(
         assert 16_000 < len(response["text"]) <= 16_385
         assert response["text"].endswith("…")
         assert list(response["data"]) == ["omitted"]
+
+
+async def test_a_task_whose_uuid_starts_with_digits_is_continued_during_authentication(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    # One UUID in 43 starts with eight decimal digits; that is an id, not a one-time code.
+    task = "12345678-fa53-40cc-835e-a36b5078fe68"
+    agents.then("auth", input_required(task_id=task, context_id="87654321-0a1b-4c2d-8e3f-00"))
+    await advance_to(orchestrator, 2)
+    asked = await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))
+    await orchestrator.handle_turn(turn("otp_verify", text="482913"))
+    assert asked["response"]["task_id"] == task
+    assert agents.to("auth")[-1].task_id == task

@@ -208,6 +208,8 @@ def _a_code(text: str, start: int, end: int) -> bool:
     word = _PREFIX_WORD.search(window)
     if word is not None and not _CODE_PREFIX.match(word.group(1)):
         return False  # an identifier: ORD-48291, v2.4829 (but code-482913, G-482913 are codes)
+    if text[end:end + 1] in ("-", ".") and text[end + 1:end + 2].isalnum():
+        return False  # the head of an identifier: 48291-A, a UUID 12345678-fa53-…
     if _CURRENCY_BEFORE.search(window) or _AFTER_AMOUNT_OR_TIME.match(text, end):
         return False  # an amount or a time: $1234, 1234 dollars, 1030 hours
     if _AFTER_MONTH.search(window):
