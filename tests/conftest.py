@@ -54,7 +54,9 @@ def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess
 
 # No example database: a failure found once must not replay forever from `.hypothesis/` in a
 # clone. Each run draws from one printed seed instead; `TEST_SEED=<n>` replays a run.
-settings.register_profile("orchestrator-flows", database=None, print_blob=True)
+# No deadline either: an example slowed by a busy machine would be reported as flaky timing,
+# and speed is the benchmarks' business (bench/), never a test's.
+settings.register_profile("orchestrator-flows", database=None, print_blob=True, deadline=None)
 settings.load_profile("orchestrator-flows")
 
 
