@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
-from orchestrator_flows.models import TurnRequest
+from orchestrator_flows.api.models import TurnRequest
 
 
 def floor_app(redis_url: str, agent_url: str) -> FastAPI:
@@ -56,7 +56,7 @@ def floor_app(redis_url: str, agent_url: str) -> FastAPI:
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     if kind == "agent":
-        from orchestrator_flows.demo_agents import build_agent_app
+        from orchestrator_flows.local.demo_agents import build_agent_app
 
         app: Any = build_agent_app("fallback", f"http://127.0.0.1:{port}/")
     elif kind == "orchestrator":
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
                                              "fallback")}
         flow_file = Path(argv[4]) if len(argv) > 4 else None
         # A long call (bench/step_bench.py's 1,000 steps) is past the production step cap.
-        app = create_app(lambda: Runtime.from_settings(Settings(
+        app = create_app(Runtime.build(Settings(
             redis_url=redis_url, agent_urls=urls, orchestrator_config=flow_file,
             max_steps_per_call=100_000)))
     else:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.step_bench import server  # noqa: E402
-from orchestrator_flows.cli import LocalContext, load_function  # noqa: E402
+from orchestrator_flows.local.invoke import LocalContext, load_function  # noqa: E402
 from tests.support.events import turn_event  # noqa: E402
 from tests.support.redis_servers import start_standalone  # noqa: E402
 

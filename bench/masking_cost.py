@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from orchestrator_flows.engine import _masked
 from orchestrator_flows.masking import Masker
+from orchestrator_flows.records import AgentResponse
 
 MASKER = Masker()
 ANSWER = 1 << 20
@@ -66,9 +66,9 @@ def main() -> None:
         answer_text = (unit * (ANSWER // len(unit) + 1))[:ANSWER]
         caller_text = answer_text[:INPUT]
         for stage in ("INTENT_CAPTURE", "AUTHENTICATION"):
-            response: dict[str, Any] = {
-                "text": answer_text, "data": {"note": caller_text}, "state": None,
-                "task_id": None, "context_id": None, "error": None}
+            response = AgentResponse(
+                agent="bench", text=answer_text, data={"note": caller_text}, state=None,
+                task_id=None, context_id=None, error=None, latency_ms=1.0)
             agent_ms = timed(partial(_masked, response, MASKER, stage), runs)
             caller_ms = timed(partial(MASKER.mask, caller_text, stage), runs)
             lines.append(f"| {name} | {stage} | {agent_ms:.1f} | {caller_ms:.1f} |")

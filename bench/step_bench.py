@@ -147,7 +147,7 @@ def profile_in_process(redis_url: str, agent_url: str, steps: int) -> list[tuple
     from orchestrator_flows.runtime import Runtime
     from orchestrator_flows.settings import Settings
 
-    runtime = Runtime.from_settings(Settings(redis_url=redis_url,
+    runtime = Runtime.build(Settings(redis_url=redis_url,
                                              agent_urls={"fallback": agent_url}))
     app = create_app(runtime)
 
@@ -194,8 +194,8 @@ async def agent_hop(agent_url: str, calls: int) -> dict[str, float]:
     from orchestrator_flows.flow import Agent
 
     agent = Agent("fallback", agent_url, "1.0")
-    clients = {"httpx": A2AClient(15), "httpx-aiohttp": A2AClient(15,
-                                                                 transport=AiohttpTransport())}
+    clients = {"httpx": A2AClient(timeout_seconds=15),
+               "httpx-aiohttp": A2AClient(timeout_seconds=15, transport=AiohttpTransport())}
     times: dict[str, list[float]] = {name: [] for name in clients}
     for block in range(10):
         for name, client in clients.items():

@@ -1,4 +1,4 @@
-"""The HTTP API: the five routes to their functions, IAM authorization by default (a JWT
+"""The HTTP API: the six routes to their functions, IAM authorization by default (a JWT
 authorizer when the context names an issuer), throttling on the default stage, JSON access logs,
 CORS only when origins are configured."""
 

@@ -48,8 +48,10 @@ class FunctionSpec:
 FUNCTIONS = (
     FunctionSpec("orchestrate", (("POST", "/orchestrate"),), calls_agents=True,
                  description="POST /orchestrate: one turn of a call"),
-    FunctionSpec("get_session", (("GET", "/session/{call_identify_id}"), ("GET", "/healthz")),
-                 calls_agents=False, description="GET /session/{id} and GET /healthz"),
+    FunctionSpec("get_session", (("GET", "/session/{call_identify_id}"), ("GET", "/healthz"),
+                                 ("GET", "/readyz")),
+                 calls_agents=False,
+                 description="GET /session/{id}, GET /healthz (liveness), GET /readyz (Redis)"),
     FunctionSpec("get_steps", (("GET", "/session/{call_identify_id}/steps"),),
                  calls_agents=False, description="GET /session/{id}/steps: the audit trail"),
     FunctionSpec("delete_session", (("DELETE", "/session/{call_identify_id}"),),

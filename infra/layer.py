@@ -21,8 +21,9 @@ from infra.layer_lock import LOCK, ROOT, pip_target_args
 
 SOURCE = ROOT / "layers" / "core"
 PACKAGE = "orchestrator_flows"
-# In the package for local runs only: the demo agents need a2a-sdk, which the layer must not hold.
-LOCAL_ONLY = ("demo_agents.py",)
+# The package's local tools (serve, demo agents, Lambda emulation): never shipped in the layer.
+# The demo agents need a2a-sdk and uvicorn, which the layer does not hold.
+LOCAL_ONLY = "local"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
 
@@ -35,7 +36,15 @@ def build_layer(output_dir: Path, pip: list[str]) -> None:
                     "-r", str(LOCK)], check=True)
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: nothing runs them there
     shutil.copytree(SOURCE / PACKAGE, target / PACKAGE, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LOCAL_ONLY))
+                    ignore=_ignore)
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    """What is not copied: caches, and the package's own `local/` folder (only that one)."""
+    left_out = {name for name in names if name == "__pycache__" or name.endswith(".pyc")}
+    if Path(folder) == SOURCE / PACKAGE and LOCAL_ONLY in names:
+        left_out.add(LOCAL_ONLY)
+    return left_out
 
 
 @jsii.implements(ILocalBundling)
@@ -58,7 +67,7 @@ class CoreLayer(Construct):
             f"{' '.join(pip_target_args('/asset-output/python'))}"
             f" -r requirements.txt && cp -r {PACKAGE} /asset-output/python/"
             f" && rm -rf /asset-output/python/bin /asset-output/python/{PACKAGE}/__pycache__"
-            + "".join(f" /asset-output/python/{PACKAGE}/{name}" for name in LOCAL_ONLY)
+            f" /asset-output/python/{PACKAGE}/{LOCAL_ONLY}"
         )
         self.layer = lambda_.LayerVersion(
             self, "Layer",

@@ -13,8 +13,8 @@ from infra.cache import SessionCache
 from infra.config import StackConfig, flow_agents
 from infra.functions import Functions
 from infra.layer import CoreLayer
+from infra.monitoring import Monitoring
 from infra.network import Network
-from infra.observability import Monitoring
 
 
 class OrchestratorFlowsStack(Stack):

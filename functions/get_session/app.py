@@ -2,4 +2,4 @@
 
 from orchestrator_flows.lambda_app import build_handler
 
-handler = build_handler(["get_session", "healthz"])
+handler = build_handler("get_session")

@@ -40,7 +40,8 @@ def test_the_layer_holds_the_package_under_python(layer: Path) -> None:
     package = layer / "orchestrator_flows"
     for module in ("engine.py", "lambda_app.py", "store/redis_backend.py", "default_flow.yaml"):
         assert (package / module).is_file(), module
-    assert not (package / "demo_agents.py").exists()
+    assert not (package / "local").exists()  # serve, demo agents, Lambda emulation
+    assert (package / "api" / "routes.py").is_file()  # other folders are kept whole
     assert not list(layer.rglob("__pycache__"))
 
 

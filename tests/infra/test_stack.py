@@ -123,12 +123,12 @@ def test_the_cache_is_valkey_serverless_and_admits_only_the_functions_on_6379(
     assert rule["SourceSecurityGroupId"] == {"Fn::GetAtt": [function_group, "GroupId"]}
 
 
-def test_the_api_routes_five_routes_to_their_functions_under_iam(
+def test_the_api_routes_six_routes_to_their_functions_under_iam(
         default_stack: Synthesized) -> None:
     routes = {route["Properties"]["RouteKey"]: route["Properties"]
               for route in default_stack.resources("AWS::ApiGatewayV2::Route").values()}
     assert set(routes) == {f"{method} {path}" for spec in FUNCTIONS for method, path in spec.routes}
-    assert len(routes) == 5
+    assert len(routes) == 6
     integrations = default_stack.resources("AWS::ApiGatewayV2::Integration")
     for spec in FUNCTIONS:
         for method, path in spec.routes:

@@ -11,9 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from orchestrator_flows.runtime import Storage
+from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend, CallKeys, SessionStore
 from orchestrator_flows.store.memory_backend import MemoryBackend
-from orchestrator_flows.store.redis_backend import connect
 
 BACKENDS = ("embedded", "redis", "cluster")
 
@@ -29,7 +30,7 @@ class Inspector:
         if isinstance(self.backend, MemoryBackend):
             return {k: self.backend.pttl_ms(k) for k in self.backend.keys_of(call_identify_id)}
         assert self.raw is not None
-        pattern = CallKeys.of(call_identify_id).state.rsplit(":", 1)[0] + "*"
+        pattern = CallKeys.of(call_identify_id).tag + "*"
         keys = [k async for k in self.raw.scan_iter(match=pattern, count=1000)]
         return {k: int(await self.raw.pttl(k)) for k in keys}
 
@@ -50,32 +51,34 @@ def _raw_client(url: str, kind: str) -> Redis | RedisCluster:
     return Redis.from_url(url, decode_responses=True)
 
 
-async def make_backend(kind: str, request: pytest.FixtureRequest) -> tuple[Backend, Inspector]:
+async def make_storage(kind: str, request: pytest.FixtureRequest) -> tuple[Storage, Inspector]:
     if kind == "embedded":
-        backend: Backend = MemoryBackend()
-        return backend, Inspector(backend, None)
+        storage = Storage.embedded()
+        return storage, Inspector(storage.calls, None)
     url = request.getfixturevalue("redis_url" if kind == "redis" else "redis_cluster_url")
     raw = _raw_client(url, kind)
     await raw.flushall()
-    backend = connect(url, "cluster" if kind == "cluster" else "standalone",
-                      socket_timeout=2.0, connect_timeout=2.0, max_connections=64)
-    return backend, Inspector(backend, raw)
+    storage = Storage.on_redis(Settings(
+        redis_url=url, redis_mode="cluster" if kind == "cluster" else "standalone",
+        redis_socket_timeout_seconds=2.0, redis_connect_timeout_seconds=2.0,
+        redis_max_connections=64))
+    return storage, Inspector(storage.calls, raw)
 
 
 @pytest.fixture(params=BACKENDS)
 async def backend_and_inspector(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[Backend, Inspector]]:
-    backend, inspector = await make_backend(request.param, request)
-    yield backend, inspector
-    await backend.close()
+    storage, inspector = await make_storage(request.param, request)
+    yield storage.calls, inspector
+    await storage.close()
     if inspector.raw is not None:
         await inspector.raw.aclose()
 
 
 @pytest.fixture
 def store(backend_and_inspector: tuple[Backend, Inspector]) -> SessionStore:
-    return SessionStore(backend_and_inspector[0], ttl_seconds=300, lease_seconds=20)
+    return SessionStore(backend=backend_and_inspector[0], ttl_seconds=300, lease_seconds=20)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_flows.a2a import A2AClient, AgentFailure, AgentRequest
+from orchestrator_flows.a2a import A2AClient, AgentRequest
 from orchestrator_flows.api import create_app
-from orchestrator_flows.errors import FlowConfigError
-from orchestrator_flows.flow import Agent, RetryPolicy, parse_flow
+from orchestrator_flows.errors import AgentFailure, FlowConfigError
+from orchestrator_flows.flow import Agent, RetryPolicy
+from orchestrator_flows.flow_file import parse_flow
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 from tests.support.agents import Recorder, build_agent_app, hang, raw_agent
@@ -47,9 +48,9 @@ async def test_a_gateway_error_is_retried_with_the_same_message_id_until_it_succ
     serve: Serve, status: int
 ) -> None:
     url, front = await flaky_agent(serve, failures=2, status=status)
-    reply = await A2AClient(5).send(request(url))
+    reply = await A2AClient(timeout_seconds=5).send(request(url))
     assert reply.completed
-    assert [a["outcome"] for a in reply.attempts] == [f"http_{status}"] * 2 + ["ok"]
+    assert [a.outcome for a in reply.attempts] == [f"http_{status}"] * 2 + ["ok"]
     message_ids = {r["json"]["params"]["message"]["messageId"] for r in front.requests}
     assert len(front.requests) == 3
     assert len(message_ids) == 1
@@ -58,9 +59,9 @@ async def test_a_gateway_error_is_retried_with_the_same_message_id_until_it_succ
 async def test_retries_stop_at_the_policy_s_attempts(serve: Serve) -> None:
     url, front = await flaky_agent(serve, failures=10)
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(5).send(request(url))
+        await A2AClient(timeout_seconds=5).send(request(url))
     assert failure.value.code == "agent_http_error"
-    assert [a["outcome"] for a in failure.value.attempts] == ["http_503"] * 3
+    assert [a.outcome for a in failure.value.attempts] == ["http_503"] * 3
     assert len(front.requests) == 3
 
 
@@ -68,9 +69,9 @@ async def test_retries_stop_at_the_policy_s_attempts(serve: Serve) -> None:
 async def test_other_http_errors_are_not_retried(serve: Serve, status: int) -> None:
     url, front = await flaky_agent(serve, failures=1, status=status)
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(5).send(request(url))
+        await A2AClient(timeout_seconds=5).send(request(url))
     assert len(front.requests) == 1
-    assert [a["outcome"] for a in failure.value.attempts] == [f"http_{status}"]
+    assert [a.outcome for a in failure.value.attempts] == [f"http_{status}"]
 
 
 async def test_a_json_rpc_error_is_not_retried(serve: Serve) -> None:
@@ -85,16 +86,16 @@ async def test_a_json_rpc_error_is_not_retried(serve: Serve) -> None:
 
     url = await serve(lambda url: raw_agent(rpc_error))
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(5).send(request(url))
+        await A2AClient(timeout_seconds=5).send(request(url))
     assert failure.value.code == "agent_rpc_error"
     assert len(seen) == 1
 
 
 async def test_an_unreachable_agent_is_tried_each_time_then_reported() -> None:
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(5).send(request(f"http://127.0.0.1:{free_port()}/"))
+        await A2AClient(timeout_seconds=5).send(request(f"http://127.0.0.1:{free_port()}/"))
     assert failure.value.code == "agent_unreachable"
-    assert [a["outcome"] for a in failure.value.attempts] == ["agent_unreachable"] * 3
+    assert [a.outcome for a in failure.value.attempts] == ["agent_unreachable"] * 3
 
 
 async def test_retries_never_outlast_the_step_s_deadline(serve: Serve) -> None:
@@ -102,7 +103,7 @@ async def test_retries_never_outlast_the_step_s_deadline(serve: Serve) -> None:
     slow = RetryPolicy(attempts=10, base_delay_seconds=0.4, max_delay_seconds=0.4)
     started = time.perf_counter()
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(1.0).send(request(url, slow))
+        await A2AClient(timeout_seconds=1.0).send(request(url, slow))
     assert time.perf_counter() - started < 1.3
     assert len(failure.value.attempts) < 10
 
@@ -111,15 +112,15 @@ async def test_a_hanging_agent_is_not_retried_past_the_deadline(serve: Serve) ->
     url = await serve(lambda url: raw_agent(hang))
     started = time.perf_counter()
     with pytest.raises(AgentFailure) as failure:
-        await A2AClient(0.5).send(request(url))
+        await A2AClient(timeout_seconds=0.5).send(request(url))
     assert failure.value.code == "agent_timeout"
     assert time.perf_counter() - started < 1.0
-    assert [a["outcome"] for a in failure.value.attempts] == ["agent_timeout"]
+    assert [a.outcome for a in failure.value.attempts] == ["agent_timeout"]
 
 
 async def test_the_step_records_every_try(serve: Serve) -> None:
     url, _ = await flaky_agent(serve, failures=1)
-    runtime = Runtime.from_settings(Settings(agent_urls={"greeting": url}))
+    runtime = Runtime.build(Settings(agent_urls={"greeting": url}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)),
                                  base_url="http://api") as api:
         answer = (await api.post("/orchestrate", json=body("greeting", call="RETRY-1"))).json()
@@ -185,7 +186,7 @@ async def test_invalid_utf8_and_deep_nesting_are_a_step_error_stored_only_as_a_c
     serve: Serve, raw: bytes, why: str
 ) -> None:
     url = await serve(lambda url: raw_agent(_answer_with(raw)))
-    runtime = Runtime.from_settings(Settings(agent_urls={"greeting": url}))
+    runtime = Runtime.build(Settings(agent_urls={"greeting": url}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)),
                                  base_url="http://api") as api:
         answer = await api.post("/orchestrate", json=body("greeting", call="BAD-ANSWER"))
@@ -219,10 +220,10 @@ async def test_a_connection_reset_is_retried_then_reported() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(AgentFailure) as failure:
-            await A2AClient(5).send(request(f"http://127.0.0.1:{port}/"))
+            await A2AClient(timeout_seconds=5).send(request(f"http://127.0.0.1:{port}/"))
     finally:
         server.close()
         await server.wait_closed()
     assert failure.value.code == "agent_unreachable"
-    assert [a["outcome"] for a in failure.value.attempts] == ["agent_unreachable"] * 3
+    assert [a.outcome for a in failure.value.attempts] == ["agent_unreachable"] * 3
     assert resets == 3

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator_flows.a2a import AgentFailure
 from orchestrator_flows.breaker import BreakerPolicy
+from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import RetryPolicy
-from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.records import to_json
+from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
-from orchestrator_flows.store import Backend
-from tests.integration.conftest import BACKENDS, make_backend
+from tests.integration.conftest import BACKENDS, make_storage
 from tests.support.agents import Recorder, build_agent_app
 from tests.support.scripted import ScriptedAgents, completed, turn
 
@@ -31,21 +31,22 @@ Serve = Callable[[Callable[[str], Any]], Any]
 
 
 def unreachable() -> AgentFailure:
-    return AgentFailure("agent_unreachable", "connection refused")
+    return AgentFailure(FailureCode.UNREACHABLE, "connection refused")
 
 
-def instance(backend: Backend, agents: Any, policy: BreakerPolicy = QUICK,
+def instance(storage: Storage, agents: Any, policy: BreakerPolicy = QUICK,
              settings: Settings | None = None) -> Runtime:
-    """One orchestrator process over a shared backend, with the greeting agent's breaker set."""
-    runtime = Runtime.from_settings(settings or Settings(), backend=backend, agents=agents)
-    flow = runtime.flow
+    """One orchestrator process over shared storage, with the greeting agent's breaker set."""
+    runtime = Runtime.build(settings or Settings(), storage=storage, agents=agents)
+    flow = runtime.turns.flow
     greeting = replace(flow.agents["greeting"], breaker=policy, retry=RetryPolicy(attempts=1))
-    runtime._flow = replace(flow, agents={**flow.agents, "greeting": greeting})
+    runtime.turns.flow = replace(flow, agents={**flow.agents, "greeting": greeting})
     return runtime
 
 
 async def greet(runtime: Runtime, call: str) -> dict[str, Any]:
-    return await runtime.orchestrator.handle_turn(turn("greeting", call=call))
+    answer: dict[str, Any] = to_json(await runtime.turns.handle_turn(turn("greeting", call=call)))
+    return answer
 
 
 def error_code(answer: dict[str, Any]) -> str | None:
@@ -54,8 +55,8 @@ def error_code(answer: dict[str, Any]) -> str | None:
 
 
 @pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest) -> Any:
-    made, inspector = await make_backend(request.param, request)
+async def storage(request: pytest.FixtureRequest) -> Any:
+    made, inspector = await make_storage(request.param, request)
     yield made
     await made.close()
     if inspector.raw is not None:
@@ -64,18 +65,18 @@ async def backend(request: pytest.FixtureRequest) -> Any:
 
 
 async def test_failures_open_the_breaker_and_steps_then_fail_fast_without_a_call(
-    backend: Backend,
+    storage: Storage,
 ) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3)
-    runtime = instance(backend, agents)
+    runtime = instance(storage, agents)
     codes = [error_code(await greet(runtime, f"BRK-{n}")) for n in range(5)]
     assert codes == ["agent_unreachable"] * 3 + ["agent_unavailable"] * 2
     assert len(agents.to("greeting")) == 3
 
 
-async def test_after_the_cool_down_one_probe_closes_it_again(backend: Backend) -> None:
+async def test_after_the_cool_down_one_probe_closes_it_again(storage: Storage) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3)
-    runtime = instance(backend, agents, COOLS)
+    runtime = instance(storage, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"PROBE-{n}")
     await asyncio.sleep(COOLED)
@@ -85,9 +86,9 @@ async def test_after_the_cool_down_one_probe_closes_it_again(backend: Backend) -
     assert len(agents.to("greeting")) == 5
 
 
-async def test_a_failed_probe_opens_it_again(backend: Backend) -> None:
+async def test_a_failed_probe_opens_it_again(storage: Storage) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 4)
-    runtime = instance(backend, agents, COOLS)
+    runtime = instance(storage, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"REOPEN-{n}")
     await asyncio.sleep(COOLED)
@@ -97,9 +98,9 @@ async def test_a_failed_probe_opens_it_again(backend: Backend) -> None:
     assert len(agents.to("greeting")) == 4
 
 
-async def test_only_one_probe_at_a_time(backend: Backend) -> None:
+async def test_only_one_probe_at_a_time(storage: Storage) -> None:
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3, 0.3)  # the probe is slow
-    runtime = instance(backend, agents, COOLS)
+    runtime = instance(storage, agents, COOLS)
     for n in range(3):
         await greet(runtime, f"ONE-{n}")
     await asyncio.sleep(COOLED)
@@ -108,30 +109,30 @@ async def test_only_one_probe_at_a_time(backend: Backend) -> None:
     assert len(agents.to("greeting")) == 4
 
 
-async def test_a_busy_agent_failing_now_and_then_stays_closed(backend: Backend) -> None:
+async def test_a_busy_agent_failing_now_and_then_stays_closed(storage: Storage) -> None:
     """Failures are weighed against the successes seen with them: 4 failures in 40 calls is
     10 %, under the policy's 50 %, though over its minimum of 3 failures."""
     script = [completed() if n % 10 else unreachable() for n in range(1, 41)]
     agents = ScriptedAgents().then("greeting", *script)
-    runtime = instance(backend, agents)
+    runtime = instance(storage, agents)
     codes = [error_code(await greet(runtime, f"BUSY-{n}")) for n in range(41)]
     assert codes.count("agent_unreachable") == 4
     assert "agent_unavailable" not in codes
     assert len(agents.to("greeting")) == 41
 
 
-async def test_answers_the_agent_chose_to_fail_do_not_count(backend: Backend) -> None:
-    failed = AgentFailure("agent_task_failed", "the agent failed the task")
+async def test_answers_the_agent_chose_to_fail_do_not_count(storage: Storage) -> None:
+    failed = AgentFailure(FailureCode.TASK_FAILED, "the agent failed the task")
     agents = ScriptedAgents().then("greeting", *[failed] * 5)
-    runtime = instance(backend, agents)
+    runtime = instance(storage, agents)
     codes = [error_code(await greet(runtime, f"TASK-{n}")) for n in range(6)]
     assert codes == ["agent_task_failed"] * 5 + [None]
 
 
-async def test_failures_outside_the_window_do_not_add_up(backend: Backend) -> None:
+async def test_failures_outside_the_window_do_not_add_up(storage: Storage) -> None:
     policy = BreakerPolicy(failures=2, window_seconds=0.2, cooldown_seconds=5)
     agents = ScriptedAgents().then("greeting", *[unreachable()] * 3)
-    runtime = instance(backend, agents, policy)
+    runtime = instance(storage, agents, policy)
     for n in range(3):
         await greet(runtime, f"WINDOW-{n}")
         await asyncio.sleep(0.3)
@@ -152,8 +153,8 @@ async def test_instances_share_the_breaker_through_redis(
 
     url = await serve(make)
     settings = Settings(agent_urls={"greeting": url})
-    shared_a, inspector_a = await make_backend(kind, request)
-    shared_b, inspector_b = await make_backend(kind, request)  # same server, its own client
+    shared_a, inspector_a = await make_storage(kind, request)
+    shared_b, inspector_b = await make_storage(kind, request)  # same server, its own client
     a = instance(shared_a, None, settings=settings)
     b = instance(shared_b, None, settings=settings)
     try:

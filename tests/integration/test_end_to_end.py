@@ -35,7 +35,7 @@ Api = Callable[..., Any]
 
 @asynccontextmanager
 async def api_client(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    runtime = Runtime.from_settings(Settings(**settings))
+    runtime = Runtime.build(Settings(**settings))
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as c:
         try:

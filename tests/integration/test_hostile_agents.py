@@ -75,7 +75,7 @@ async def harness(
     agent_url = await serve(lambda _: raw_agent(agent.answer))
     flow = tmp_path / "flow.yaml"
     flow.write_text(FLOW)
-    runtime = Runtime.from_settings(Settings(
+    runtime = Runtime.build(Settings(
         redis_url=url, redis_mode=mode, orchestrator_config=flow, agent_timeout_seconds=5,
         agent_urls={"greeting": agent_url, "fallback": agent_url}))
     raw: Redis | RedisCluster = (RedisCluster if mode == "cluster" else Redis).from_url(

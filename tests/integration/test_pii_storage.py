@@ -102,7 +102,7 @@ async def harness(
     url = await serve(lambda _: raw_agent(agent.answer))
     flow = tmp_path / "flow.yaml"
     flow.write_text(FLOW)
-    runtime = Runtime.from_settings(Settings(
+    runtime = Runtime.build(Settings(
         redis_url=redis_url, orchestrator_config=flow, agent_urls={"greeting": url, "auth": url}))
     raw = Redis.from_url(redis_url, decode_responses=True)
     transport = httpx.ASGITransport(app=create_app(runtime))

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator_flows.kv.redis_connection import connect
 from orchestrator_flows.store import CallKeys, Taken
-from orchestrator_flows.store.redis_backend import connect
+from orchestrator_flows.store.redis_backend import RedisBackend
 from tests.integration.test_end_to_end import api_client
 from tests.support.agents import SlowExecutor, build_agent_app
 from tests.support.redis_servers import RedisProcess, free_port
@@ -152,8 +153,8 @@ async def test_a_clock_far_from_redis_s_is_measured_not_trusted(
     """The give-up moment a claim carries is on Redis' clock as the instance measured it. An
     instance that believes the server a minute behind (its claims look late) or ahead still
     takes its claims, and measures the offset again on the way."""
-    backend = connect(redis_url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
-                      max_connections=4)
+    backend = RedisBackend(connect(redis_url, "standalone", socket_timeout=1.0,
+                                   connect_timeout=1.0, max_connections=4))
     try:
         backend._clock_offset_ms = skew_ms
         taken = await backend.claim(CallKeys.of(f"SKEW{skew_ms}"), "token", 20_000, None)
@@ -169,8 +170,8 @@ async def test_a_claim_sent_again_late_after_its_first_try_took_the_lease_keeps_
     """After a dead connection a claim is sent once more with the same token; if the first
     send did take the lease, the second — however late — must answer it taken, not refuse it
     as late and leave the lease held by nobody."""
-    backend = connect(redis_url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
-                      max_connections=4)
+    backend = RedisBackend(connect(redis_url, "standalone", socket_timeout=1.0,
+                                   connect_timeout=1.0, max_connections=4))
     keys = CallKeys.of("RESENT-1")
     try:
         assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)

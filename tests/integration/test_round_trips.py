@@ -47,8 +47,8 @@ async def sent_by_clients(
 
 
 async def test_a_step_costs_two_round_trips(redis_url: str) -> None:
-    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
-    orchestrator = runtime.orchestrator
+    runtime = Runtime.build(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.turns
     await orchestrator.handle_turn(turn("greeting", call="WARM-1"))  # scripts loaded once
     sent = await sent_by_clients(redis_url, orchestrator,
                                  ["greeting", "verify_identity", "small_talk"], "TRIPS-1")
@@ -68,8 +68,8 @@ def split_breaker_commands(
 
 
 async def test_a_warm_agent_s_breaker_costs_no_command(redis_url: str) -> None:
-    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
-    orchestrator = runtime.orchestrator
+    runtime = Runtime.build(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.turns
     await orchestrator.handle_turn(turn("greeting", call="WARM-4"))
     sent = await sent_by_clients(redis_url, orchestrator, ["small_talk"] * 3 + ["greeting"],
                                  "TRIPS-4")
@@ -80,8 +80,8 @@ async def test_a_warm_agent_s_breaker_costs_no_command(redis_url: str) -> None:
 
 
 async def test_a_refused_turn_costs_two_round_trips_and_leaves_no_key(redis_url: str) -> None:
-    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
-    orchestrator = runtime.orchestrator
+    runtime = Runtime.build(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.turns
     with contextlib.suppress(RequestRefused):  # loads the release script once
         await orchestrator.handle_turn(turn("end_call", call="WARM-2"))
     sent = await sent_by_clients(redis_url, orchestrator, ["end_call"], "TRIPS-2")
@@ -94,8 +94,8 @@ async def test_a_refused_turn_costs_two_round_trips_and_leaves_no_key(redis_url:
 
 
 async def test_a_keyed_step_costs_two_round_trips_and_its_replay_one(redis_url: str) -> None:
-    runtime = Runtime.from_settings(Settings(redis_url=redis_url), agents=ScriptedAgents())
-    orchestrator = runtime.orchestrator
+    runtime = Runtime.build(Settings(redis_url=redis_url), agents=ScriptedAgents())
+    orchestrator = runtime.turns
     await orchestrator.handle_turn(turn("greeting", call="WARM-3"), "warm-up")
     sent = await sent_by_clients(redis_url, orchestrator, ["greeting", "greeting"], "TRIPS-3",
                                  idempotency_key="turn-1")

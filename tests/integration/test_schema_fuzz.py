@@ -12,19 +12,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from orchestrator_flows.api import ALL_ROUTES, Route, create_app
-from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.api import ALL_ROUTES, FUNCTIONS, RouteName, create_app
+from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
-from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import ScriptedAgents
-
-FUNCTIONS: dict[str, tuple[Route, ...]] = {
-    "orchestrate": ("orchestrate",),
-    "get_session": ("get_session", "healthz"),
-    "get_steps": ("get_steps",),
-    "delete_session": ("delete_session",),
-}
-
 
 # A body over 64 KiB is refused with the documented 413 before it is parsed: that is invalid data
 # rejected, as much as a 422 is. (The seed is the run's own, set in tests/conftest.py.)
@@ -32,8 +23,8 @@ CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": [
     400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]}}}
 
 
-def schema_of(routes: Collection[Route]) -> schemathesis.BaseSchema:
-    runtime = Runtime.from_settings(Settings(), backend=MemoryBackend(), agents=ScriptedAgents())
+def schema_of(routes: Collection[RouteName]) -> schemathesis.BaseSchema:
+    runtime = Runtime.build(Settings(), storage=Storage.embedded(), agents=ScriptedAgents())
     return schemathesis.openapi.from_asgi(
         "/openapi.json", create_app(runtime, routes),
         config=SchemathesisConfig.from_dict(CONFIG))

@@ -87,7 +87,7 @@ async def drive(api: httpx.AsyncClient, ledger: Ledger) -> None:
 async def test_two_thousand_calls_with_failing_agents_and_a_redis_restart_stay_consistent(
     soak_redis: RedisProcess, soak_agents: dict[str, str]
 ) -> None:
-    runtime = Runtime.from_settings(Settings(redis_url=soak_redis.url, agent_urls=soak_agents,
+    runtime = Runtime.build(Settings(redis_url=soak_redis.url, agent_urls=soak_agents,
                                              agent_timeout_seconds=5))
     ledgers = [Ledger(f"SOAK-{n:04d}") for n in range(CALLS)]
     queue: asyncio.Queue[Ledger] = asyncio.Queue()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator_flows.cli import LocalContext, load_function
+from orchestrator_flows.local.invoke import LocalContext, load_function
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 Invoke = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -41,8 +41,10 @@ def lambda_env(
 @pytest.fixture
 def log_lines() -> Iterator[list[dict[str, Any]]]:
     """Every log line the functions write, as Powertools formats it for CloudWatch."""
-    from orchestrator_flows.observability import logger
+    from aws_lambda_powertools import Logger
 
+    # Loggers of one service share one logging.Logger and its formatter (Powertools).
+    logger = Logger(service="orchestrator-flows")
     lines: list[dict[str, Any]] = []
 
     class Keep(logging.Handler):

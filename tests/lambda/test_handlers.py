@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from orchestrator_flows.api import create_app
+from orchestrator_flows.flow_file import default_flow
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 from tests.support.events import EVENTS, load_event, session_event, turn_event
@@ -103,7 +104,7 @@ def test_a_call_through_the_handlers_equals_one_through_the_local_server(
     via_lambda = body_of(warm("get_session", session_event("get_session", "VIA-LAMBDA")))
 
     async def through_the_local_server() -> dict[str, Any]:
-        runtime = Runtime.from_settings(Settings(redis_url=lambda_env["REDIS_URL"],
+        runtime = Runtime.build(Settings(redis_url=lambda_env["REDIS_URL"],
                                                  agent_urls=demo_agent_urls))
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://local") as local:
@@ -157,7 +158,7 @@ def test_read_functions_import_neither_httpx_nor_the_a2a_client_nor_the_flow(
     lambda_env: dict[str, str], function: str
 ) -> None:
     probe = (
-        "import sys; from orchestrator_flows.cli import load_function; "
+        "import sys; from orchestrator_flows.local.invoke import load_function; "
         f"load_function({function!r}); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'yaml') "
         "or m in ('orchestrator_flows.a2a', 'orchestrator_flows.flow')))"
@@ -169,7 +170,7 @@ def test_read_functions_import_neither_httpx_nor_the_a2a_client_nor_the_flow(
 
 def test_invoke_command_prints_the_handlers_response(lambda_env: dict[str, str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator_flows.cli", "invoke", "get_session",
+        [sys.executable, "-m", "orchestrator_flows.local.cli", "invoke", "get_session",
          str(EVENTS / "get_session" / "unknown.json")],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=60, check=False,
     )
@@ -185,12 +186,37 @@ def test_invoke_command_reads_an_env_file_and_fails_when_the_handler_raises(
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env_file = tmp_path / "lambda.env"
     env_file.write_text(f"# like sam's --env-vars\nREDIS_URL={lambda_env['REDIS_URL']}\n")
-    command = [sys.executable, "-m", "orchestrator_flows.cli", "invoke", "get_steps",
+    command = [sys.executable, "-m", "orchestrator_flows.local.cli", "invoke", "get_steps",
                str(EVENTS / "get_steps" / "unknown.json")]
     with_file = subprocess.run([*command, "--env-file", str(env_file)], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=60, check=False)
     without = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=60, check=False)
     assert with_file.returncode == 0, with_file.stderr
-    assert without.returncode == 1
+    assert without.returncode == 2  # the cold start failed: one line, no traceback
     assert "REDIS_URL is not set" in without.stderr
+    assert "Traceback" not in without.stderr
+
+
+def test_invoke_command_reads_sam_s_env_json(tmp_path: Path, lambda_env: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env_json = tmp_path / "env.json"
+    env_json.write_text(json.dumps({"Parameters": {"REDIS_URL": "redis://nowhere:1/0"},
+                                    "GetStepsFunction": {"REDIS_URL": lambda_env["REDIS_URL"]},
+                                    "OrchestrateFunction": {"REDIS_URL": "redis://other:1/0"}}))
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator_flows.local.cli", "invoke", "get_steps",
+         str(EVENTS / "get_steps" / "unknown.json"), "--env-file", str(env_json)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    response = json.loads(done.stdout[done.stdout.index("{\n"):])
+    assert response["statusCode"] == 404  # it reached the Redis of its own section
+
+
+def test_the_shipped_env_json_is_a_whole_local_environment(lambda_env: dict[str, str]) -> None:
+    shipped = json.loads((EVENTS / "env.json").read_text())["Parameters"]
+    assert shipped["REDIS_MODE"] == "standalone"  # the template's "cluster" would not do here
+    assert {name.removeprefix("AGENT_URL_").lower() for name in shipped
+            if name.startswith("AGENT_URL_")} == set(default_flow().agents)
+    assert all(shipped[f"AGENT_URL_{name.upper()}"] == agent.url
+               for name, agent in default_flow().agents.items())

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys
 from aws_xray_sdk.core import xray_recorder
-from orchestrator_flows.cli import LocalContext, load_function
+from orchestrator_flows.local.invoke import LocalContext, load_function
 from tests.support.events import turn_event
 
 handler = load_function("orchestrate").handler

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator_flows.cli import serving
+from orchestrator_flows.local.serving import serving
 from tests.support.agent_process import agent_process
 
 

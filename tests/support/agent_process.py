@@ -24,8 +24,8 @@ from pathlib import Path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator_flows.cli import serving
-from orchestrator_flows.demo_agents import AGENT_NAMES, build_agent_app
+from orchestrator_flows.local.demo_agents import AGENT_NAMES, build_agent_app
+from orchestrator_flows.local.serving import serving
 
 
 @dataclass

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator_flows.demo_agents import DemoExecutor, build_agent_app
+from orchestrator_flows.local.demo_agents import DemoExecutor, build_agent_app
 
 
 class SlowExecutor(DemoExecutor):

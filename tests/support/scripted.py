@@ -7,8 +7,9 @@ import asyncio
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
+from orchestrator_flows.a2a import AgentReply, AgentRequest
 from orchestrator_flows.engine import Turn
+from orchestrator_flows.errors import AgentFailure
 
 Answer = AgentReply | AgentFailure | float  # a float: wait that long, then answer completed
 

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator_flows.api import create_app
 from orchestrator_flows.engine import Orchestrator
-from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import ScriptedAgents
@@ -27,12 +27,12 @@ def backend() -> MemoryBackend:
 
 @pytest.fixture
 def runtime(backend: MemoryBackend, agents: ScriptedAgents) -> Runtime:
-    return Runtime.from_settings(Settings(), backend=backend, agents=agents)
+    return Runtime.build(Settings(), storage=Storage.embedded(backend), agents=agents)
 
 
 @pytest.fixture
 def orchestrator(runtime: Runtime) -> Orchestrator:
-    return runtime.orchestrator
+    return runtime.turns
 
 
 @pytest.fixture

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
 import pytest
 
 from orchestrator_flows.api import create_app
-from orchestrator_flows.errors import StoreUnavailable
-from orchestrator_flows.runtime import Runtime
-from orchestrator_flows.settings import Settings, SettingsError
+from orchestrator_flows.api.limits import BodyLimit
+from orchestrator_flows.errors import SettingsError, StoreUnavailable
+from orchestrator_flows.runtime import Runtime, Storage
+from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import CallKeys, ClaimResult
 from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, body
@@ -76,7 +78,7 @@ async def test_invalid_body_is_422_and_writes_nothing(
     error = error_of(response)
     assert error["code"] == "invalid_request"
     assert error["problems"]
-    assert backend._data == {}
+    assert backend.keyspace.keys("") == []
 
 
 async def test_invalid_json_is_422(api: httpx.AsyncClient) -> None:
@@ -99,7 +101,7 @@ async def test_body_over_64_kib_is_413_before_parsing(
     response = await api.post("/orchestrate", json=body("greeting", text="x" * 70_000))
     assert response.status_code == 413
     assert error_of(response)["code"] == "payload_too_large"
-    assert backend._data == {}
+    assert backend.keyspace.keys("") == []
 
 
 async def test_chunked_body_over_64_kib_is_413(api: httpx.AsyncClient) -> None:
@@ -219,11 +221,14 @@ class DownBackend(MemoryBackend):
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
         raise StoreUnavailable("down")
 
+    async def ping(self) -> None:
+        raise StoreUnavailable("down")
+
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/orchestrate"), ("GET", "/session/C"),
-                                              ("GET", "/session/C/steps")])
+                                              ("GET", "/session/C/steps"), ("GET", "/readyz")])
 async def test_store_unavailable_is_503(method: str, path: str, agents: ScriptedAgents) -> None:
-    runtime = Runtime.from_settings(Settings(), backend=DownBackend(), agents=agents)
+    runtime = Runtime.build(Settings(), storage=Storage.embedded(DownBackend()), agents=agents)
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
         response = await api.request(method, path, json=body("greeting"))
@@ -245,12 +250,57 @@ async def test_healthz_answers_ok(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
 
 
+async def test_readyz_answers_ready_with_the_store_it_asked(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/readyz")).json() == {"status": "ready", "store": "embedded"}
+
+
+@pytest.mark.parametrize(("headers", "sent"), [
+    ({}, "no content-type was sent"),
+    ({"content-type": "text/plain"}, "content-type 'text/plain' was sent"),
+])
+async def test_a_body_without_the_json_media_type_says_what_is_expected(
+    api: httpx.AsyncClient, headers: dict[str, str], sent: str
+) -> None:
+    response = await api.post("/orchestrate", content=json.dumps(body("greeting")),
+                              headers=headers)
+    assert response.status_code == 422
+    message = error_of(response)["message"]
+    assert "must be JSON sent with content-type application/json" in message
+    assert sent in message
+
+
+async def test_a_body_dripping_in_slower_than_the_limit_is_408() -> None:
+    received: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        received.append((await receive())["body"])
+
+    async def drip() -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b"{", "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    refusals: list[str] = []
+    limit = BodyLimit(app, seconds=0.3, on_refusal=lambda scope, code: refusals.append(code))
+    scope = {"type": "http", "method": "POST", "path": "/orchestrate", "headers": []}
+    started = time.monotonic()
+    await limit(scope, drip, send)
+    assert time.monotonic() - started < 2
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["error"]["code"] == "request_timeout"
+    assert (refusals, received) == (["request_timeout"], [])
+
+
 async def test_openapi_documents_every_route_and_its_errors(api: httpx.AsyncClient) -> None:
     spec = (await api.get("/openapi.json")).json()
     paths = spec["paths"]
     assert set(paths) == {"/orchestrate", "/session/{call_identify_id}",
-                          "/session/{call_identify_id}/steps", "/healthz"}
-    assert {"200", "403", "409", "413", "422", "503"} <= set(paths["/orchestrate"]["post"][
+                          "/session/{call_identify_id}/steps", "/healthz", "/readyz"}
+    assert {"200", "403", "408", "409", "413", "422", "503"} <= set(paths["/orchestrate"]["post"][
         "responses"])
     assert {"204", "404", "503"} <= set(paths["/session/{call_identify_id}"]["delete"][
         "responses"])
@@ -269,7 +319,7 @@ async def test_app_can_serve_a_subset_of_routes(runtime: Runtime) -> None:
 async def test_a_call_at_its_step_limit_is_refused_409_and_writes_nothing(
     backend: MemoryBackend, agents: ScriptedAgents
 ) -> None:
-    runtime = Runtime.from_settings(Settings(max_steps_per_call=3), backend=backend,
+    runtime = Runtime.build(Settings(max_steps_per_call=3), storage=Storage.embedded(backend),
                                     agents=agents)
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from orchestrator_flows.a2a import AgentFailure, AgentReply
+from orchestrator_flows.a2a import AgentReply
 from orchestrator_flows.engine import Orchestrator, message_id
 from orchestrator_flows.errors import (
     AccountMismatch,
+    AgentFailure,
+    FailureCode,
     IntentNotAllowed,
     SessionComplete,
     StepInProgress,
     StoreUnavailable,
 )
 from orchestrator_flows.flow import Agent
+from orchestrator_flows.records import to_json
 from orchestrator_flows.session import Session
 from orchestrator_flows.store import CallKeys
 from orchestrator_flows.store.memory_backend import MemoryBackend
@@ -32,7 +36,13 @@ from tests.support.scripted import (
 
 async def steps_of(orchestrator: Orchestrator, call: str = "CALL-1") -> list[dict[str, Any]]:
     found = await orchestrator.store.get(call)
-    return found[1] if found else []
+    return [json.loads(step) for step in found[1]] if found else []
+
+
+async def answered(orchestrator: Orchestrator, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A turn's answer as the API sends it."""
+    sent: dict[str, Any] = to_json(await orchestrator.handle_turn(*args, **kwargs))
+    return sent
 
 
 async def advance_to(orchestrator: Orchestrator, stage: int, call: str = "CALL-1") -> None:
@@ -41,7 +51,7 @@ async def advance_to(orchestrator: Orchestrator, stage: int, call: str = "CALL-1
 
 
 async def test_first_turn_creates_the_session_at_stage_one(orchestrator: Orchestrator) -> None:
-    result = await orchestrator.handle_turn(turn("greeting"))
+    result = await answered(orchestrator, turn("greeting"))
     session, steps = await orchestrator.store.get("CALL-1") or (None, [])
     assert session is not None
     assert (session.account_id, session.eci, session.completed_flows) == ("ACC-1", "ECI-1", [1])
@@ -53,7 +63,7 @@ async def test_completed_task_advances_exactly_one_stage(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
     agents.then("greeting", completed())
-    result = await orchestrator.handle_turn(turn("greeting"))
+    result = await answered(orchestrator, turn("greeting"))
     assert (result["status"], result["next_flow_id"], result["is_complete"]) == (
         "success", 2, False,
     )
@@ -63,7 +73,7 @@ async def test_plain_message_reply_completes_the_stage(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
     agents.then("greeting", completed(task_id=None))
-    result = await orchestrator.handle_turn(turn("greeting"))
+    result = await answered(orchestrator, turn("greeting"))
     assert result["next_flow_id"] == 2
 
 
@@ -72,7 +82,7 @@ async def test_input_required_keeps_the_stage(
 ) -> None:
     await advance_to(orchestrator, 2)
     agents.then("auth", input_required("auth-task"))
-    result = await orchestrator.handle_turn(turn("verify_identity"))
+    result = await answered(orchestrator, turn("verify_identity"))
     assert (result["status"], result["intent_flow_id"], result["next_flow_id"]) == (
         "input_required", 2, 2,
     )
@@ -84,7 +94,7 @@ async def test_next_turn_continues_the_same_task_and_context(
     await advance_to(orchestrator, 2)
     agents.then("auth", input_required("auth-task", context_id="agent-ctx"), completed())
     await orchestrator.handle_turn(turn("verify_identity"))
-    result = await orchestrator.handle_turn(turn("otp_verify", text="123456"))
+    result = await answered(orchestrator, turn("otp_verify", text="123456"))
     first, second = agents.to("auth")
     assert first.task_id is None
     assert (second.task_id, second.context_id) == ("auth-task", "agent-ctx")
@@ -120,8 +130,8 @@ async def test_a_new_task_lets_the_client_choose_the_version(
 async def test_agent_failure_records_an_error_step_and_keeps_the_stage(
     orchestrator: Orchestrator, agents: ScriptedAgents, code: str
 ) -> None:
-    agents.then("greeting", AgentFailure(code, "it broke"))
-    result = await orchestrator.handle_turn(turn("greeting"))
+    agents.then("greeting", AgentFailure(FailureCode(code), "it broke"))
+    result = await answered(orchestrator, turn("greeting"))
     steps = await steps_of(orchestrator)
     assert result["status"] == "error"
     assert result["response"]["error"]["code"] == code
@@ -133,9 +143,8 @@ async def test_failed_task_is_not_continued(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
     await advance_to(orchestrator, 2)
-    agents.then(
-        "auth", input_required("auth-task"), AgentFailure("agent_task_failed", "no"), completed()
-    )
+    agents.then("auth", input_required("auth-task"),
+                AgentFailure(FailureCode.TASK_FAILED, "no"), completed())
     for intent in ("verify_identity", "otp_verify", "otp_verify"):
         await orchestrator.handle_turn(turn(intent))
     assert [r.task_id for r in agents.to("auth")] == [None, "auth-task", None]
@@ -146,7 +155,7 @@ async def test_timed_out_task_is_continued_on_retry(
 ) -> None:
     await advance_to(orchestrator, 2)
     agents.then(
-        "auth", input_required("auth-task"), AgentFailure("agent_timeout", "slow"), completed()
+        "auth", input_required("auth-task"), AgentFailure(FailureCode.TIMEOUT, "slow"), completed()
     )
     for intent in ("verify_identity", "otp_verify", "otp_verify"):
         await orchestrator.handle_turn(turn(intent))
@@ -157,7 +166,7 @@ async def test_unknown_intent_goes_to_fallback_and_never_advances(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
     await advance_to(orchestrator, 2)
-    result = await orchestrator.handle_turn(turn("tell_me_a_joke"))
+    result = await answered(orchestrator, turn("tell_me_a_joke"))
     assert agents.requests[-1].agent.name == "fallback"
     assert (result["status"], result["intent_flow_id"], result["next_flow_id"]) == (
         "success", 2, 2,
@@ -170,7 +179,7 @@ async def test_unknown_intent_goes_to_fallback_and_never_advances(
 async def test_unknown_intent_on_a_new_call_cannot_skip_greeting(
     orchestrator: Orchestrator,
 ) -> None:
-    result = await orchestrator.handle_turn(turn("something_else"))
+    result = await answered(orchestrator, turn("something_else"))
     assert result["next_flow_id"] == 1
 
 
@@ -199,7 +208,7 @@ async def test_refused_first_turn_leaves_no_key(
 
 async def test_completing_the_last_stage_completes_the_call(orchestrator: Orchestrator) -> None:
     await advance_to(orchestrator, 5)
-    result = await orchestrator.handle_turn(turn("end_call"))
+    result = await answered(orchestrator, turn("end_call"))
     assert (result["is_complete"], result["next_flow_id"]) == (True, None)
     summary = result["session_summary"]
     assert summary["is_complete"] is True
@@ -208,7 +217,7 @@ async def test_completing_the_last_stage_completes_the_call(orchestrator: Orches
 
 
 async def test_summary_is_null_before_completion(orchestrator: Orchestrator) -> None:
-    result = await orchestrator.handle_turn(turn("greeting"))
+    result = await answered(orchestrator, turn("greeting"))
     assert result["session_summary"] is None
 
 
@@ -244,7 +253,7 @@ async def test_second_step_while_one_is_in_flight_is_refused_with_retry_after(
 async def test_every_step_is_in_the_trail_in_order_exactly_once(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
-    agents.then("greeting", AgentFailure("agent_timeout", "slow"))
+    agents.then("greeting", AgentFailure(FailureCode.TIMEOUT, "slow"))
     intents = ["greeting", "greeting", "chitchat", "verify_identity", "refund_request"]
     for intent in intents:
         await orchestrator.handle_turn(turn(intent))
@@ -285,8 +294,8 @@ async def test_commit_after_the_claim_expired_is_refused_and_writes_nothing(
     slow = asyncio.create_task(orchestrator.handle_turn(turn("verify_identity")))
     await asyncio.sleep(0.15)  # the slow turn's claim has lapsed; another turn runs meanwhile
     orchestrator.store.lease_ms = 20_000
-    quick = await orchestrator.handle_turn(turn("authenticate"))
-    late = await slow
+    quick = await answered(orchestrator, turn("authenticate"))
+    late = to_json(await slow)
     steps = await steps_of(orchestrator)
     assert quick["status"] == "success"
     assert (late["status"], late["response"]["error"]["code"]) == ("error", "claim_lost")
@@ -302,7 +311,7 @@ async def test_cancelled_turn_releases_the_claim(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    result = await orchestrator.handle_turn(turn("greeting"))
+    result = await answered(orchestrator, turn("greeting"))
     assert result["status"] == "success"
     assert len(await steps_of(orchestrator)) == 1
 
@@ -327,9 +336,9 @@ async def test_an_answer_that_cannot_be_stored_is_a_bad_answer_and_the_call_goes
     # same rule by the store: nothing that cannot be read back is written.
     agents.then("greeting", completed("fine", amount=float("nan")),
                 completed("hi \ud800"), completed("hello"))
-    first = await orchestrator.handle_turn(turn("greeting"))
-    second = await orchestrator.handle_turn(turn("greeting"))
-    third = await orchestrator.handle_turn(turn("greeting"))
+    first = await answered(orchestrator, turn("greeting"))
+    second = await answered(orchestrator, turn("greeting"))
+    third = await answered(orchestrator, turn("greeting"))
     assert [r["status"] for r in (first, second, third)] == ["error", "error", "success"]
     assert {first["response"]["error"]["code"], second["response"]["error"]["code"]} == {
         "agent_bad_response"}
@@ -350,7 +359,7 @@ async def test_a_commit_that_fails_releases_the_claim(
         await orchestrator.handle_turn(turn("greeting"))
     assert backend.keys_of("CALL-1") == []  # no claim left behind
     backend.commit = commit  # type: ignore[method-assign]
-    assert (await orchestrator.handle_turn(turn("greeting")))["status"] == "success"
+    assert (await orchestrator.handle_turn(turn("greeting"))).status == "success"
 
 
 async def test_a_keyed_turn_retried_after_its_claim_was_lost_carries_the_same_message_id(
@@ -358,9 +367,9 @@ async def test_a_keyed_turn_retried_after_its_claim_was_lost_carries_the_same_me
 ) -> None:
     orchestrator.store.lease_ms = 50
     agents.then("greeting", 0.2)  # outlives its lease
-    lost = await orchestrator.handle_turn(turn("greeting"), idempotency_key="turn-1")
+    lost = await answered(orchestrator, turn("greeting"), idempotency_key="turn-1")
     orchestrator.store.lease_ms = 20_000
-    again = await orchestrator.handle_turn(turn("greeting"), idempotency_key="turn-1")
+    again = await answered(orchestrator, turn("greeting"), idempotency_key="turn-1")
     assert (lost["response"]["error"]["code"], again["status"]) == ("claim_lost", "success")
     first, second = agents.to("greeting")
     assert first.message_id == second.message_id
@@ -410,7 +419,8 @@ def test_a_turn_without_a_key_is_another_message_when_it_says_something_else() -
 async def test_a_turn_cancelled_while_the_breaker_is_looked_at_releases_its_claim(
     orchestrator: Orchestrator, backend: MemoryBackend
 ) -> None:
-    peek = backend.breaker_peek
+    breakers = orchestrator.breakers.store
+    peek = breakers.peek
     looked_at = asyncio.Event()
 
     async def slow_peek(agent: str, cooldown_ms: int) -> Any:
@@ -418,7 +428,7 @@ async def test_a_turn_cancelled_while_the_breaker_is_looked_at_releases_its_clai
         await asyncio.sleep(5)  # the claim is long taken by now
         return await peek(agent, cooldown_ms)
 
-    backend.breaker_peek = slow_peek  # type: ignore[method-assign]
+    breakers.peek = slow_peek  # type: ignore[method-assign]
     task = asyncio.create_task(orchestrator.handle_turn(turn("greeting")))
     await looked_at.wait()
     await asyncio.sleep(0.01)
@@ -432,7 +442,7 @@ async def test_what_is_kept_of_an_answer_is_bounded(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
     agents.then("greeting", completed("word " * 10_000, blob="x" * 100_000))
-    answer = await orchestrator.handle_turn(turn("greeting"))
+    answer = await answered(orchestrator, turn("greeting"))
     (step,) = await steps_of(orchestrator)
     for response in (answer["response"], step["response_data"]):
         assert 16_000 < len(response["text"]) <= 16_385
@@ -447,7 +457,7 @@ async def test_a_task_whose_uuid_starts_with_digits_is_continued_during_authenti
     task = "12345678-fa53-40cc-835e-a36b5078fe68"
     agents.then("auth", input_required(task_id=task, context_id="87654321-0a1b-4c2d-8e3f-00"))
     await advance_to(orchestrator, 2)
-    asked = await orchestrator.handle_turn(turn("verify_identity", text="I am Sam"))
+    asked = await answered(orchestrator, turn("verify_identity", text="I am Sam"))
     await orchestrator.handle_turn(turn("otp_verify", text="482913"))
     assert asked["response"]["task_id"] == task
     assert agents.to("auth")[-1].task_id == task

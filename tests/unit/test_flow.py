@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed
-from orchestrator_flows.flow import default_flow, load_flow, parse_flow
-from orchestrator_flows.settings import Settings, SettingsError
+from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed, SettingsError
+from orchestrator_flows.flow_file import default_flow, load_flow, parse_flow
+from orchestrator_flows.settings import Settings
 
 VALID = """\
 agents:
@@ -159,3 +159,30 @@ def test_settings_defaults_follow_the_design() -> None:
     assert (settings.redis_url, settings.redis_mode, settings.session_ttl_seconds,
             settings.agent_timeout_seconds) == (None, "standalone", 3600, 15.0)
     assert settings.claim_lease_seconds > settings.agent_timeout_seconds
+
+
+def test_every_problem_of_a_flow_file_is_reported_at_once_in_its_own_words(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(broken("{hi: hello}", "{hi: nobody}").replace(
+        "fallback_agent: help", "fallback_agent: ghost"))
+    with pytest.raises(FlowConfigError) as error:
+        load_flow(path)
+    assert str(error.value).splitlines() == [
+        f"{path}:4: fallback_agent 'ghost' is not an agent",
+        f"{path}:8: intent 'hi' routes to unknown agent 'nobody'",
+    ]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[1, 2]", "flow.yaml:1: the flow file: must be a mapping of keys"),
+    ("agents: {a: 3}\nfallback_agent: a\nstages: []\n",
+     "flow.yaml:1: agents.a: must be a mapping of keys"),
+    ("agents: {}\nstages: []\n", "flow.yaml:1: fallback_agent: is required"),
+])
+def test_shape_problems_name_no_class_of_the_code(text: str, expected: str) -> None:
+    with pytest.raises(FlowConfigError) as error:
+        parse_flow(text, "flow.yaml")
+    assert str(error.value).splitlines()[0] == expected
+    assert "Spec" not in str(error.value)

@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 
 from orchestrator_flows.api import create_app
 from orchestrator_flows.errors import FlowConfigError
-from orchestrator_flows.flow import parse_flow
+from orchestrator_flows.flow_file import parse_flow
 from orchestrator_flows.masking import Masker, luhn_valid
-from orchestrator_flows.runtime import Runtime
+from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
-from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.support.scripted import ScriptedAgents, body, completed
 
 MASKER = Masker()
@@ -221,7 +220,7 @@ async def test_what_is_stored_and_answered_is_masked_but_the_agent_got_the_origi
     card: str,
 ) -> None:
     agents = ScriptedAgents().then("greeting", completed(f"I noted {card}, write to a@b.io"))
-    runtime = Runtime.from_settings(Settings(), backend=MemoryBackend(), agents=agents)
+    runtime = Runtime.build(Settings(), storage=Storage.embedded(), agents=agents)
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
         answer = (await api.post("/orchestrate", json=body(

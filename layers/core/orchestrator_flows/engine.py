@@ -4,6 +4,7 @@ record the step and advance the stage when the agent completed its work (DESIGN 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -12,11 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from orchestrator_flows.a2a import AgentFailure, AgentReply, AgentRequest
-from orchestrator_flows.breaker import AgentUnavailable, Breakers
+from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
+from orchestrator_flows.breaker import Breakers
 from orchestrator_flows.errors import (
     AccountMismatch,
+    AgentFailure,
     ClaimLost,
+    FailureCode,
     SessionComplete,
     StepLimitReached,
     StoreUnavailable,
@@ -24,14 +27,21 @@ from orchestrator_flows.errors import (
 )
 from orchestrator_flows.flow import Flow, Route
 from orchestrator_flows.masking import Masker
-from orchestrator_flows.observe import Observer, SilentObserver
+from orchestrator_flows.observer import Observer
+from orchestrator_flows.records import (
+    AgentResponse,
+    Status,
+    Step,
+    TurnResponse,
+    dump_json,
+    load_answer,
+    load_steps,
+    session_state,
+)
 from orchestrator_flows.session import Session, TaskRef, utc_now
 from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
 
 logger = logging.getLogger(__name__)
-
-# Failures after which an open agent task may still be alive and worth continuing.
-_TRANSIENT = frozenset({"agent_timeout", "agent_unreachable", "agent_unavailable"})
 
 
 class AgentCaller(Protocol):
@@ -69,10 +79,13 @@ def message_id(turn: Turn, idempotency_key: str | None, session: Session) -> str
     return str(uuid.uuid5(MESSAGE_IDS, name))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Outcome:
-    status: str  # success | input_required | error
-    response: dict[str, Any]
+    """What the agent call came to, before masking: the agent's part of the step, and the
+    reply or failure it was made from."""
+
+    status: Status
+    response: AgentResponse
     reply: AgentReply | None
     failure: AgentFailure | None
     version: str | None
@@ -80,18 +93,19 @@ class _Outcome:
 
 class Orchestrator:
     def __init__(
-        self, flow: Flow, store: SessionStore, agents: AgentCaller,
-        observer: Observer | None = None, max_steps: int = 200,
-        breakers: Breakers | None = None,
+        self, *, flow: Flow, store: SessionStore, agents: AgentCaller, breakers: Breakers,
+        observer: Observer, max_steps: int,
     ) -> None:
-        self.max_steps = max_steps
-        self.breakers = breakers or Breakers(store.backend)
         self.flow = flow
         self.store = store
         self.agents = agents
-        self.observer: Observer = observer or SilentObserver()
+        self.breakers = breakers
+        self.observer = observer
+        self.max_steps = max_steps
 
-    async def handle_turn(self, turn: Turn, idempotency_key: str | None = None) -> dict[str, Any]:
+    async def handle_turn(
+        self, turn: Turn, idempotency_key: str | None = None
+    ) -> TurnResponse:
         """One turn. With an Idempotency-Key, a turn already answered under it gets that answer
         again (no agent call, no step); the same key with another body is refused."""
         started = time.perf_counter()
@@ -114,7 +128,7 @@ class Orchestrator:
         if isinstance(claim, Replay):
             if looking is not None:
                 await looking
-            return claim.answer
+            return _replayed(claim)
         try:
             if looking is not None:
                 await looking  # in the try: a turn cancelled here still releases its claim
@@ -127,7 +141,7 @@ class Orchestrator:
                 outcome = await self._call_agent(
                     turn, session, route, message_id(turn, idempotency_key, session))
             error = outcome.failure.code if outcome.failure else None
-            observe.agent_answered(route.agent.name, outcome.response["latency_ms"], error)
+            observe.agent_answered(route.agent.name, outcome.response.latency_ms, error)
             async with observe.span("commit", call_identify_id=turn.call_identify_id):
                 result, advanced = await self._record(turn, claim, session, route, outcome)
         except BaseException:
@@ -137,12 +151,12 @@ class Orchestrator:
             await self._release_quietly(claim)
             raise
         observe.turn_done(
-            result["status"],
+            result.status,
             advanced=advanced,
-            completed=result["is_complete"],
+            completed=result.is_complete,
             latency_ms=(time.perf_counter() - started) * 1000,
             input_length=len(turn.input_message),
-            reply_length=len(outcome.response["text"]),
+            reply_length=len(outcome.response.text),
         )
         return result
 
@@ -204,22 +218,17 @@ class Orchestrator:
         try:
             reply = await self._send_through_breaker(request)
         except AgentFailure as failure:
-            response = _response(agent.name, None, failure, started)
+            response = _failed(agent.name, failure, started)
             return _Outcome("error", response, None, failure, request.a2a_version)
-        status = "success" if reply.completed else "input_required"
-        return _Outcome(
-            status, _response(agent.name, reply, None, started), reply, None, reply.a2a_version
-        )
+        status: Status = "success" if reply.completed else "input_required"
+        return _Outcome(status, _answered(agent.name, reply, started), reply, None,
+                        reply.a2a_version)
 
     async def _send_through_breaker(self, request: AgentRequest) -> AgentReply:
         """The agent call, unless its circuit is open (then agent_unavailable, no call); the
         outcome is told to the breaker."""
         agent = request.agent
-        try:
-            decision = await self.breakers.admit(agent.name, agent.breaker)
-        except AgentUnavailable as unavailable:
-            raise AgentFailure("agent_unavailable", str(unavailable),
-                               retry_after_ms=unavailable.retry_after_ms) from None
+        decision = await self.breakers.admit(agent.name, agent.breaker)  # or AgentUnavailable
         try:
             reply = await self.agents.send(request)
         except AgentFailure as failure:
@@ -230,7 +239,7 @@ class Orchestrator:
 
     async def _record(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[TurnResponse, bool]:
         """Commit the step; the turn's answer, and whether the stage advanced. An answer that
         cannot be stored and read back is recorded as what it is, a bad agent answer: no
         content can break a call (the A2A client refuses most such answers before this)."""
@@ -238,17 +247,18 @@ class Orchestrator:
             return await self._commit(turn, claim, session.copy(), route, outcome)
         except UnstorableStep as unstorable:
             failure = AgentFailure(
-                "agent_bad_response",
+                FailureCode.BAD_RESPONSE,
                 f"agent {route.agent.name} answered what cannot be stored: {unstorable}")
-            failure.attempts = tuple(outcome.response["attempts"])
-            response = {**outcome.response, "text": "", "data": {}, "state": None,
-                        "task_id": None, "context_id": None, "error": failure.to_json()}
+            response = dataclasses.replace(
+                outcome.response, text="", data={}, state=None, task_id=None, context_id=None,
+                error=failure.to_json())
             bad = _Outcome("error", response, None, failure, outcome.version)
             return await self._commit(turn, claim, session.copy(), route, bad)
 
     async def _commit(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[TurnResponse, bool]:
+        """The step and the answer, built here and only here, then committed together."""
         stage, agent = route.stage, route.agent
         before = session.current_flow_id
         advanced = self._apply(session, route, outcome)
@@ -259,81 +269,88 @@ class Orchestrator:
         now = utc_now()
         session.step_count += 1
         session.updated_at = now
-        step = {
-            "step_number": session.step_count,
-            "intent_flow_id": stage.id,
-            "intent": intent,
-            "input_message": masker.mask(turn.input_message, stage.name),
-            "agent": agent.name,
-            "a2a_agent_url": agent.url,
-            "a2a_version": outcome.version,
-            "response_status": outcome.status,
-            "response_data": response,
-            "timestamp": now,
-        }
-        answer = {
-            "call_identify_id": turn.call_identify_id,
-            "intent_flow_id": stage.id,
-            "intent": intent,
-            "status": outcome.status,
-            "response": response,
-            "next_flow_id": None if session.is_complete else session.current_flow_id,
-            "is_complete": session.is_complete,
-            "session_summary": None,
-        }
+        step = Step(
+            step_number=session.step_count,
+            intent_flow_id=stage.id,
+            intent=intent,
+            input_message=masker.mask(turn.input_message, stage.name),
+            agent=agent.name,
+            a2a_agent_url=agent.url,
+            a2a_version=outcome.version,
+            response_status=outcome.status,
+            response_data=response,
+            timestamp=now,
+        )
+        answer = TurnResponse(
+            call_identify_id=turn.call_identify_id,
+            intent_flow_id=stage.id,
+            intent=intent,
+            status=outcome.status,
+            response=response,
+            next_flow_id=None if session.is_complete else session.current_flow_id,
+            is_complete=session.is_complete,
+        )
         try:
-            trail = await self.store.commit(claim, session, step, answer)
+            # The reply kept for an Idempotency-Key holds no summary: a replay rebuilds it.
+            reply = dump_json(answer).decode() if claim.idempotency is not None else None
+            trail = await self.store.commit(claim, session, dump_json(step).decode(), reply)
         except ClaimLost as lost:
             # Nothing of the turn was written: the call is where it was before it.
             error = {"code": lost.code, "message": str(lost)}
-            answer.update(status="error", response={**response, "error": error},
-                          next_flow_id=before, is_complete=False)
-            return answer, False
+            return dataclasses.replace(
+                answer, status="error", response=dataclasses.replace(response, error=error),
+                next_flow_id=before, is_complete=False), False
         if trail is not None:
-            answer["session_summary"] = session.to_public(trail)
+            answer = dataclasses.replace(
+                answer, session_summary=session_state(session, load_steps(trail)))
         return answer, advanced
 
     def _apply(self, session: Session, route: Route, outcome: _Outcome) -> bool:
         """The flow rules: what a turn's outcome does to the session; True if it advanced."""
-        agent, stage = route.agent, route.stage
-        if outcome.reply is not None and outcome.reply.state != "completed":
-            task = outcome.reply.task_id
-            context = outcome.reply.context_id or session.context_id
-            masker = self.flow.masker
-            if task is not None and (masker.mask(task, stage.name), masker.mask(
-                    context, stage.name)) == (task, context):
-                session.open_tasks[agent.name] = TaskRef(
-                    task_id=task,
-                    context_id=context,
-                    a2a_version=outcome.reply.a2a_version,
-                    stage_id=stage.id,
-                )
-            elif task is not None:
-                # Ids that look like PII are never stored, so this task cannot be continued;
-                # nor can an older one of the agent's.
-                session.open_tasks.pop(agent.name, None)
-                logger.warning("agent %s chose task or context ids that look like PII; the "
-                               "next turn starts a new task", agent.name)
+        agent = route.agent
+        if outcome.reply is not None and not outcome.reply.completed:
+            self._keep_open_task(session, route, outcome.reply)
             return False
         if outcome.failure is not None:
-            if outcome.failure.code not in _TRANSIENT:
+            if not outcome.failure.code.keeps_task:
                 session.open_tasks.pop(agent.name, None)
             return False
         session.open_tasks.pop(agent.name, None)
         if route.is_fallback:
             return False
-        session.completed_flows.append(stage.id)
-        if stage.id == self.flow.last_stage_id:
+        self._advance(session, route.stage.id)
+        return True
+
+    def _keep_open_task(self, session: Session, route: Route, reply: AgentReply) -> None:
+        """A task waiting for the caller: the next turn at the stage continues it."""
+        agent, stage = route.agent, route.stage
+        task, context = reply.task_id, reply.context_id or session.context_id
+        if task is None:
+            return
+        masker = self.flow.masker
+        if (masker.mask(task, stage.name), masker.mask(context, stage.name)) != (task, context):
+            # Ids that look like PII are never stored, so this task cannot be continued; nor
+            # can an older one of the agent's.
+            session.open_tasks.pop(agent.name, None)
+            logger.warning("agent %s chose task or context ids that look like PII; the next "
+                           "turn starts a new task", agent.name)
+            return
+        session.open_tasks[agent.name] = TaskRef(
+            task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id)
+
+    def _advance(self, session: Session, stage_id: int) -> None:
+        """The stage is done: on to the next, or the call is complete."""
+        session.completed_flows.append(stage_id)
+        if stage_id == self.flow.last_stage_id:
             session.is_complete = True
         else:
-            session.current_flow_id = stage.id + 1
+            session.current_flow_id = stage_id + 1
         # Tasks left open at a finished stage can never be continued.
         session.open_tasks = {
             name: ref
             for name, ref in session.open_tasks.items()
             if ref.stage_id >= session.current_flow_id and not session.is_complete
         }
-        return True
 
 
 # What is kept of an agent's answer: its text up to this many characters (about 3,000 words,
@@ -346,50 +363,57 @@ MAX_KEPT_MESSAGE = 512
 _PROTOCOL_CODES = range(-32768, -31999)  # -32768 … -32000
 
 
-def _masked(response: dict[str, Any], masker: Masker, stage: str) -> dict[str, Any]:
+def _masked(response: AgentResponse, masker: Masker, stage: str) -> AgentResponse:
     """Everything of an agent's answer the agent chose — text, data (keys and numbers too),
     state, ids, error message — masked and bounded; what the orchestrator measured is kept."""
 
     def text(value: Any, limit: int = MAX_KEPT_MESSAGE) -> Any:
         return masker.mask_shortened(value, stage, limit) if isinstance(value, str) else value
 
-    data = response["data"]
-    size = len(json.dumps(data, ensure_ascii=False)) if data else 0
-    error = response["error"]
+    data = response.data
+    try:
+        size = len(json.dumps(data, ensure_ascii=False, allow_nan=False)) if data else 0
+    except ValueError as exc:  # NaN or Infinity: JSON cannot carry them
+        raise UnstorableStep(str(exc)) from None
+    error = response.error
     code = error.get("rpc_code") if error is not None else None
     if error is not None and isinstance(code, int) and code not in _PROTOCOL_CODES:
         # An agent's own error code is a number it chose: masked like one.
         error = {**error, "rpc_code": masker.mask_value(code, stage)}
-    return {**response,
-            "text": text(response["text"], MAX_KEPT_TEXT),
-            "data": masker.mask_value(data, stage) if size <= MAX_KEPT_DATA else
-            {"omitted": f"the agent's data was {size} bytes as JSON, over {MAX_KEPT_DATA}"},
-            "state": text(response["state"]),
-            "task_id": text(response["task_id"]),
-            "context_id": text(response["context_id"]),
-            "error": None if error is None else {key: text(value) for key, value in error.items()}}
+    return dataclasses.replace(
+        response,
+        text=text(response.text, MAX_KEPT_TEXT),
+        data=masker.mask_value(data, stage) if size <= MAX_KEPT_DATA else
+        {"omitted": f"the agent's data was {size} bytes as JSON, over {MAX_KEPT_DATA}"},
+        state=text(response.state),
+        task_id=text(response.task_id),
+        context_id=text(response.context_id),
+        error=None if error is None else {key: text(value) for key, value in error.items()})
 
 
-def _response(
-    agent: str, reply: AgentReply | None, failure: AgentFailure | None, started: float
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "agent": agent,
-        "text": "",
-        "data": {},
-        "state": None,
-        "task_id": None,
-        "context_id": None,
-        "error": None,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        "attempts": [],
-    }
-    if reply is not None:
-        body.update(reply.to_json())
-        body["attempts"] = list(reply.attempts)
-    if failure is not None:
-        body["attempts"] = list(failure.attempts)
-        body["error"] = failure.to_json()
-        body["task_id"] = failure.detail.get("task_id")
-        body["state"] = failure.detail.get("task_state")
-    return body
+def _answered(agent: str, reply: AgentReply, started: float) -> AgentResponse:
+    return AgentResponse(
+        agent=agent, text=reply.text, data=reply.data, state=reply.state,
+        task_id=reply.task_id, context_id=reply.context_id, error=None,
+        latency_ms=_since(started), attempts=reply.attempts)
+
+
+def _failed(agent: str, failure: AgentFailure, started: float) -> AgentResponse:
+    return AgentResponse(
+        agent=agent, text="", data={}, state=failure.detail.get("task_state"),
+        task_id=failure.detail.get("task_id"), context_id=None, error=failure.to_json(),
+        latency_ms=_since(started), attempts=failure.attempts)
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _replayed(replay: Replay) -> TurnResponse:
+    """The first answer to a keyed turn, again; with the call's summary rebuilt from its trail
+    when that answer completed the call."""
+    answer = load_answer(replay.answer)
+    if replay.completed is None:
+        return answer
+    session, trail = replay.completed
+    return dataclasses.replace(answer, session_summary=session_state(session, load_steps(trail)))

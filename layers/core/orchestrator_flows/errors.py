@@ -15,12 +15,24 @@ OrchestratorError
 ├── StoreUnavailable          503 store_unavailable
 ├── ClaimLost                 the turn answers 200, status error, code claim_lost; nothing written
 ├── UnstorableStep            a step that could not be read back as JSON; recorded as a bad answer
-└── FlowConfigError           a flow file that must not start the service
+├── AgentFailure              an agent call without a usable answer (a FailureCode); recorded as
+│   │                         the step's error, the turn answers 200 with status error
+│   └── AgentUnavailable          its circuit is open: not called (agent_unavailable)
+├── FlowConfigError           a flow file that must not start the service
+└── SettingsError             an environment that cannot configure the service (names the variable)
+
+`FailureCode` names every way an agent call can fail, and carries what each one means for the
+rest of the turn: whether it is tried again, whether it counts against the agent's circuit
+breaker, whether the agent's open task survives it. Those decisions are made here, once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator_flows.records import Attempt
 
 
 class OrchestratorError(Exception):
@@ -100,3 +112,86 @@ class ClaimLost(OrchestratorError):
 class UnstorableStep(OrchestratorError):
     """A step or answer holds what JSON cannot carry and read back (NaN, a lone surrogate);
     raised before anything is sent to the store."""
+
+
+class SettingsError(OrchestratorError, ValueError):
+    """The environment cannot configure the orchestrator; the message names the variable."""
+
+
+# An HTTP error from these is a gateway in front of the agent, not the agent's answer.
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+
+class FailureCode(StrEnum):
+    """Every way an agent call can fail; the value is the `code` callers see."""
+
+    UNREACHABLE = "agent_unreachable"  # no connection, or it broke before an answer
+    TIMEOUT = "agent_timeout"  # no answer within the step's deadline
+    HTTP_ERROR = "agent_http_error"  # an HTTP status of 400 or more
+    BAD_RESPONSE = "agent_bad_response"  # not a JSON-RPC/A2A answer, or one that cannot be kept
+    RESPONSE_TOO_LARGE = "agent_response_too_large"  # over the client's body limit
+    RPC_ERROR = "agent_rpc_error"  # a JSON-RPC error object
+    TASK_FAILED = "agent_task_failed"
+    TASK_REJECTED = "agent_task_rejected"
+    TASK_CANCELED = "agent_task_canceled"
+    TASK_UNFINISHED = "agent_task_unfinished"  # neither finished nor waiting for the caller
+    UNAVAILABLE = "agent_unavailable"  # its circuit is open: not called
+
+    def retried(self, http_status: int | None = None) -> bool:
+        """Worth another try within the step's deadline: the agent could not be reached or
+        timed out, or a gateway in front of it answered 502/503/504."""
+        if self is FailureCode.HTTP_ERROR:
+            return http_status in GATEWAY_STATUSES
+        return self in _RETRIED
+
+    @property
+    def trips_breaker(self) -> bool:
+        """Says the agent is unwell (counted by its circuit breaker); a task the agent itself
+        failed or rejected, or a JSON-RPC error it chose, is an answer."""
+        return self in _TRIPS_BREAKER
+
+    @property
+    def keeps_task(self) -> bool:
+        """The agent's open task may still be alive after it, and is continued next turn."""
+        return self in _KEEPS_TASK
+
+
+_RETRIED = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT})
+_TRIPS_BREAKER = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.HTTP_ERROR,
+                            FailureCode.BAD_RESPONSE, FailureCode.RESPONSE_TOO_LARGE})
+_KEEPS_TASK = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.UNAVAILABLE})
+
+
+class AgentFailure(OrchestratorError):
+    """An agent call that produced no usable answer; `code` says which way it failed, `detail`
+    what the caller may see of it (http_status, rpc_code, task_id, task_state)."""
+
+    def __init__(self, code: FailureCode, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.attempts: tuple[Attempt, ...] = ()  # each try, in order (set by the client)
+
+    @property
+    def retried(self) -> bool:
+        return self.code.retried(self.detail.get("http_status"))
+
+    @property
+    def outcome(self) -> str:
+        """How one try ended, for the step's `attempts`: the code, or `http_<status>`."""
+        if self.code is FailureCode.HTTP_ERROR:
+            return f"http_{self.detail.get('http_status')}"
+        return self.code.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, **self.detail}
+
+
+class AgentUnavailable(AgentFailure):
+    """The agent's circuit is open: the step fails fast, the agent is not called."""
+
+    def __init__(self, agent: str, retry_after_ms: int) -> None:
+        super().__init__(FailureCode.UNAVAILABLE,
+                         f"agent {agent} is unavailable (circuit open); not called",
+                         retry_after_ms=retry_after_ms)

@@ -18,8 +18,8 @@ from typing import Any, cast
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
-from orchestrator_flows.api import Route, create_app, error_body
-from orchestrator_flows.observability import PowertoolsObserver, logger, metrics, traced
+from orchestrator_flows.api import FUNCTIONS, create_app, error_body
+from orchestrator_flows.lambda_telemetry import PowertoolsObserver, Telemetry
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 
@@ -49,18 +49,23 @@ def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
     }
 
 
-def build_handler(routes: list[Route]) -> LambdaHandler:
+def build_handler(function: str) -> LambdaHandler:
+    """The handler of one function of `functions/`, serving its routes (`api.FUNCTIONS`)."""
+    routes = FUNCTIONS[function]
     settings = Settings.from_env(require_redis=True)
-    runtime = Runtime.from_settings(
-        settings, observer=PowertoolsObserver(), with_flow="orchestrate" in routes
-    )
+    telemetry = Telemetry.create(service=settings.service_name,
+                                 namespace=settings.metrics_namespace,
+                                 tracing=not settings.trace_disabled)
+    runtime = Runtime.build(settings, observer=PowertoolsObserver(telemetry),
+                            route_turns="orchestrate" in routes)
     adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
+    logger = telemetry.logger
 
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
-    @traced
-    @metrics.log_metrics(capture_cold_start_metric=True)
+    @telemetry.traced
+    @telemetry.metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         problem = event_problem(event)
         if problem is not None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from orchestrator_flows.errors import SessionNotFound
+from orchestrator_flows.records import SessionState, StepsResponse, load_steps, session_state
 from orchestrator_flows.store import SessionStore
 
 
@@ -12,19 +11,19 @@ def _not_found(call_identify_id: str) -> SessionNotFound:
     return SessionNotFound(f"no session for call {call_identify_id}")
 
 
-async def get_session(store: SessionStore, call_identify_id: str) -> dict[str, Any]:
+async def get_session(store: SessionStore, call_identify_id: str) -> SessionState:
     found = await store.get(call_identify_id)
     if found is None:
         raise _not_found(call_identify_id)
     session, steps = found
-    return session.to_public(steps)
+    return session_state(session, load_steps(steps))
 
 
-async def get_steps(store: SessionStore, call_identify_id: str) -> dict[str, Any]:
+async def get_steps(store: SessionStore, call_identify_id: str) -> StepsResponse:
     found = await store.get(call_identify_id)
     if found is None:
         raise _not_found(call_identify_id)
-    return {"call_identify_id": call_identify_id, "steps": found[1]}
+    return StepsResponse(call_identify_id=call_identify_id, steps=load_steps(found[1]))
 
 
 async def end_session(store: SessionStore, call_identify_id: str) -> None:

@@ -1,96 +1,123 @@
-"""Process-wide parts built once from Settings: the flow, the session store and, only where a
-route needs it, the A2A client and the orchestrator (read-only functions never import httpx)."""
+"""The composition root: everything a process serves with, built once and explicitly from
+Settings (no I/O here: connections open on first use, on the loop that serves them).
+
+The read-only functions build a runtime without turns: no flow file, no YAML, no httpx.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator_flows.observe import Observer, SilentObserver
+from orchestrator_flows.breaker import BreakerStore
+from orchestrator_flows.observer import Observer, SilentObserver
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend, SessionStore
 
 if TYPE_CHECKING:
     from orchestrator_flows.engine import AgentCaller, Orchestrator
-    from orchestrator_flows.flow import Flow
 
 logger = logging.getLogger(__name__)
 
 
-def build_backend(settings: Settings) -> Backend:
-    if settings.redis_url is None:
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Where a process keeps state: its calls (the session store's backend) and its agents'
+    breakers, side by side on one Redis connection, or each in an embedded keyspace."""
+
+    calls: Backend
+    breakers: BreakerStore
+
+    @classmethod
+    def embedded(cls, calls: Backend | None = None) -> Storage:
+        from orchestrator_flows.breaker.memory_store import MemoryBreakerStore
         from orchestrator_flows.store.memory_backend import MemoryBackend
 
+        return cls(calls or MemoryBackend(), MemoryBreakerStore())
+
+    @classmethod
+    def on_redis(cls, settings: Settings) -> Storage:
+        from orchestrator_flows.breaker.redis_store import RedisBreakerStore
+        from orchestrator_flows.kv.redis_connection import connect
+        from orchestrator_flows.store.redis_backend import RedisBackend
+
+        assert settings.redis_url is not None
+        connection = connect(
+            settings.redis_url,
+            settings.redis_mode,
+            socket_timeout=settings.redis_socket_timeout_seconds,
+            connect_timeout=settings.redis_connect_timeout_seconds,
+            max_connections=settings.redis_max_connections,
+            ca_certs=str(settings.redis_ca_certs) if settings.redis_ca_certs else None,
+        )
+        return cls(RedisBackend(connection), RedisBreakerStore(connection))
+
+    @classmethod
+    def of(cls, settings: Settings) -> Storage:
+        if settings.redis_url is not None:
+            return cls.on_redis(settings)
         logger.warning(
             "REDIS_URL is not set: sessions live in an embedded in-memory store in this process "
             "(local runs only; they are lost on exit)"
         )
-        return MemoryBackend()
-    from orchestrator_flows.store.redis_backend import connect
+        return cls.embedded()
 
-    return connect(
-        settings.redis_url,
-        settings.redis_mode,
-        socket_timeout=settings.redis_socket_timeout_seconds,
-        connect_timeout=settings.redis_connect_timeout_seconds,
-        max_connections=settings.redis_max_connections,
-        ca_certs=str(settings.redis_ca_certs) if settings.redis_ca_certs else None,
-    )
+    async def close(self) -> None:
+        await self.calls.close()  # the breakers' store shares its connection or nothing
 
 
-@dataclass
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     settings: Settings
+    storage: Storage
     store: SessionStore
-    _flow: Flow | None = field(default=None, repr=False)
-    _orchestrator: Orchestrator | None = field(default=None, repr=False)
-    agents: AgentCaller | None = field(default=None, repr=False)  # default: the A2A client
-    observer: Observer = field(default_factory=SilentObserver, repr=False)
+    observer: Observer
+    orchestrator: Orchestrator | None  # None where no turn is routed (read-only functions)
+    agents: AgentCaller | None
 
     @classmethod
-    def from_settings(
+    def build(
         cls,
         settings: Settings,
-        backend: Backend | None = None,
+        *,
+        route_turns: bool = True,
+        storage: Storage | None = None,
         agents: AgentCaller | None = None,
         observer: Observer | None = None,
-        with_flow: bool = True,
     ) -> Runtime:
-        """`with_flow=False` for the read-only functions, which never route a turn: they skip
-        YAML and the flow file altogether."""
-        store = SessionStore(
-            backend or build_backend(settings),
-            ttl_seconds=settings.session_ttl_seconds,
-            lease_seconds=settings.claim_lease_seconds,
-        )
-        runtime = cls(settings, store, agents=agents, observer=observer or SilentObserver())
-        if with_flow:
-            runtime._flow = settings.load_flow()  # a broken flow file fails start-up, here
-        return runtime
-
-    @property
-    def flow(self) -> Flow:
-        if self._flow is None:
-            self._flow = self.settings.load_flow()
-        return self._flow
-
-    @property
-    def orchestrator(self) -> Orchestrator:
-        if self._orchestrator is None:
-            from orchestrator_flows.a2a import A2AClient
+        """Everything, from `settings`; `storage`, `agents` and `observer` replace the defaults
+        (Redis or embedded, the A2A client, silence). A broken flow file fails here."""
+        storage = storage or Storage.of(settings)
+        observer = observer or SilentObserver()
+        store = SessionStore(backend=storage.calls, ttl_seconds=settings.session_ttl_seconds,
+                             lease_seconds=settings.claim_lease_seconds)
+        orchestrator = None
+        if route_turns:
+            from orchestrator_flows.breaker import Breakers
             from orchestrator_flows.engine import Orchestrator
 
-            if self.agents is None:
-                self.agents = A2AClient(self.settings.agent_timeout_seconds)
-            from orchestrator_flows.breaker import Breakers
+            if agents is None:
+                from orchestrator_flows.a2a import A2AClient
 
-            breakers = Breakers(self.store.backend,
-                                probe_seconds=self.settings.agent_timeout_seconds + 1)
-            self._orchestrator = Orchestrator(self.flow, self.store, self.agents, self.observer,
-                                              max_steps=self.settings.max_steps_per_call,
-                                              breakers=breakers)
-        return self._orchestrator
+                agents = A2AClient(timeout_seconds=settings.agent_timeout_seconds)
+            orchestrator = Orchestrator(
+                flow=settings.load_flow(),
+                store=store,
+                agents=agents,
+                breakers=Breakers(store=storage.breakers,
+                                  probe_seconds=settings.breaker_probe_seconds),
+                observer=observer,
+                max_steps=settings.max_steps_per_call,
+            )
+        return cls(settings=settings, storage=storage, store=store, observer=observer,
+                   orchestrator=orchestrator, agents=agents)
+
+    @property
+    def turns(self) -> Orchestrator:
+        if self.orchestrator is None:
+            raise RuntimeError("this runtime was built without turns (route_turns=False)")
+        return self.orchestrator
 
     async def aclose(self) -> None:
         close = getattr(self.agents, "aclose", None)
@@ -98,4 +125,4 @@ class Runtime:
             if close is not None:
                 await close()
         finally:
-            await self.store.close()
+            await self.storage.close()

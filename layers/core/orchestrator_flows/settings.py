@@ -12,37 +12,70 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator_flows.errors import FlowConfigError
+from orchestrator_flows.errors import SettingsError
 
 if TYPE_CHECKING:
     from orchestrator_flows.flow import Flow
 
 AGENT_URL_PREFIX = "AGENT_URL_"
-
-
-class SettingsError(ValueError):
-    """The environment cannot configure the orchestrator; the message names the variable."""
+# Each setting and the environment variable it is read from.
+VARIABLES = {
+    "redis_url": "REDIS_URL",
+    "redis_mode": "REDIS_MODE",
+    "orchestrator_config": "ORCHESTRATOR_CONFIG",
+    "session_ttl_seconds": "SESSION_TTL_SECONDS",
+    "agent_timeout_seconds": "AGENT_TIMEOUT_SECONDS",
+    "redis_socket_timeout_seconds": "REDIS_SOCKET_TIMEOUT_SECONDS",
+    "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
+    "redis_max_connections": "REDIS_MAX_CONNECTIONS",
+    "redis_ca_certs": "REDIS_CA_CERTS",
+    "max_steps_per_call": "MAX_STEPS_PER_CALL",
+    "service_name": "POWERTOOLS_SERVICE_NAME",
+    "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
+    "trace_disabled": "POWERTOOLS_TRACE_DISABLED",
+}
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    redis_url: str | None = None
-    redis_mode: Literal["standalone", "cluster"] = "standalone"
-    orchestrator_config: Path | None = None
+    redis_url: str | None = Field(
+        default=None, description="redis://, rediss:// or unix:// URL of the session store; "
+        "unset: an embedded in-memory store (local runs only)")
+    redis_mode: Literal["standalone", "cluster"] = Field(
+        default="standalone", description="standalone or cluster (ElastiCache Serverless)")
+    orchestrator_config: Path | None = Field(
+        default=None, description="the flow file (YAML); unset: the default five-stage flow")
     agent_urls: dict[str, str] = Field(default_factory=dict)
-    session_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
-    agent_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    session_ttl_seconds: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600,
+        description="how long a call is kept after its last turn, in seconds")
+    agent_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=600,
+        description="the deadline of one agent call, its retries included, in seconds")
     # Short socket timeouts keep a dead Redis a fast 503 instead of a hang.
-    redis_socket_timeout_seconds: float = Field(default=0.75, gt=0, le=10)
+    redis_socket_timeout_seconds: float = Field(
+        default=0.75, gt=0, le=10, description="Redis read timeout, in seconds")
     # A connect measured on a busy event loop (a burst opening many connections, a cold
     # start) can complete in the kernel yet be seen late: 1 s leaves room for that and still
     # answers an unreachable Redis within the store's 1.9 s deadline.
-    redis_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
-    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
-    redis_ca_certs: Path | None = None
+    redis_connect_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=10, description="Redis connect timeout, in seconds")
+    redis_max_connections: int = Field(
+        default=64, ge=1, le=10_000, description="Redis connections per process")
+    redis_ca_certs: Path | None = Field(
+        default=None, description="CA bundle for rediss:// (unset: the system's)")
     # A call is a conversation, not a stream: past this many steps it is looping.
-    max_steps_per_call: int = Field(default=200, ge=1, le=100_000)
+    max_steps_per_call: int = Field(
+        default=200, ge=1, le=100_000, description="how many steps a call may take")
+    # Powertools' own variables, read here so that nothing else reads the environment.
+    service_name: str = Field(
+        default="orchestrator-flows", min_length=1,
+        description="the service in logs and metrics (Lambda)")
+    metrics_namespace: str = Field(
+        default="OrchestratorFlows", min_length=1,
+        description="the CloudWatch metrics namespace (Lambda)")
+    trace_disabled: bool = Field(default=False, description="true: no X-Ray tracing (Lambda)")
 
     @field_validator("redis_url")
     @classmethod
@@ -56,25 +89,19 @@ class Settings(BaseModel):
         """How long a claim outlives a crashed turn: the agent deadline plus a margin for Redis."""
         return self.agent_timeout_seconds + 5.0
 
+    @property
+    def breaker_probe_seconds(self) -> float:
+        """How long a half-open breaker waits for its probe before letting another through:
+        the agent deadline and a second."""
+        return self.agent_timeout_seconds + 1.0
+
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, require_redis: bool = False
     ) -> Settings:
         env = os.environ if env is None else env
-        names = {
-            "redis_url": "REDIS_URL",
-            "redis_mode": "REDIS_MODE",
-            "orchestrator_config": "ORCHESTRATOR_CONFIG",
-            "session_ttl_seconds": "SESSION_TTL_SECONDS",
-            "agent_timeout_seconds": "AGENT_TIMEOUT_SECONDS",
-            "redis_socket_timeout_seconds": "REDIS_SOCKET_TIMEOUT_SECONDS",
-            "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
-            "redis_max_connections": "REDIS_MAX_CONNECTIONS",
-            "redis_ca_certs": "REDIS_CA_CERTS",
-            "max_steps_per_call": "MAX_STEPS_PER_CALL",
-        }
         values: dict[str, object] = {
-            field: env[var] for field, var in names.items() if env.get(var, "") != ""
+            field: env[var] for field, var in VARIABLES.items() if env.get(var, "") != ""
         }
         values["agent_urls"] = {
             key[len(AGENT_URL_PREFIX) :].lower(): url
@@ -91,17 +118,15 @@ class Settings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else ""
-            var = names.get(field, field.upper())
+            var = VARIABLES.get(field, field.upper())
             raise SettingsError(f"{var}: {first['msg']}") from None
 
     def load_flow(self) -> Flow:
         """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides."""
-        from orchestrator_flows.flow import default_flow, load_flow
+        from orchestrator_flows.flow_file import default_flow, load_flow
 
         flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
         if self.agent_urls:
             flow = flow.with_agent_urls(self.agent_urls)
         return flow
 
-
-__all__ = ["FlowConfigError", "Settings", "SettingsError"]

@@ -40,6 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from orchestrator_flows.local.serving import PortTaken, bind
+
 logger = logging.getLogger(__name__)
 
 AGENT_NAMES: tuple[str, ...] = (
@@ -198,16 +200,25 @@ async def serve_agents(
     base_port: int = DEFAULT_BASE_PORT,
     names: Sequence[str] = AGENT_NAMES,
 ) -> None:
-    """Run one uvicorn server per agent in this loop until cancelled."""
+    """Run one uvicorn server per agent in this loop until cancelled. Every port is taken
+    before any agent starts: one in use fails the whole start, naming it (PortTaken)."""
     urls = agent_urls(host, base_port)
+    sockets = []
+    try:
+        for name in names:
+            sockets.append(bind(host, base_port + AGENT_NAMES.index(name)))
+    except PortTaken:
+        for sock in sockets:
+            sock.close()
+        raise
     servers = []
     for name in names:
-        port = base_port + AGENT_NAMES.index(name)
-        config = uvicorn.Config(build_agent_app(name, urls[name]), host=host, port=port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn.Config(build_agent_app(name, urls[name]), log_level="warning",
+                                lifespan="off")
         servers.append(uvicorn.Server(config))
         logger.info("agent %-9s at %s", name, urls[name])
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(server.serve(sockets=[sock]))
+             for server, sock in zip(servers, sockets, strict=True)]
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -215,6 +226,8 @@ async def serve_agents(
             server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in sockets:
+            sock.close()
 
 
 __all__ = ["AGENT_NAMES", "DEFAULT_BASE_PORT", "DemoExecutor", "agent_card", "agent_urls",

@@ -1,5 +1,6 @@
-"""What the engine and the API tell observability: a small port, so the core stays free of any
-one vendor. Lambda plugs in Powertools (`observability.py`); local runs keep the silent default."""
+"""The observer port: what the engine and the API tell observability, so the core stays free of
+any one vendor. Lambda plugs in Powertools (`lambda_telemetry.py`); local runs keep the silent
+default."""
 
 from __future__ import annotations
 

@@ -14,6 +14,10 @@ sequential round trip). Only failures and probes report to Redis; successes are 
 process and travel with the next failure report. The state cannot ride inside
 the claim and commit scripts: on Redis Cluster (and ElastiCache Serverless) a script may only
 touch keys of one slot, and a breaker is shared by calls of every slot.
+
+The breaker keeps its state behind a port of its own (`BreakerStore`), with a Redis adapter
+(`redis_store`, Lua scripts) and an embedded one (`memory_store`), each on the same connection
+or keyspace kind as the session store but not through it.
 """
 
 from __future__ import annotations
@@ -22,18 +26,18 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.errors import AgentUnavailable, FailureCode, StoreUnavailable
 
 BreakerState = Literal["closed", "open", "half_open"]
 Decision = Literal["closed", "probe", "open"]
 
-# Failures that say the agent is unwell; a task the agent itself failed or rejected is an answer.
-COUNTED = frozenset({"agent_unreachable", "agent_timeout", "agent_http_error",
-                     "agent_bad_response", "agent_response_too_large"})
 SEEN_FOR_SECONDS = 1.0
-# How long a half-open breaker waits for its probe before letting another through: the agent
-# deadline and a second (the runtime passes AGENT_TIMEOUT_SECONDS + 1; this is for 15 s).
-PROBE_SECONDS = 16.0
+KEY_PREFIX = "of:breaker"
+
+
+def breaker_key(agent: str) -> str:
+    """One agent's circuit breaker, shared by every call (its own hash tag)."""
+    return f"{KEY_PREFIX}:{{{agent}}}"
 
 
 @dataclass(frozen=True)
@@ -48,33 +52,28 @@ class BreakerPolicy:
         return self.failures > 0
 
 
-class BreakerBackend(Protocol):
-    """Three atomic primitives over one agent's breaker record (Lua on Redis)."""
+class BreakerStore(Protocol):
+    """The breaker's port: three atomic primitives over one agent's breaker record, each one
+    round trip (a Lua script on Redis); a store that cannot answer raises StoreUnavailable."""
 
-    async def breaker_peek(self, agent: str, cooldown_ms: int) -> BreakerState: ...
+    async def peek(self, agent: str, cooldown_ms: int) -> BreakerState: ...
 
-    async def breaker_admit(
-        self, agent: str, cooldown_ms: int, probe_ms: int
-    ) -> tuple[Decision, int]:
+    async def admit(self, agent: str, cooldown_ms: int, probe_ms: int) -> tuple[Decision, int]:
         """closed: go; probe: go, as the one probe; open: do not (with ms until a retry)."""
         ...
 
-    async def breaker_report(
+    async def report(
         self, agent: str, ok: bool, policy: BreakerPolicy, successes: int
     ) -> BreakerState:
         """`successes`: calls that went well since this instance last reported."""
         ...
 
 
-class AgentUnavailable(Exception):
-    def __init__(self, agent: str, retry_after_ms: int) -> None:
-        super().__init__(f"agent {agent} is unavailable (circuit open); not called")
-        self.retry_after_ms = retry_after_ms
-
-
 class Breakers:
-    def __init__(self, backend: BreakerBackend, probe_seconds: float = PROBE_SECONDS) -> None:
-        self.backend = backend
+    def __init__(self, *, store: BreakerStore, probe_seconds: float) -> None:
+        """`probe_seconds`: how long a half-open breaker waits for its probe before letting
+        another through (the agent deadline and a margin)."""
+        self.store = store
         self.probe_ms = int(probe_seconds * 1000)
         self._seen: dict[str, tuple[BreakerState, float]] = {}
         self._successes: dict[str, int] = {}
@@ -96,7 +95,7 @@ class Breakers:
         if not self.stale(agent, policy):
             return
         try:
-            state = await self.backend.breaker_peek(agent, int(policy.cooldown_seconds * 1000))
+            state = await self.store.peek(agent, int(policy.cooldown_seconds * 1000))
         except StoreUnavailable:
             return
         self._remember(agent, state)
@@ -106,7 +105,7 @@ class Breakers:
         if not policy.enabled or (self._fresh(agent) or "closed") == "closed":
             return "closed"
         try:
-            decision, retry_ms = await self.backend.breaker_admit(
+            decision, retry_ms = await self.store.admit(
                 agent, int(policy.cooldown_seconds * 1000), self.probe_ms)
         except StoreUnavailable:
             return "closed"
@@ -116,8 +115,8 @@ class Breakers:
         return decision
 
     async def report(self, agent: str, policy: BreakerPolicy, decision: Decision,
-                     failure_code: str | None) -> None:
-        counted = failure_code in COUNTED
+                     failure: FailureCode | None) -> None:
+        counted = failure is not None and failure.trips_breaker
         if not policy.enabled:
             return
         if not counted and decision != "probe":
@@ -126,7 +125,7 @@ class Breakers:
             return
         successes = self._successes.pop(agent, 0)
         try:
-            state = await self.backend.breaker_report(agent, not counted, policy, successes)
+            state = await self.store.report(agent, not counted, policy, successes)
         except StoreUnavailable:
             return
         self._remember(agent, state)

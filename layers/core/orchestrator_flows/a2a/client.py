@@ -1,0 +1,182 @@
+"""The pooled A2A client: each step's one deadline, retries with backoff, card discovery, and
+answers read with a size cap. The agent's URL is named in every failure message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import httpx
+
+from orchestrator_flows.a2a.answers import reduce_response
+from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
+from orchestrator_flows.a2a.wire import CARD_PATH, DEFAULT_VERSION, rpc_body, version_from_card
+from orchestrator_flows.errors import AgentFailure, FailureCode
+from orchestrator_flows.flow import Agent
+from orchestrator_flows.records import Attempt
+
+MAX_BODY_BYTES = 1 << 20
+KEEPALIVE_SECONDS = 2.0
+
+
+class A2AClient:
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_connections: int = 100,
+    ) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.max_body_bytes = max_body_bytes
+        self._transport = transport
+        self._max_connections = max_connections
+        self._http: httpx.AsyncClient | None = None
+        self._versions: dict[str, asyncio.Future[str]] = {}
+        # Requests past the pool's size wait here, first come first served, rather than in
+        # httpcore's queue: that one rescans every queued request against every connection
+        # each time a request starts or ends, so a burst of a few hundred steps spent most of
+        # its CPU there and the last in line ran past their deadline.
+        self._slots = asyncio.Semaphore(max_connections)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        # Built on first use, on the loop that uses it: built at import time or in a Mangum
+        # lifespan it would be bound to a dead loop or rebuilt on every invocation.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self.timeout_seconds, connect=min(3.0, self.timeout_seconds)),
+                limits=httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                    # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection
+                    # is dropped here before the agent closes it under a request in flight.
+                    keepalive_expiry=KEEPALIVE_SECONDS,
+                ),
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def send(self, request: AgentRequest) -> AgentReply:
+        """Send one message, trying transient failures again with backoff, every try with the
+        same messageId and all within one deadline; raises AgentFailure for every way the agent
+        can fail. The reply or failure carries each try's outcome."""
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self.timeout_seconds
+        policy = request.agent.retry
+        attempts: list[Attempt] = []
+        started = clock()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                version = request.a2a_version or await self.protocol_version(request.agent)
+                for attempt in range(1, policy.attempts + 1):
+                    started = clock()
+                    try:
+                        reply = await self._send(request, version)
+                    except AgentFailure as failure:
+                        attempts.append(_attempt(failure.outcome, clock() - started))
+                        pause = policy.backoff(attempt)
+                        if (not failure.retried or attempt == policy.attempts
+                                or clock() + pause >= deadline):
+                            failure.attempts = tuple(attempts)
+                            raise
+                        await asyncio.sleep(pause)
+                        continue
+                    attempts.append(_attempt("ok", clock() - started))
+                    return replace(reply, attempts=tuple(attempts))
+                raise AssertionError("unreachable: the last try returns or raises")
+        except TimeoutError as exc:
+            attempts.append(_attempt(FailureCode.TIMEOUT.value, clock() - started))
+            timed_out = AgentFailure(
+                FailureCode.TIMEOUT,
+                f"agent {request.agent.name} did not answer within {self.timeout_seconds:g} s",
+            )
+            timed_out.attempts = tuple(attempts)
+            raise timed_out from exc
+
+    async def protocol_version(self, agent: Agent) -> str:
+        """The flow file's pin, else what the agent card advertises (fetched once per origin)."""
+        if agent.a2a_version is not None:
+            return agent.a2a_version
+        parts = urlsplit(agent.url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        future = self._versions.get(origin)
+        if future is None:
+            future = asyncio.get_running_loop().create_task(self._version_from_card(origin))
+            self._versions[origin] = future
+        return await asyncio.shield(future)
+
+    async def _version_from_card(self, origin: str) -> str:
+        try:
+            async with self._slots:
+                response = await self.http.get(
+                    origin + CARD_PATH, timeout=min(2.0, self.timeout_seconds)
+                )
+            if response.status_code != 200 or len(response.content) > self.max_body_bytes:
+                return DEFAULT_VERSION
+            return version_from_card(response.json())
+        except (httpx.HTTPError, ValueError):
+            return DEFAULT_VERSION
+
+    async def _send(self, request: AgentRequest, version: str) -> AgentReply:
+        rpc_id = str(uuid.uuid4())
+        body = json.dumps(
+            rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        headers = {"content-type": "application/json", "a2a-version": version}
+        name = request.agent.name
+        try:
+            async with self._slots, self.http.stream(
+                "POST", request.agent.url, content=body, headers=headers
+            ) as response:
+                if response.status_code >= 400:
+                    raise AgentFailure(
+                        FailureCode.HTTP_ERROR,
+                        f"agent {name} answered HTTP {response.status_code}",
+                        http_status=response.status_code,
+                    )
+                raw = await self._read_capped(response, name)
+        except httpx.TimeoutException as exc:
+            raise AgentFailure(FailureCode.TIMEOUT,
+                               f"agent {name} at {request.agent.url} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise AgentFailure(
+                FailureCode.UNREACHABLE,
+                f"agent {name} could not be reached at {request.agent.url}: "
+                f"{type(exc).__name__}",
+            ) from exc
+        return reduce_response(raw, rpc_id, version, name)
+
+    async def _read_capped(self, response: httpx.Response, name: str) -> bytes:
+        declared = response.headers.get("content-length")
+        too_large = AgentFailure(
+            FailureCode.RESPONSE_TOO_LARGE,
+            f"agent {name} answered more than {_size(self.max_body_bytes)}",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise too_large
+        buffer = bytearray()
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            if len(buffer) > self.max_body_bytes:
+                raise too_large
+        return bytes(buffer)
+
+
+def _attempt(outcome: str, seconds: float) -> Attempt:
+    return Attempt(outcome=outcome, latency_ms=round(seconds * 1000, 2))
+
+
+def _size(count: int) -> str:
+    """A byte count as people write it (and as no masking rule takes for a code)."""
+    return f"{count / (1 << 20):g} MiB" if count >= 1 << 20 else f"{count / 1024:g} KiB"

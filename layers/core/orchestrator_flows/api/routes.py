@@ -1,0 +1,170 @@
+"""The routes (DESIGN §2): one table of what each route is, and how each is added to an app. The
+Lambda functions serve some of them each (`FUNCTIONS`); `tests/infra` checks that the stack
+routes exactly these to each function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Path, Request
+from fastapi.responses import Response
+
+from orchestrator_flows.api.models import ID_PATTERN, ErrorResponse, TurnRequest
+from orchestrator_flows.queries import end_session, get_session, get_steps
+from orchestrator_flows.records import SessionState, StepsResponse, TurnResponse, dump_json
+
+RouteName = Literal["orchestrate", "get_session", "get_steps", "delete_session", "healthz",
+                    "readyz"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    method: str
+    path: str
+
+
+ROUTES: dict[RouteName, RouteSpec] = {
+    "orchestrate": RouteSpec("POST", "/orchestrate"),
+    "get_session": RouteSpec("GET", "/session/{call_identify_id}"),
+    "get_steps": RouteSpec("GET", "/session/{call_identify_id}/steps"),
+    "delete_session": RouteSpec("DELETE", "/session/{call_identify_id}"),
+    "healthz": RouteSpec("GET", "/healthz"),
+    "readyz": RouteSpec("GET", "/readyz"),
+}
+ALL_ROUTES: tuple[RouteName, ...] = tuple(ROUTES)
+# Each Lambda function (a folder of functions/) and the routes its app serves.
+FUNCTIONS: dict[str, tuple[RouteName, ...]] = {
+    "orchestrate": ("orchestrate",),
+    "get_session": ("get_session", "healthz", "readyz"),
+    "get_steps": ("get_steps",),
+    "delete_session": ("delete_session",),
+}
+
+CallId = Annotated[str, Path(pattern=ID_PATTERN, description="the call's id")]
+# 1-128 printable ASCII characters, no space at either end (HTTP would strip it anyway).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$",
+        description="Makes the turn safe to retry: a repeat with the same key and body gets "
+        "the first answer again, with no second agent call and no second step.",
+    ),
+]
+
+
+def _doc(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorResponse, "description": description}}
+
+
+COMMON_ERRORS = {
+    **_doc(422, "invalid_request: a missing or ill-typed field, or an id not matching "
+           + ID_PATTERN),
+    **_doc(503, "store_unavailable: the session store cannot be reached; retry later"),
+}
+
+
+def _json(record: Any) -> Response:
+    """A record as its response model serialises it (the schema the OpenAPI documents)."""
+    return Response(dump_json(record), media_type="application/json")
+
+
+def add_orchestrate(app: FastAPI) -> None:
+    from orchestrator_flows.engine import Turn
+
+
+    @app.post(
+        ROUTES["orchestrate"].path,
+        response_model=TurnResponse,
+        summary="Handle one turn of a call",
+        responses={
+            **COMMON_ERRORS,
+            **_doc(409, "intent_not_allowed (with current_flow_id, allowed_intents), "
+                   "session_complete, session_ended (the call was deleted), "
+                   "step_in_progress (with Retry-After: when the running turn is likely "
+                   "done) or step_limit_reached (with max_steps)"),
+            **_doc(403, "account_mismatch: the call belongs to another account"),
+            **_doc(413, "payload_too_large: body over 64 KiB"),
+            **_doc(408, "request_timeout: the body took over 10 s to arrive"),
+            **_doc(422, "invalid_request: a missing or ill-typed field, an id not matching "
+                   + ID_PATTERN + " or a malformed Idempotency-Key; idempotency_key_reused: "
+                   "the key already answered a different turn of the call"),
+        },
+    )
+    async def handle(
+        request: Request, body: TurnRequest, idempotency_key: IdempotencyKey = None
+    ) -> Response:
+        turn = Turn(body.call_identify_id, body.account_id, body.eci, body.input_message,
+                    body.intent)
+        return _json(await request.app.state.runtime.turns.handle_turn(turn, idempotency_key))
+
+
+def add_get_session(app: FastAPI) -> None:
+
+    @app.get(
+        ROUTES["get_session"].path,
+        response_model=SessionState,
+        summary="The call's session state",
+        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+    )
+    async def read_session(request: Request, call_identify_id: CallId) -> Response:
+        return _json(await get_session(request.app.state.runtime.store, call_identify_id))
+
+
+def add_get_steps(app: FastAPI) -> None:
+
+    @app.get(
+        ROUTES["get_steps"].path,
+        response_model=StepsResponse,
+        summary="The call's audit trail, oldest first",
+        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+    )
+    async def read_steps(request: Request, call_identify_id: CallId) -> Response:
+        return _json(await get_steps(request.app.state.runtime.store, call_identify_id))
+
+
+def add_delete_session(app: FastAPI) -> None:
+
+    @app.delete(
+        ROUTES["delete_session"].path,
+        status_code=204,
+        summary="End the call: remove every key of it (a marker stays for the session TTL "
+        "so that a late turn cannot start it again)",
+        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+    )
+    async def delete(request: Request, call_identify_id: CallId) -> Response:
+        await end_session(request.app.state.runtime.store, call_identify_id)
+        return Response(status_code=204)
+
+
+def add_healthz(app: FastAPI) -> None:
+
+    @app.get(ROUTES["healthz"].path, summary="Liveness: the process answers (no I/O)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def add_readyz(app: FastAPI) -> None:
+
+    @app.get(
+        ROUTES["readyz"].path,
+        summary="Readiness: the session store answers (one PING)",
+        responses={503: {"model": ErrorResponse,
+                         "description": "store_unavailable: the session store does not answer"}},
+    )
+    async def readyz(request: Request) -> dict[str, str]:
+        store = request.app.state.runtime.store
+        await store.ping()
+        return {"status": "ready", "store": store.backend.name}
+
+
+ADD_ROUTE: dict[RouteName, Callable[[FastAPI], None]] = {
+    "orchestrate": add_orchestrate,
+    "get_session": add_get_session,
+    "get_steps": add_get_steps,
+    "delete_session": add_delete_session,
+    "healthz": add_healthz,
+    "readyz": add_readyz,
+}

@@ -1,0 +1,262 @@
+"""A flow file (YAML; JSON is valid YAML) read into a `Flow`, validated as it is loaded.
+
+Every problem is reported at once, one line each, in the file's words and at its line:
+`<file>:<line>: <where>: <problem>`; a file with any problem raises FlowConfigError, so a
+broken file never starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator_flows.breaker import BreakerPolicy
+from orchestrator_flows.errors import FlowConfigError
+from orchestrator_flows.flow import (
+    AGENT_NAME,
+    INTENT_NAME,
+    STAGE_NAME,
+    A2AVersion,
+    Agent,
+    Flow,
+    RetryPolicy,
+    Stage,
+    check_url,
+)
+from orchestrator_flows.masking import RULES, Masker, Rule
+
+Path_ = tuple[Any, ...]  # a node's place in the document: keys and indexes
+
+
+class _RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempts: int = Field(3, ge=1, le=10)
+    base_delay_ms: int = Field(100, ge=1, le=10_000)
+    max_delay_ms: int = Field(1000, ge=1, le=60_000)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.attempts, self.base_delay_ms / 1000,
+                           max(self.base_delay_ms, self.max_delay_ms) / 1000)
+
+
+class _BreakerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = Field(5, ge=0, le=1000)  # 0: no breaker for this agent
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    window_seconds: float = Field(30, gt=0, le=3600)
+    cooldown_seconds: float = Field(15, gt=0, le=3600)
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(self.failures, self.failure_rate, self.window_seconds,
+                             self.cooldown_seconds)
+
+
+class _AgentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    a2a_version: A2AVersion | None = None
+    retry: _RetrySpec | None = None
+    circuit_breaker: _BreakerSpec | None = None
+
+
+class _StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int = Field(strict=True)
+    name: str = Field(pattern=STAGE_NAME.pattern)
+    intents: dict[str, str]
+
+
+class _MaskingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Rule] = Field(default_factory=lambda: list(RULES))
+    otp_stages: list[str] | None = None  # default: AUTHENTICATION, where the flow has it
+
+
+class _FlowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: dict[str, _AgentSpec]
+    fallback_agent: str
+    stages: list[_StageSpec]
+    masking: _MaskingSpec | None = None
+
+
+# Pydantic's words for a shape problem, in the file's words (never a model's class name).
+_SHAPE_WORDS = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known key",
+    "model_type": "must be a mapping of keys",
+    "model_attributes_type": "must be a mapping of keys",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+}
+
+
+@dataclass
+class _Problems:
+    """Problems found so far, each with its line: those at a node the file has (a misspelt
+    key, a wrong value) first, in the file's order, then those about what it lacks."""
+
+    source: str
+    lines: Mapping[Path_, int]
+    found: list[tuple[bool, int, str]] = field(default_factory=list)
+
+    def add(self, path: Path_, problem: str) -> None:
+        self.found.append((path not in self.lines, _line_of(path, self.lines), problem))
+
+    def error(self) -> FlowConfigError:
+        listed = sorted(set(self.found))
+        return FlowConfigError("\n".join(f"{self.source}:{line}: {problem}"
+                                         for _, line, problem in listed))
+
+
+def default_flow() -> Flow:
+    text = resources.files("orchestrator_flows").joinpath("default_flow.yaml").read_text("utf-8")
+    return parse_flow(text, source="default_flow.yaml")
+
+
+def load_flow(path: str | Path) -> Flow:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowConfigError(f"{path}: cannot read flow file: {exc.strerror}") from exc
+    return parse_flow(text, source=str(path))
+
+
+def parse_flow(text: str, source: str) -> Flow:
+    data, lines = _load_with_lines(text, source)
+    problems = _Problems(source, lines)
+    spec = _shape(data, problems)
+    if spec is None:
+        raise problems.error()
+    _check_agents(spec, problems)
+    _check_stages(spec, problems)
+    otp_stages = _otp_stages(spec, problems)
+    if problems.found:
+        raise problems.error()
+    masking = spec.masking or _MaskingSpec()
+    return Flow(
+        stages=tuple(Stage(s.id, s.name, dict(s.intents)) for s in spec.stages),
+        agents={name: _agent(name, agent) for name, agent in spec.agents.items()},
+        fallback_agent=spec.fallback_agent,
+        source=source,
+        masker=Masker.of(masking.rules, otp_stages),
+    )
+
+
+def _shape(data: Any, problems: _Problems) -> _FlowSpec | None:
+    """The document as a typed spec, or None with every shape problem added."""
+    try:
+        return _FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            path = tuple(error["loc"])
+            where = ".".join(str(p) for p in path) or "the flow file"
+            problems.add(path, f"{where}: {_SHAPE_WORDS.get(error['type'], error['msg'])}")
+        return None
+
+
+def _check_agents(spec: _FlowSpec, problems: _Problems) -> None:
+    for name, agent in spec.agents.items():
+        if not AGENT_NAME.match(name):
+            problems.add(("agents", name),
+                         f"agent name {name!r} must match {AGENT_NAME.pattern}")
+        try:
+            check_url(agent.url, f"agents.{name}.url")
+        except FlowConfigError as exc:
+            problems.add(("agents", name, "url"), str(exc))
+    if spec.fallback_agent not in spec.agents:
+        problems.add(("fallback_agent",),
+                     f"fallback_agent {spec.fallback_agent!r} is not an agent")
+
+
+def _check_stages(spec: _FlowSpec, problems: _Problems) -> None:
+    if not spec.stages:
+        problems.add(("stages",), "the flow has no stages")
+    seen: dict[str, int] = {}
+    for index, stage in enumerate(spec.stages):
+        at: Path_ = ("stages", index)
+        if stage.id != index + 1:
+            problems.add((*at, "id"), f"stage ids must be 1, 2, 3 … in order; found "
+                         f"{stage.id} at position {index + 1}")
+        if not stage.intents:
+            problems.add((*at, "intents"), f"stage {stage.id} ({stage.name}) has no intents")
+        for intent, agent in stage.intents.items():
+            where = (*at, "intents", intent)
+            if not INTENT_NAME.match(intent):
+                problems.add(where, f"intent {intent!r} is not a valid name")
+            if agent not in spec.agents:
+                problems.add(where, f"intent {intent!r} routes to unknown agent {agent!r}")
+            if intent in seen:
+                problems.add(where, f"duplicate intent {intent!r}: already in stage "
+                             f"{seen[intent]}")
+            seen.setdefault(intent, stage.id)
+
+
+def _otp_stages(spec: _FlowSpec, problems: _Problems) -> list[str]:
+    stage_names = {stage.name for stage in spec.stages}
+    otp_stages = (spec.masking or _MaskingSpec()).otp_stages
+    if otp_stages is None:
+        return [name for name in ("AUTHENTICATION",) if name in stage_names]
+    for index, name in enumerate(otp_stages):
+        if name not in stage_names:
+            problems.add(("masking", "otp_stages", index),
+                         f"masking.otp_stages: {name!r} is not a stage of the flow")
+    return otp_stages
+
+
+def _agent(name: str, spec: _AgentSpec) -> Agent:
+    return Agent(
+        name, spec.url, spec.a2a_version,
+        spec.retry.policy() if spec.retry is not None else RetryPolicy(),
+        spec.circuit_breaker.policy() if spec.circuit_breaker is not None else BreakerPolicy(),
+    )
+
+
+def _line_of(path: Path_, lines: Mapping[Path_, int]) -> int:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return 1
+
+
+def _load_with_lines(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML into plain data, remembering the line of every node and refusing duplicate keys
+    (PyYAML would silently keep the last one, hiding a duplicated intent)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    lines: dict[Path_, int] = {}
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise FlowConfigError(f"{source}:1: the flow file is empty")
+
+        def build(node: yaml.Node, path: Path_) -> Any:
+            lines[path] = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                result: dict[Any, Any] = {}
+                for key_node, value_node in node.value:
+                    key = loader.construct_object(key_node, deep=True)
+                    if key in result:
+                        raise FlowConfigError(
+                            f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
+                        )
+                    result[key] = build(value_node, (*path, key))
+                    lines[(*path, key)] = key_node.start_mark.line + 1  # point at the key
+                return result
+            if isinstance(node, yaml.SequenceNode):
+                return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return loader.construct_object(node, deep=True)
+
+        return build(root, ()), lines
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FlowConfigError(f"{source}:{line}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()

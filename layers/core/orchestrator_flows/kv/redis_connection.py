@@ -1,0 +1,124 @@
+"""One Redis (or Redis Cluster) client per process, and the one way to use it: `run`, which
+keeps a call within its deadline, queues a burst for a connection instead of failing it, and
+turns every way Redis can fail into the domain's StoreUnavailable (translated at the edge)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.retry import Retry
+
+from orchestrator_flows.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+# Every failure to reach Redis, whatever its form, is the domain's StoreUnavailable.
+_UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
+# A connection found dead: after a Redis restart, every idle pooled connection is.
+_DEAD_CONNECTION = (redis_errors.ConnectionError, ConnectionError)
+
+
+class RedisConnection:
+    def __init__(
+        self, client: Redis | RedisCluster, *, deadline_seconds: float, max_connections: int
+    ) -> None:
+        self.client = client
+        self.name = "redis-cluster" if isinstance(client, RedisCluster) else "redis"
+        self.deadline_seconds = deadline_seconds
+        self._ready = not isinstance(client, RedisCluster)
+        self._ready_lock = asyncio.Lock()
+        # redis-py's pools raise instead of waiting when every connection is busy; queue here,
+        # inside the deadline, so a burst waits its turn rather than failing.
+        self._slots = asyncio.Semaphore(max_connections)
+
+    def script(self, lua: str) -> AsyncScript:
+        """A Lua script registered once: sent by EVALSHA, loaded on first NOSCRIPT."""
+        return self.client.register_script(lua)
+
+    async def run(
+        self, what: str, call: Callable[[], Awaitable[T]], *, resend: bool = True,
+        deadline: float | None = None,
+    ) -> T:
+        """One primitive within the deadline (the loop's time; by default deadline_seconds
+        from now). A dead connection drops the pool's idle ones and, where the primitive is
+        safe to send twice, sends it once more on a fresh connection."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.deadline_seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._slots:
+                    if not self._ready:
+                        await self._ensure_ready()
+                    try:
+                        return await call()
+                    except _DEAD_CONNECTION:
+                        await self._drop_idle_connections()
+                        if not resend:
+                            raise
+                        return await call()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _ensure_ready(self) -> None:
+        # redis-py's cluster client discovers the slots on first use; concurrent first commands
+        # each start that discovery and close one another's connections. Do it once, first.
+        async with self._ready_lock:
+            if not self._ready:
+                assert isinstance(self.client, RedisCluster)
+                await self.client.initialize()
+                self._ready = True
+
+    async def _drop_idle_connections(self) -> None:
+        if isinstance(self.client, Redis):
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+        # redis-py's cluster client rebuilds its node connections itself after a failure.
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def connect(
+    url: str,
+    mode: Literal["standalone", "cluster"],
+    *,
+    socket_timeout: float,
+    connect_timeout: float,
+    max_connections: int,
+    ca_certs: str | None = None,
+) -> RedisConnection:
+    """Build the client lazily (no I/O here): connections open on first use, on the running loop.
+
+    No automatic retries: a retried commit whose first try did run would be misreported as a
+    lost claim, and a dead Redis must answer 503 within the deadline, not after backoffs.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "max_connections": max_connections,
+        "health_check_interval": 30,
+    }
+    if ca_certs:
+        options["ssl_ca_certs"] = ca_certs
+    client: Redis | RedisCluster
+    if mode == "cluster":
+        options.pop("health_check_interval")
+        client = RedisCluster.from_url(url, **options)
+    else:
+        client = Redis.from_url(url, **options)
+    # A store call may need a connect plus a reply; past that it is unavailable, not slow.
+    return RedisConnection(
+        client,
+        deadline_seconds=min(1.9, connect_timeout + 2 * socket_timeout),
+        max_connections=max_connections,
+    )

@@ -1,0 +1,150 @@
+"""What a turn leaves behind and answers, as typed records (DESIGN §2): an agent's part of a
+step, the step in the audit trail, the turn's answer, a call's public state.
+
+Each is a frozen dataclass, built in one place (the engine builds steps and answers,
+`session_state` a call's state), and is at once the HTTP API's response model: FastAPI
+documents these very types, and `dump_json` serialises them with their own pydantic schema, so
+the OpenAPI cannot drift from what the API sends. The same encoding is what the store keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from orchestrator_flows.errors import UnstorableStep
+from orchestrator_flows.session import Session
+
+Status = Literal["success", "input_required", "error"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try of an agent call within a step."""
+
+    outcome: Annotated[str, Field(
+        description="ok, an error code (agent_timeout …) or http_<status>")]
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentResponse:
+    """The agent's part of a step: what it answered (masked), or how it failed."""
+
+    agent: str
+    text: str
+    data: dict[str, Any]
+    state: Annotated[str | None, Field(
+        description="the agent's task state: completed, input-required …")]
+    task_id: str | None
+    context_id: str | None
+    error: Annotated[dict[str, Any] | None, Field(
+        description="{code, message} when status is error, with http_status, rpc_code, "
+        "task_id, task_state or retry_after_ms where they apply")]
+    latency_ms: float
+    attempts: Annotated[tuple[Attempt, ...], Field(
+        description="each try of the agent call, in order")] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One turn in the call's audit trail."""
+
+    step_number: int
+    intent_flow_id: int
+    intent: str
+    input_message: str
+    agent: str
+    a2a_agent_url: str
+    a2a_version: str | None
+    response_status: Status
+    response_data: AgentResponse
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionState:
+    """A call's public state and its audit trail, oldest step first."""
+
+    call_identify_id: str
+    account_id: str
+    eci: str
+    current_flow_id: int
+    completed_flows: tuple[int, ...]
+    is_complete: bool
+    steps: tuple[Step, ...]
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnResponse:
+    """The answer to one turn: where the call goes next."""
+
+    call_identify_id: str
+    intent_flow_id: int
+    intent: str
+    status: Status
+    response: AgentResponse
+    next_flow_id: Annotated[int | None, Field(description="null once the call is complete")]
+    is_complete: bool
+    session_summary: Annotated[SessionState | None, Field(
+        description="the whole call, on the turn that completed it")] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepsResponse:
+    call_identify_id: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+
+Record = AgentResponse | Step | SessionState | TurnResponse | StepsResponse
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {
+    kind: TypeAdapter(kind) for kind in (AgentResponse, Step, SessionState, TurnResponse,
+                                         StepsResponse)
+}
+_STEP: TypeAdapter[Step] = _ADAPTERS[Step]
+_ANSWER: TypeAdapter[TurnResponse] = _ADAPTERS[TurnResponse]
+
+
+def dump_json(record: Record) -> bytes:
+    """A record as JSON (UTF-8), by its own schema. What JSON cannot carry and read back (a
+    lone surrogate) raises UnstorableStep; a non-finite number becomes null."""
+    try:
+        return _ADAPTERS[type(record)].dump_json(record)
+    except PydanticSerializationError as exc:
+        raise UnstorableStep(str(exc)) from None
+
+
+def to_json(record: Record) -> Any:
+    """A record as plain JSON data (dicts and lists)."""
+    return _ADAPTERS[type(record)].dump_python(record, mode="json")
+
+
+def load_step(text: str | bytes) -> Step:
+    return _STEP.validate_json(text)
+
+
+def load_answer(text: str | bytes) -> TurnResponse:
+    return _ANSWER.validate_json(text)
+
+
+def session_state(session: Session, steps: tuple[Step, ...]) -> SessionState:
+    return SessionState(
+        call_identify_id=session.call_identify_id,
+        account_id=session.account_id,
+        eci=session.eci,
+        current_flow_id=session.current_flow_id,
+        completed_flows=tuple(session.completed_flows),
+        is_complete=session.is_complete,
+        steps=steps,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+    )
+
+
+def load_steps(stored: list[str] | tuple[str, ...]) -> tuple[Step, ...]:
+    return tuple(_STEP.validate_json(text) for text in stored)

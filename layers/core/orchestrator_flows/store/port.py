@@ -1,0 +1,49 @@
+"""The session store's port: five atomic primitives, each one round trip to Redis (a Lua
+script) or run in process without awaiting (the embedded backend)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from orchestrator_flows.store.keys import CallKeys
+from orchestrator_flows.store.results import ClaimResult
+
+
+class Backend(Protocol):
+    name: str
+
+    async def claim(
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+    ) -> ClaimResult:
+        """Take the lease and read the state; first, when `reply_key` is given and a reply is
+        recorded under it, return that reply instead (lease not taken); nothing for an ended
+        call."""
+        ...
+
+    async def commit(
+        self,
+        keys: CallKeys,
+        token: str,
+        ttl_seconds: int,
+        step: str,
+        state: dict[str, str],
+        return_steps: bool,
+        reply: tuple[str, str] | None,
+    ) -> list[str] | None:
+        """Apply only if `token` still holds the claim; None when it does not. `reply` is an
+        (Idempotency-Key digest, reply record) to record with the step."""
+        ...
+
+    async def release(self, keys: CallKeys, token: str) -> None: ...
+
+    async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]: ...
+
+    async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
+        """Remove the call's keys and mark it ended for `ended_seconds`; whether it existed."""
+        ...
+
+    async def ping(self) -> None:
+        """Whether the store answers (readiness); raises StoreUnavailable when it does not."""
+        ...
+
+    async def close(self) -> None: ...

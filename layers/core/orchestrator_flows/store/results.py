@@ -1,0 +1,37 @@
+"""What a backend's claim finds: exactly one of four outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The lease is this turn's; `state` is empty when the call has no session yet."""
+
+    state: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another turn holds the lease, which lapses in `remaining_ms`."""
+
+    remaining_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A reply record is filed under the turn's Idempotency-Key (lease not taken), with the
+    call's state, and its trail when that reply completed the call."""
+
+    reply: str
+    state: dict[str, str]
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The call was ended with DELETE; nothing was taken."""
+
+
+ClaimResult = Taken | Busy | Recorded | Ended

@@ -1,0 +1,172 @@
+"""The session store: one implementation of the storage rules over a small atomic backend.
+
+`SessionStore` owns everything about how a call is kept (the claim lease and its fencing
+token, the reply records of Idempotency-Keys, TTLs); a `Backend` only runs five atomic
+primitives.
+
+A step costs two backend calls: `claim` (take the lease, read the state) before the agent call,
+`commit` (append the step, write the state, refresh TTLs, drop the lease) after it. Idempotent
+turns ride on the same two calls: the claim first looks the turn's key up in the call's
+`replies` hash (a recorded answer is replayed without taking the lease), and the commit files
+the answer under the key with the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from typing import overload
+
+from orchestrator_flows.errors import (
+    ClaimLost,
+    IdempotencyKeyReused,
+    SessionEnded,
+    StepInProgress,
+)
+from orchestrator_flows.session import Session
+from orchestrator_flows.store.codec import ReplyRecord, session_fields, session_from_fields
+from orchestrator_flows.store.keys import CallKeys
+from orchestrator_flows.store.port import Backend
+from orchestrator_flows.store.results import Busy, Ended, Recorded
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A turn's Idempotency-Key and the fingerprint of its body."""
+
+    key: str
+    fingerprint: str
+
+    @property
+    def digest(self) -> str:
+        """What the store files the key's answer under: a key is the caller's free text (it
+        could hold anything, a card number included), so it is never stored itself."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A held per-call lease; `token` fences the commit against a claim that expired."""
+
+    call_identify_id: str
+    keys: CallKeys
+    token: str
+    session: Session | None
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The answer first given to a turn with this Idempotency-Key, as it was stored; with the
+    call's state and trail when that answer completed the call (its summary is rebuilt from
+    them rather than stored twice)."""
+
+    answer: str
+    completed: tuple[Session, tuple[str, ...]] | None
+
+
+class SessionStore:
+    def __init__(self, *, backend: Backend, ttl_seconds: int, lease_seconds: float) -> None:
+        self.backend = backend
+        self.ttl_seconds = ttl_seconds
+        self.lease_ms = int(lease_seconds * 1000)
+
+    @overload
+    async def claim(self, call_identify_id: str) -> Claim: ...
+
+    @overload
+    async def claim(
+        self, call_identify_id: str, idempotency: Idempotency | None
+    ) -> Claim | Replay: ...
+
+    async def claim(
+        self, call_identify_id: str, idempotency: Idempotency | None = None
+    ) -> Claim | Replay:
+        """The call's lease and state, or the recorded answer to this turn's key; raises
+        StepInProgress, SessionEnded or IdempotencyKeyReused."""
+        keys = CallKeys.of(call_identify_id)
+        token = secrets.token_hex(12)
+        result = await self.backend.claim(
+            keys, token, self.lease_ms, idempotency.digest if idempotency else None)
+        match result:
+            case Recorded():
+                assert idempotency is not None
+                return _replay(call_identify_id, idempotency, result)
+            case Ended():
+                raise SessionEnded(f"call {call_identify_id} was ended; it cannot take more "
+                                   "turns")
+            case Busy(remaining_ms):
+                raise StepInProgress(
+                    f"another step of call {call_identify_id} is in progress",
+                    retry_after_seconds=retry_after_seconds(remaining_ms, self.lease_ms),
+                )
+        session = session_from_fields(call_identify_id, result.state) if result.state else None
+        return Claim(call_identify_id, keys, token, session, idempotency)
+
+    async def commit(
+        self, claim: Claim, session: Session, step: str, answer: str | None = None
+    ) -> list[str] | None:
+        """Record the step and the new state, and `answer` under the claim's Idempotency-Key;
+        returns the whole trail once the call is complete. Raises ClaimLost, writing nothing,
+        when the claim expired first."""
+        reply = None
+        if claim.idempotency is not None and answer is not None:
+            record = ReplyRecord(session.is_complete, claim.idempotency.fingerprint, answer)
+            reply = (claim.idempotency.digest, record.encode())
+        steps = await self.backend.commit(
+            claim.keys,
+            claim.token,
+            self.ttl_seconds,
+            step,
+            session_fields(session),
+            return_steps=session.is_complete,
+            reply=reply,
+        )
+        if steps is None:
+            raise ClaimLost(
+                f"the claim on call {claim.call_identify_id} expired before the step was "
+                "recorded; nothing of this turn was written"
+            )
+        return steps if session.is_complete else None
+
+    async def release(self, claim: Claim) -> None:
+        await self.backend.release(claim.keys, claim.token)
+
+    async def get(self, call_identify_id: str) -> tuple[Session, list[str]] | None:
+        """The call's state and its steps (as stored), or None."""
+        state, steps = await self.backend.read(CallKeys.of(call_identify_id), with_steps=True)
+        if not state:
+            return None
+        return session_from_fields(call_identify_id, state), steps
+
+    async def delete(self, call_identify_id: str) -> bool:
+        """End the call: remove every key of it, and leave a marker for the session TTL so
+        that a late turn, or a keyed retry of an old one, cannot start it again."""
+        return await self.backend.delete(CallKeys.of(call_identify_id), self.ttl_seconds)
+
+    async def ping(self) -> None:
+        await self.backend.ping()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def _replay(call_identify_id: str, idempotency: Idempotency, result: Recorded) -> Replay:
+    record = ReplyRecord.decode(result.reply)
+    if record.fingerprint != idempotency.fingerprint:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {idempotency.key!r} was used for another turn of call "
+            f"{call_identify_id}; a key names one turn")
+    completed = ((session_from_fields(call_identify_id, result.state), result.steps)
+                 if record.completed else None)
+    return Replay(record.answer, completed)
+
+
+def retry_after_seconds(remaining_ms: int, lease_ms: int) -> int:
+    """When the running turn is likely done, in whole seconds (at least one). Most turns take
+    milliseconds, a slow agent seconds: a turn that has run for t is likely to need about t
+    more, and never more than what is left of its lease."""
+    held_ms = max(0, lease_ms - remaining_ms)
+    return max(1, min(math.ceil(held_ms / 1000), math.ceil(remaining_ms / 1000)))
