@@ -2,9 +2,10 @@
 step, the step in the audit trail, the turn's answer, a call's public state.
 
 Each is a frozen dataclass, built in one place (the engine builds steps and answers,
-`session_state` a call's state), and is at once the HTTP API's response model: FastAPI
-documents these very types, and `dump_json` serialises them with their own pydantic schema, so
-the OpenAPI cannot drift from what the API sends. The same encoding is what the store keeps.
+`session_state` a call's state), and is at once the HTTP API's response model: `dump_json`
+serialises a record by its own pydantic schema and `json_schemas` is what the OpenAPI
+documents, so the two cannot drift. The same encoding is what the store keeps. Schemas are
+built on first use, never at a function's cold start.
 """
 
 from __future__ import annotations
@@ -102,34 +103,42 @@ class StepsResponse:
 
 
 Record = AgentResponse | Step | SessionState | TurnResponse | StepsResponse
-_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {
-    kind: TypeAdapter(kind) for kind in (AgentResponse, Step, SessionState, TurnResponse,
-                                         StepsResponse)
-}
-_STEP: TypeAdapter[Step] = _ADAPTERS[Step]
-_ANSWER: TypeAdapter[TurnResponse] = _ADAPTERS[TurnResponse]
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[Any]) -> TypeAdapter[Any]:
+    """Built on first use: a function serves only some of the records, and each adapter costs
+    milliseconds of cold start."""
+    adapter = _ADAPTERS.get(kind.__name__)
+    if adapter is None:
+        adapter = _ADAPTERS[kind.__name__] = TypeAdapter(kind)
+    return adapter
 
 
 def dump_json(record: Record) -> bytes:
     """A record as JSON (UTF-8), by its own schema. What JSON cannot carry and read back (a
     lone surrogate) raises UnstorableStep; a non-finite number becomes null."""
     try:
-        return _ADAPTERS[type(record)].dump_json(record)
+        return _adapter(type(record)).dump_json(record)
     except PydanticSerializationError as exc:
         raise UnstorableStep(str(exc)) from None
 
 
 def to_json(record: Record) -> Any:
     """A record as plain JSON data (dicts and lists)."""
-    return _ADAPTERS[type(record)].dump_python(record, mode="json")
+    return _adapter(type(record)).dump_python(record, mode="json")
 
 
 def load_step(text: str | bytes) -> Step:
-    return _STEP.validate_json(text)
+    step: Step = _adapter(Step).validate_json(text)
+    return step
 
 
 def load_answer(text: str | bytes) -> TurnResponse:
-    return _ANSWER.validate_json(text)
+    answer: TurnResponse = _adapter(TurnResponse).validate_json(text)
+    return answer
 
 
 def session_state(session: Session, steps: tuple[Step, ...]) -> SessionState:
@@ -147,4 +156,20 @@ def session_state(session: Session, steps: tuple[Step, ...]) -> SessionState:
 
 
 def load_steps(stored: list[str] | tuple[str, ...]) -> tuple[Step, ...]:
-    return tuple(_STEP.validate_json(text) for text in stored)
+    adapter = _adapter(Step)
+    return tuple(adapter.validate_json(text) for text in stored)
+
+
+RESPONSES = (TurnResponse, SessionState, StepsResponse)
+
+
+def json_schemas() -> dict[str, Any]:
+    """The JSON schema of every record the API answers with, by name, for the OpenAPI's
+    components (references between them as `#/components/schemas/<name>`)."""
+    schemas: dict[str, Any] = {}
+    for kind in RESPONSES:
+        schema = _adapter(kind).json_schema(mode="serialization",
+                                            ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[kind.__name__] = schema
+    return schemas

@@ -4,13 +4,16 @@ runtime."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import Scope
 
 from orchestrator_flows.api import errors
 from orchestrator_flows.api.limits import BodyLimit
 from orchestrator_flows.api.routes import ADD_ROUTE, ALL_ROUTES, RouteName
+from orchestrator_flows.records import json_schemas
 from orchestrator_flows.runtime import Runtime
 
 
@@ -31,4 +34,17 @@ def create_app(runtime: Runtime, routes: Collection[RouteName] = ALL_ROUTES) -> 
         errors.count_refusal(app, scope["path"], code)
 
     app.add_middleware(BodyLimit, on_refusal=refused)
+
+    def openapi() -> dict[str, Any]:
+        # Built on first request of /openapi.json (never in Lambda, where it is not routed),
+        # with the records' own schemas as the components the answers refer to.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                json_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -66,6 +66,13 @@ COMMON_ERRORS = {
 }
 
 
+def _answers(kind: type[Any], description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 answering with a record, documented by the record's own schema (added to the
+    OpenAPI's components by `app.py`): FastAPI builds no response model at a cold start."""
+    schema = {"$ref": f"#/components/schemas/{kind.__name__}"}
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
 def _json(record: Any) -> Response:
     """A record as its response model serialises it (the schema the OpenAPI documents)."""
     return Response(dump_json(record), media_type="application/json")
@@ -77,9 +84,10 @@ def add_orchestrate(app: FastAPI) -> None:
 
     @app.post(
         ROUTES["orchestrate"].path,
-        response_model=TurnResponse,
+        response_model=None,
         summary="Handle one turn of a call",
         responses={
+            **_answers(TurnResponse, "the turn's answer: where the call goes next"),
             **COMMON_ERRORS,
             **_doc(409, "intent_not_allowed (with current_flow_id, allowed_intents), "
                    "session_complete, session_ended (the call was deleted), "
@@ -105,9 +113,10 @@ def add_get_session(app: FastAPI) -> None:
 
     @app.get(
         ROUTES["get_session"].path,
-        response_model=SessionState,
+        response_model=None,
         summary="The call's session state",
-        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+        responses={**_answers(SessionState, "the call's state and its trail"),
+                   **COMMON_ERRORS, **_doc(404, "session_not_found")},
     )
     async def read_session(request: Request, call_identify_id: CallId) -> Response:
         return _json(await get_session(request.app.state.runtime.store, call_identify_id))
@@ -117,9 +126,10 @@ def add_get_steps(app: FastAPI) -> None:
 
     @app.get(
         ROUTES["get_steps"].path,
-        response_model=StepsResponse,
+        response_model=None,
         summary="The call's audit trail, oldest first",
-        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+        responses={**_answers(StepsResponse, "the call's steps, oldest first"),
+                   **COMMON_ERRORS, **_doc(404, "session_not_found")},
     )
     async def read_steps(request: Request, call_identify_id: CallId) -> Response:
         return _json(await get_steps(request.app.state.runtime.store, call_identify_id))
