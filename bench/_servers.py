@@ -1,15 +1,18 @@
 """Servers the step benchmark runs in their own processes, as production would:
 
-    python bench/_servers.py agent PORT
+    python bench/_servers.py agent PORT                     # an a2a-sdk agent
+    python bench/_servers.py stub PORT                      # the fast stub agent (stub_agent.py)
     python bench/_servers.py orchestrator PORT REDIS_URL AGENT_URL [FLOW_FILE]
     python bench/_servers.py floor PORT REDIS_URL AGENT_URL
+    python bench/_servers.py floor-aiohttp PORT REDIS_URL AGENT_URL
 
-The floor app is the least a turn can cost: FastAPI with the same request model, one Redis GET,
-one A2A hop over a shared httpx client, one Redis SET, nothing else.
+A floor app is the least a turn can cost: FastAPI with the same request model, one Redis GET,
+one A2A hop over a shared client (httpx's, or aiohttp's), one Redis SET, nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import uuid
@@ -25,15 +28,29 @@ from redis.asyncio import Redis
 from orchestrator_flows.api.models import TurnRequest
 
 
-def floor_app(redis_url: str, agent_url: str) -> FastAPI:
+def floor_app(redis_url: str, agent_url: str, hop: str = "httpx") -> FastAPI:
     app = FastAPI()
     clients: dict[str, Any] = {}
+
+    async def post(rpc: dict[str, Any]) -> Any:
+        headers = {"a2a-version": "1.0"}
+        if hop == "aiohttp":
+            async with clients["http"].post(agent_url, json=rpc, headers=headers) as answer:
+                return await answer.json()
+        return (await clients["http"].post(agent_url, json=rpc, headers=headers)).json()
 
     @app.post("/orchestrate")
     async def orchestrate(body: TurnRequest) -> JSONResponse:
         if not clients:
             clients["redis"] = Redis.from_url(redis_url, decode_responses=True)
-            clients["http"] = httpx.AsyncClient(timeout=15)
+            if hop == "aiohttp":
+                import aiohttp
+
+                clients["http"] = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=15),
+                    connector=aiohttp.TCPConnector(limit=100))
+            else:
+                clients["http"] = httpx.AsyncClient(timeout=15)
         redis: Redis = clients["redis"]
         key = f"floor:{{{body.call_identify_id}}}"
         await redis.get(key)
@@ -46,8 +63,8 @@ def floor_app(redis_url: str, agent_url: str) -> FastAPI:
                                      "account_id": body.account_id, "eci": body.eci,
                                      "intent": body.intent, "intent_flow_id": 1,
                                      "flow_label": "GREETING"}}}}
-        answer = await clients["http"].post(agent_url, json=rpc, headers={"a2a-version": "1.0"})
-        await redis.set(key, json.dumps({"last": answer.json()["result"]}), ex=3600)
+        answer = await post(rpc)
+        await redis.set(key, json.dumps({"last": answer["result"]}), ex=3600)
         return JSONResponse({"call_identify_id": body.call_identify_id, "status": "success"})
 
     return app
@@ -59,6 +76,15 @@ def main(argv: list[str]) -> None:
         from orchestrator_flows.local.demo_agents import build_agent_app
 
         app: Any = build_agent_app("fallback", f"http://127.0.0.1:{port}/")
+    elif kind == "stub":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import uvloop
+
+        from bench.stub_agent import serve
+
+        uvloop.install()
+        asyncio.run(serve(port))
+        return
     elif kind == "orchestrator":
         from orchestrator_flows.api import create_app
         from orchestrator_flows.runtime import Runtime
@@ -74,8 +100,10 @@ def main(argv: list[str]) -> None:
             redis_url=redis_url, agent_urls=urls, orchestrator_config=flow_file,
             max_steps_per_call=100_000)))
     else:
-        app = floor_app(argv[2], argv[3])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        app = floor_app(argv[2], argv[3], "aiohttp" if kind == "floor-aiohttp" else "httpx")
+    # As `orchestrator-flows serve` runs: httptools and uvloop, access log off.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                access_log=False)
 
 
 if __name__ == "__main__":

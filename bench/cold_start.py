@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.step_bench import server  # noqa: E402
+from bench.step_bench import OTHER_CORE, server  # noqa: E402
 from orchestrator_flows.local.invoke import LocalContext, load_function  # noqa: E402
 from tests.support.events import turn_event  # noqa: E402
 from tests.support.redis_servers import start_standalone  # noqa: E402
@@ -87,10 +87,11 @@ def warm_invocations(steps: int) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     redis_server = start_standalone(workdir)
     try:
-        with server("agent") as agent, \
-                server("orchestrator", redis_server.url, agent + "/") as local:
+        # The fast stub agent: what is measured is the orchestrator's own cost.
+        with server("stub", core=OTHER_CORE) as agent, \
+                server("orchestrator", redis_server.url, agent.url + "/") as local:
             os.environ.update({"REDIS_URL": redis_server.url, "POWERTOOLS_TRACE_DISABLED": "true",
-                               "AGENT_URL_FALLBACK": agent + "/",
+                               "AGENT_URL_FALLBACK": agent.url + "/",
                                "MAX_STEPS_PER_CALL": "100000"})  # one long call, past the cap
             handler = load_function("orchestrate", ROOT / "functions").handler
             lambda_ms = []
@@ -100,7 +101,10 @@ def warm_invocations(steps: int) -> dict[str, float]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             try:
+                cpu = 0.0
                 for n in range(steps + 20):
+                    if n == 20:
+                        cpu = time.process_time()
                     event = turn_event({"call_identify_id": "WARM-1", "account_id": "A",
                                         "eci": "E", "input_message": f"step {n}",
                                         "intent": "chit_chat"})
@@ -109,16 +113,21 @@ def warm_invocations(steps: int) -> dict[str, float]:
                     if n >= 20:
                         lambda_ms.append((time.perf_counter() - started) * 1000)
                     assert response["statusCode"] == 200, response
+                handler_cpu_us = (time.process_time() - cpu) / steps * 1e6
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)
                 os.close(devnull)
                 os.close(saved)
 
+            server_cpu: dict[str, float] = {}
+
             async def over_http() -> list[float]:
                 times = []
-                async with httpx.AsyncClient(base_url=local, timeout=30) as client:
+                async with httpx.AsyncClient(base_url=local.url, timeout=30) as client:
                     for n in range(steps + 20):
+                        if n == 20:
+                            server_cpu["from"] = local.cpu_seconds()
                         body = json.loads(turn_event({
                             "call_identify_id": "HTTP-1", "account_id": "A", "eci": "E",
                             "input_message": f"step {n}", "intent": "chit_chat"})["body"])
@@ -127,12 +136,14 @@ def warm_invocations(steps: int) -> dict[str, float]:
                         if n >= 20:
                             times.append((time.perf_counter() - started) * 1000)
                         assert answer.status_code == 200
+                server_cpu["us"] = (local.cpu_seconds() - server_cpu["from"]) / steps * 1e6
                 return times
 
             http_ms = asyncio.run(over_http())
     finally:
         redis_server.stop()
-    return {"handler_p50": statistics.median(lambda_ms), "http_p50": statistics.median(http_ms)}
+    return {"handler_p50": statistics.median(lambda_ms), "http_p50": statistics.median(http_ms),
+            "handler_cpu_us": handler_cpu_us, "http_cpu_us": server_cpu["us"]}
 
 
 def report(cold: dict[str, dict[str, float]], warm: dict[str, float], runs: int) -> str:
@@ -162,8 +173,13 @@ def report(cold: dict[str, dict[str, float]], warm: dict[str, float], runs: int)
               f"{cold['reference hello + redis.asyncio']['ms']:.0f} ms "
               f"({cold['reference hello + redis.asyncio']['ms'] / ref:.2f}×)",
               "", "## Warm invocation of a step", "",
-              f"- `handler(event, ctx)` p50: {warm['handler_p50']:.2f} ms",
-              f"- the same step over the local HTTP server p50: {warm['http_p50']:.2f} ms",
+              "Against the fast stub agent (`bench/stub_agent.py`), one call of fallback turns; "
+              "CPU per step is this process's for the handler (Mangum, Powertools, the core) "
+              "and the server process's for `serve`:", "",
+              f"- `handler(event, ctx)` p50: {warm['handler_p50']:.2f} ms, CPU "
+              f"{warm['handler_cpu_us']:,.0f} µs/step",
+              f"- the same step over the local HTTP server p50: {warm['http_p50']:.2f} ms, "
+              f"server CPU {warm['http_cpu_us']:,.0f} µs/step",
               f"- Mangum + Powertools share against HTTP + uvicorn: "
               f"{warm['handler_p50'] - warm['http_p50']:+.2f} ms"]
     return "\n".join(lines) + "\n"

@@ -1,11 +1,16 @@
-"""The cost of one step, measured in one run on loopback (issue: core orchestrator, Performance).
+"""The cost of one step, measured in one run on loopback.
 
-    .venv/bin/python bench/step_bench.py            # full run, a few minutes; writes RESULTS.md
-    .venv/bin/python bench/step_bench.py --quick    # a smoke run of ~30 s; writes nothing
+    .venv/bin/python bench/step_bench.py            # full run, several minutes; writes RESULTS.md
+    .venv/bin/python bench/step_bench.py --quick    # a smoke run of ~1 min; writes nothing
 
-A private redis-server, one a2a-sdk agent, the orchestrator and a floor app each run in their own
-process. Every step is a real turn: an intent unknown to the flow, which the fallback agent
-answers and which never advances the stage, so one call can take 1000 steps.
+A private redis-server, the agents (the fast stub of `stub_agent.py`, about 0.1 ms of CPU a
+request, and an a2a-sdk agent, whose own work is several ms), the orchestrator and two floor apps
+(FastAPI + Redis GET + one agent hop over httpx, or over aiohttp + Redis SET) each run in their
+own process. The servers measured share one core (`sched_setaffinity`), the load generator,
+Redis and the agents the other. Each server's CPU per step is read from the kernel
+(`/proc/<pid>/task/*/schedstat`), Redis' from `INFO cpu`, and ratios are paired within a repeat.
+Every step is a real turn: an intent unknown to the flow, which the fallback agent answers and
+which never advances the stage, so one call can take 1000 steps.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import platform
 import pstats
 import re
@@ -24,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,11 +49,30 @@ def turn(call: str, n: int) -> dict[str, str]:
             "input_message": f"step {n}: where is my order?", "intent": "chit_chat"}
 
 
+# The servers measured run on one core; the load generator, Redis and the agents on the other.
+SERVER_CORE, OTHER_CORE = {1}, {0}
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time of every thread of the process so far, from the scheduler (ns)."""
+        total = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+
+
 @contextmanager
-def server(*args: str) -> Iterator[str]:
+def server(*args: str, core: set[int] = SERVER_CORE) -> Iterator[Server]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_servers.py"), args[0],
                              str(port), *args[1:]], cwd=ROOT)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(proc.pid, core)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -58,7 +84,7 @@ def server(*args: str) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{args[0]} server did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -209,20 +235,45 @@ async def agent_hop(agent_url: str, calls: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-async def compare(orch: str, floor: str, repeats: int, steps: int) -> dict[int, dict[str, Any]]:
-    results: dict[int, dict[str, Any]] = {}
-    for concurrency in (1, 8, 32):
-        runs: dict[str, list[dict[str, float]]] = {"orchestrator": [], "floor": []}
-        per_user = max(5, steps // concurrency)
-        for r in range(repeats):  # interleaved: A B A B … so drift hits both alike
-            for name, url in (("orchestrator", orch), ("floor", floor)):
-                await load(url, concurrency, 5, f"W{name}{concurrency}{r}")  # warm connections
-                runs[name].append(await load(url, concurrency, per_user,
-                                              f"{name}{concurrency}{r}"))
-        results[concurrency] = {
-            name: {m: statistics.median(run[m] for run in rs) for m in ("p50", "p99",
-                                                                          "steps_per_s")}
-            for name, rs in runs.items()}
+def redis_cpu(raw: redis.Redis) -> float:
+    info: dict[str, Any] = raw.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_commands(raw: redis.Redis) -> int:
+    """Commands Redis ran so far, the bench's own INFO and CONFIG left out."""
+    return sum(v for k, v in commandstats(raw).items() if k not in ("info", "config|resetstat"))
+
+
+async def measured(target: Server, raw: redis.Redis, concurrency: int, per_user: int,
+                   tag: str) -> dict[str, float]:
+    """One load on `target`, with what it cost the server and Redis per step."""
+    await load(target.url, concurrency, 5, f"W{tag}")  # warm connections
+    cpu, r_cpu, r_commands = target.cpu_seconds(), redis_cpu(raw), redis_commands(raw)
+    result = await load(target.url, concurrency, per_user, tag)
+    steps = concurrency * per_user
+    result["cpu_us"] = (target.cpu_seconds() - cpu) / steps * 1e6
+    result["redis_cpu_us"] = (redis_cpu(raw) - r_cpu) / steps * 1e6
+    result["redis_commands"] = (redis_commands(raw) - r_commands) / steps
+    return result
+
+
+Repeat = dict[str, dict[int, dict[str, float]]]  # target -> concurrency -> figures
+
+
+async def compare(targets: dict[str, Server], raw: redis.Redis, repeats: int,
+                  steps: int) -> list[Repeat]:
+    """Each repeat runs every target at concurrency 1, 8 and 32, interleaved, so that drift on a
+    shared machine hits them alike; ratios are taken within a repeat."""
+    results: list[Repeat] = []
+    for r in range(repeats):
+        repeat: Repeat = {name: {} for name in targets}
+        for concurrency in (1, 8, 32):
+            per_user = max(5, steps // concurrency)
+            for name, target in targets.items():
+                repeat[name][concurrency] = await measured(
+                    target, raw, concurrency, per_user, f"{name[:5]}{concurrency}-{r}")
+        results.append(repeat)
     return results
 
 
@@ -247,8 +298,49 @@ def breaker_off_flow(workdir: Path) -> Path:
     return path
 
 
-def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tuple[str, float]],
-           hop: dict[str, float], hard: dict[str, float], args: argparse.Namespace) -> str:
+ORCH, FLOOR, FLOOR_AIOHTTP = "orchestrator", "floor (httpx hop)", "floor (aiohttp hop)"
+
+
+def floors_section(agent: str, repeats: list[Repeat]) -> list[str]:
+    def each(target: str, concurrency: int, key: str, fmt: str) -> str:
+        return " / ".join(format(r[target][concurrency][key], fmt) for r in repeats)
+
+    lines = [f"### Against the {agent} agent", "",
+             "| target | step p50 ms at c=1 | server CPU µs/step at c=1 | steps/s at c=8 "
+             "| steps/s at c=32 | Redis commands/step | Redis CPU µs/step |",
+             "|---|---|---|---|---|---|---|"]
+    for target in repeats[0]:
+        lines.append(f"| {target} | {each(target, 1, 'p50', '.2f')} | "
+                     f"{each(target, 1, 'cpu_us', ',.0f')} | "
+                     f"{each(target, 8, 'steps_per_s', ',.0f')} | "
+                     f"{each(target, 32, 'steps_per_s', ',.0f')} | "
+                     f"{statistics.median(r[target][1]['redis_commands'] for r in repeats):.1f} | "
+                     f"{each(target, 1, 'redis_cpu_us', ',.0f')} |")
+
+    def ratio(a: str, b: str, concurrency: int, key: str) -> str:
+        return " / ".join(f"{r[a][concurrency][key] / r[b][concurrency][key]:.2f}×"
+                          for r in repeats)
+
+    lines += ["", "Paired within each repeat (target in brackets):", "",
+              f"- step p50 at c=1, orchestrator / httpx floor: {ratio(ORCH, FLOOR, 1, 'p50')}"
+              " (≤ 1.3×)",
+              f"- server CPU per step at c=1, orchestrator / httpx floor: "
+              f"{ratio(ORCH, FLOOR, 1, 'cpu_us')} (≤ 1.3×)",
+              f"- Redis CPU per step at c=1, orchestrator / httpx floor: "
+              f"{ratio(ORCH, FLOOR, 1, 'redis_cpu_us')} (≤ 2×)",
+              f"- steps/s at c=8, orchestrator / aiohttp floor: "
+              f"{ratio(ORCH, FLOOR_AIOHTTP, 8, 'steps_per_s')} (≥ 0.8×)",
+              f"- steps/s at c=32, orchestrator / aiohttp floor: "
+              f"{ratio(ORCH, FLOOR_AIOHTTP, 32, 'steps_per_s')} (≥ 0.8×)",
+              "- server CPU per step at c=8 (µs), orchestrator / httpx floor / aiohttp floor: "
+              + " / ".join(f"{r[ORCH][8]['cpu_us']:,.0f}·{r[FLOOR][8]['cpu_us']:,.0f}·"
+                           f"{r[FLOOR_AIOHTTP][8]['cpu_us']:,.0f}" for r in repeats), ""]
+    return lines
+
+
+def report(floors: dict[str, list[Repeat]], long: dict[str, Any],
+           prof: list[tuple[str, float]], hop: dict[str, float], hard: dict[str, float],
+           args: argparse.Namespace) -> str:
     lines = [
         "# Step benchmark results", "",
         f"`{' '.join(['.venv/bin/python', 'bench/step_bench.py', *sys.argv[1:]])}` — "
@@ -262,17 +354,15 @@ def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tupl
         label = "steps 2–11" if window == "first" else f"steps {args.long - 9}–{args.long}"
         detail = ", ".join(f"{k} {v:g}" for k, v in row["detail"].items())
         lines.append(f"| {label} | {row['round_trips']:g} | {row['commands']:g} | {detail} |")
-    lines += ["", "## Latency and throughput against the floor app", "",
-              "| concurrency | orchestrator p50 / p99 ms | floor p50 / p99 ms | p50 ratio "
-              "| orchestrator steps/s | floor steps/s | throughput ratio |",
-              "|---|---|---|---|---|---|---|"]
-    for c, row in cmp.items():
-        o, f = row["orchestrator"], row["floor"]
-        lines.append(f"| {c} | {o['p50']:.2f} / {o['p99']:.2f} | {f['p50']:.2f} / {f['p99']:.2f}"
-                     f" | {o['p50'] / f['p50']:.2f}× | {o['steps_per_s']:.0f} | "
-                     f"{f['steps_per_s']:.0f} | {o['steps_per_s'] / f['steps_per_s']:.2f}× |")
-    lines += ["", "Targets: p50 ratio ≤ 1.3× at concurrency 1; throughput ratio ≥ 0.8× at 8.", "",
-              "## What idempotency and the breaker cost", "",
+    lines += ["", "## The orchestrator against the floors", "",
+              "A floor is FastAPI with the same request model, one Redis GET, one agent hop and "
+              "one Redis SET. Each figure is one repeat's, repeats separated by `/`; the servers "
+              "measured share one core. Against the stub agent the figures are the "
+              "orchestrator's own cost; against the a2a-sdk agent, the agent's work is in them.",
+              ""]
+    for agent, repeats in floors.items():
+        lines += floors_section(agent, repeats)
+    lines += ["## What idempotency and the breaker cost (stub agent)", "",
               f"p50 at concurrency 1, {args.steps} steps per run, medians of {args.repeats * 2} "
               "interleaved runs:", "",
               f"- core step (no Idempotency-Key, breaker off): {hard['core']:.2f} ms",
@@ -280,7 +370,7 @@ def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tupl
               f"{hard['hardened']:.2f} ms",
               f"- change: {(hard['hardened'] / hard['core'] - 1) * 100:+.1f} % (target ≤ +5 %)",
               "",
-              f"## Step {args.long} against step 1", "",
+              f"## Step {args.long} against step 1 (stub agent)", "",
               f"- p50 of steps 1–50: {long['p50_first']:.2f} ms; of the last 50: "
               f"{long['p50_last']:.2f} ms; ratio {long['p50_last'] / long['p50_first']:.2f}× "
               "(target ≤ 1.2×)"]
@@ -289,14 +379,15 @@ def report(cmp: dict[int, dict[str, Any]], long: dict[str, Any], prof: list[tupl
         lines.append(f"- stored after {n} steps (state, trail, keyed answers): {size} bytes "
                      f"({size / n:.0f} bytes/step)")
     lines += ["", "## Where the time of a step goes", "",
-              f"Self CPU time by package over {args.profile_steps} steps, cProfile, app in process "
+              f"Self CPU time by package over {args.profile_steps} steps against the stub agent, "
+              "cProfile, app in process "
               "behind httpx's ASGI transport (so the test client's httpx is in the httpx share), "
               "Redis and the agent over loopback; idle time in epoll left out.", "",
               "| part | share |", "|---|---|"]
     lines += [f"| {name} | {share:.1f} % |" for name, share in prof]
     lines += ["", "## The agent hop: httpx transport against httpx-aiohttp", "",
               f"One A2A call through the A2A client, p50 over {args.steps} calls each, "
-              "interleaved in blocks, same agent:", ""]
+              "interleaved in blocks, the stub agent:", ""]
     lines += [f"- {name}: {ms:.2f} ms" for name, ms in hop.items()]
     lines.append(f"- ratio httpx-aiohttp / httpx: {hop['httpx-aiohttp'] / hop['httpx']:.2f}×")
     return "\n".join(lines) + "\n"
@@ -308,24 +399,36 @@ def main() -> None:
     args = parser.parse_args()
     args.repeats, args.steps, args.long, args.profile_steps = (
         (1, 40, 100, 100) if args.quick else (3, 400, 1000, 500))
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, OTHER_CORE)  # the load generator
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     redis_server = start_standalone(workdir)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        assert redis_server.proc is not None
+        os.sched_setaffinity(redis_server.proc.pid, OTHER_CORE)
     raw = redis.Redis.from_url(redis_server.url)
+    floors: dict[str, list[Repeat]] = {}
     try:
-        with server("agent") as agent, \
-                server("orchestrator", redis_server.url, agent + "/") as orch, \
-                server("orchestrator", redis_server.url, agent + "/",
-                       str(breaker_off_flow(workdir))) as core, \
-                server("floor", redis_server.url, agent + "/") as floor:
-            long = asyncio.run(long_call(orch, raw, args.long))
-            cmp = asyncio.run(compare(orch, floor, args.repeats, args.steps))
-            hard = asyncio.run(hardening_cost(core, orch, args.repeats, args.steps))
-            prof = profile_in_process(redis_server.url, agent + "/", args.profile_steps)
-            hop = asyncio.run(agent_hop(agent + "/", args.steps))
+        with server("stub", core=OTHER_CORE) as stub, server("agent", core=OTHER_CORE) as sdk:
+            for name, agent in (("stub", stub), ("a2a-sdk", sdk)):
+                with server("orchestrator", redis_server.url, agent.url + "/") as orch, \
+                        server("floor", redis_server.url, agent.url + "/") as floor, \
+                        server("floor-aiohttp", redis_server.url, agent.url + "/") as floor_a:
+                    floors[name] = asyncio.run(compare(
+                        {ORCH: orch, FLOOR: floor, FLOOR_AIOHTTP: floor_a}, raw, args.repeats,
+                        args.steps))
+                    if name == "stub":
+                        long = asyncio.run(long_call(orch.url, raw, args.long))
+                        with server("orchestrator", redis_server.url, agent.url + "/",
+                                    str(breaker_off_flow(workdir))) as core:
+                            hard = asyncio.run(hardening_cost(core.url, orch.url, args.repeats,
+                                                              args.steps))
+            prof = profile_in_process(redis_server.url, stub.url + "/", args.profile_steps)
+            hop = asyncio.run(agent_hop(stub.url + "/", args.steps))
     finally:
         raw.close()
         redis_server.stop()
-    text = report(cmp, long, prof, hop, hard, args)
+    text = report(floors, long, prof, hop, hard, args)
     print(text)
     if not args.quick:
         (ROOT / "bench" / "RESULTS.md").write_text(text)
