@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from orchestrator_flows.a2a.messages import OK_STATES, WAITING_STATES, AgentReply
@@ -55,7 +56,7 @@ def _envelope(raw: bytes, name: str) -> dict[str, Any]:
         raise _malformed(name, why) from None
     except RecursionError:
         raise _malformed(name, f"nested deeper than {MAX_DEPTH} levels") from None
-    unfit = _problem(envelope)
+    unfit = _problem(envelope) if _may_be_unfit(raw) else None
     if unfit is not None:
         raise _malformed(name, unfit)
     if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
@@ -160,6 +161,19 @@ def _collect(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
 def _an_id(value: Any) -> str | None:
     """A task or context id as the agent gave it, if it is one: a string of sensible length."""
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+
+
+# A lone surrogate can only come from a \ud800-\udfff escape or from its UTF-8 bytes (which
+# json.loads lets through): without either, no string of the answer holds one.
+_SURROGATE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]|\xed[\xa0-\xbf]")
+
+
+def _may_be_unfit(raw: bytes) -> bool:
+    """Whether `_problem` has anything to find: an answer with fewer brackets than MAX_DEPTH
+    cannot nest deeper, and one without surrogate escapes or bytes holds no lone surrogate.
+    Most answers are both, and skip the walk."""
+    return (raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
+            or _SURROGATE.search(raw) is not None)
 
 
 def _problem(value: Any) -> str | None:

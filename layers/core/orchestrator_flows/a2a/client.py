@@ -13,6 +13,7 @@ import httpx
 
 from orchestrator_flows.a2a.answers import reduce_response
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
+from orchestrator_flows.a2a.transport import LeanTransport
 from orchestrator_flows.a2a.wire import CARD_PATH, DEFAULT_VERSION, rpc_body, version_from_card
 from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import Agent
@@ -49,7 +50,8 @@ class A2AClient:
         # lifespan it would be bound to a dead loop or rebuilt on every invocation.
         if self._http is None:
             self._http = httpx.AsyncClient(
-                transport=self._transport,
+                transport=self._transport or LeanTransport(
+                    max_body_bytes=self.max_body_bytes, keepalive_seconds=KEEPALIVE_SECONDS),
                 timeout=httpx.Timeout(self.timeout_seconds, connect=min(3.0, self.timeout_seconds)),
                 limits=httpx.Limits(
                     max_connections=self._max_connections,

@@ -1,0 +1,195 @@
+"""A lean HTTP/1.1 transport for httpx: asyncio streams and httptools' C parser, keep-alive
+connections pooled per origin. The A2A client's hop is most of a step's CPU; httpx's default
+transport (httpcore, anyio, h11) spends about 0.5 ms of CPU a call on loopback, this one about a
+third of that (bench/RESULTS.md). It keeps httpx's API: the client above it is unchanged.
+
+What an agent call needs and no more: one request at a time per connection, the body read whole
+(the A2A client caps it: past `max_body_bytes` the connection is dropped and the answer is cut
+there, which the client reports as too large), keep-alive until `keepalive_seconds` idle, TLS
+through an `ssl.SSLContext`. Concurrency is bounded above it, by the A2A client's queue.
+Failures are httpx's own exceptions, so the client maps them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import httptools
+import httpx
+
+READ_SIZE = 65_536
+
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def usable(self, keepalive_seconds: float) -> bool:
+        return (not self.reader.at_eof() and not self.writer.is_closing()
+                and time.monotonic() - self.idle_since < keepalive_seconds)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Answer:
+    """httptools' callbacks, collecting one response."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.cut = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        if self.cut:
+            return
+        self.size += len(body)
+        if self.size > self.max_body_bytes:
+            self.cut = True  # kept up to just past the cap: enough to say it is too large
+        self.body.append(body)
+
+    def finished(self) -> bool:
+        """The whole answer is in, or as much of it as is kept."""
+        return self.complete or self.cut
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        # Asked here: llhttp answers it only within the message's callbacks.
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int = 1 << 20,
+        keepalive_seconds: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.keepalive_seconds = keepalive_seconds
+        self._ssl = ssl_context
+        self._idle: defaultdict[tuple[str, str, int], list[_Connection]] = defaultdict(list)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts = request.extensions.get("timeout", {})
+        head = self._head(request)
+        body = request.content  # the A2A client sends a bytes body
+        reused = self._take(origin)
+        if reused is not None:
+            try:
+                return await self._exchange(reused, origin, head, body, timeouts)
+            except _StaleConnection:
+                pass  # the agent closed it while it was idle: nothing was answered; once more
+        connection = await self._connect(origin, timeouts.get("connect"))
+        try:
+            return await self._exchange(connection, origin, head, body, timeouts)
+        except _StaleConnection:
+            raise httpx.RemoteProtocolError("the agent closed the connection without an answer",
+                                            request=request) from None
+
+    def _take(self, origin: tuple[str, str, int]) -> _Connection | None:
+        idle = self._idle[origin]
+        while idle:
+            connection = idle.pop()
+            if connection.usable(self.keepalive_seconds):
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, origin: tuple[str, str, int],
+                       connect_seconds: float | None) -> _Connection:
+        scheme, host, port = origin
+        context = None
+        if scheme == "https":
+            context = self._ssl or ssl.create_default_context()
+        try:
+            async with asyncio.timeout(connect_seconds):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, limit=READ_SIZE)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+        return _Connection(reader, writer)
+
+    @staticmethod
+    def _head(request: httpx.Request) -> bytes:
+        target = request.url.raw_path
+        lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
+        lines += [name + b": " + value for name, value in request.headers.raw]
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    async def _exchange(self, connection: _Connection, origin: tuple[str, str, int],
+                        head: bytes, body: bytes,
+                        timeouts: dict[str, float | None]) -> httpx.Response:
+        answer = _Answer(self.max_body_bytes)
+        parser = answer.parser = httptools.HttpResponseParser(answer)
+        received = False
+        try:
+            connection.writer.write(head + body)
+            async with asyncio.timeout(timeouts.get("write")):
+                await connection.writer.drain()
+            while not answer.finished():
+                async with asyncio.timeout(timeouts.get("read")):
+                    data = await connection.reader.read(READ_SIZE)
+                if not data:
+                    if not received:
+                        raise _StaleConnection
+                    parser.feed_data(b"")  # an answer delimited by the close
+                    if not answer.finished():
+                        raise httpx.RemoteProtocolError("the answer was cut short")
+                received = True
+                parser.feed_data(data)
+        except _StaleConnection:
+            connection.close()
+            raise
+        except TimeoutError:
+            connection.close()
+            raise httpx.ReadTimeout("the agent did not answer in time") from None
+        except httptools.HttpParserError as exc:
+            connection.close()
+            raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            connection.close()
+            if not received:
+                raise _StaleConnection from None
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            connection.close()  # cancelled mid-answer: the connection is in an unknown state
+            raise
+        if answer.cut or not answer.keep_alive:
+            connection.close()
+        else:
+            connection.idle_since = time.monotonic()
+            self._idle[origin].append(connection)
+        return httpx.Response(parser.get_status_code(), headers=answer.headers,
+                              content=b"".join(answer.body),
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+
+
+class _StaleConnection(Exception):
+    """A connection that gave no byte of an answer (closed by the agent while idle)."""

@@ -1,0 +1,171 @@
+"""The A2A client's own HTTP transport against real sockets: a small asyncio server on loopback
+that answers as a test tells it, and counts the connections it accepts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from orchestrator_flows.a2a.transport import LeanTransport
+
+Handler = Callable[[bytes], Awaitable[bytes | None]]  # request head+body -> raw answer, or close
+
+
+def answer(body: bytes, *headers: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"".join(b"\r\n" + h for h in headers)
+            + b"\r\n\r\n" + body)
+
+
+@dataclass
+class Server:
+    url: str
+    accepted: int = 0
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> Server:
+        state = Server("")
+
+        async def connection(reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+            state.accepted += 1
+            state.writers.append(writer)
+            try:
+                while True:
+                    raw = await handler(await read_request(reader))
+                    if raw is None:
+                        break
+                    writer.write(raw)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(connection, "127.0.0.1", 0)
+        servers.append(server)
+        state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        return state
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def test_answers_are_read_over_one_kept_alive_connection(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return answer(b'{"echo": ' + str(len(request)).encode() + b"}")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        replies = [await client.post(server.url, content=b"x" * n) for n in (1, 2, 3)]
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert len({r.json()["echo"] for r in replies}) == 3
+    assert server.accepted == 1
+
+
+async def test_a_connection_the_agent_closed_while_idle_is_replaced_without_an_error(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return answer(b"{}")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.post(server.url, content=b"{}")).status_code == 200
+        for writer in server.writers:  # the agent's keep-alive ran out
+            writer.close()
+        await asyncio.sleep(0.05)
+        assert (await client.post(server.url, content=b"{}")).status_code == 200
+    assert server.accepted == 2
+
+
+async def test_an_idle_connection_past_its_keepalive_is_not_reused(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return answer(b"{}")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport(keepalive_seconds=0.05)) as client:
+        await client.post(server.url, content=b"{}")
+        await asyncio.sleep(0.1)
+        await client.post(server.url, content=b"{}")
+    assert server.accepted == 2
+
+
+async def test_a_chunked_answer_is_decoded(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.post(server.url, content=b"{}")).json() == {"a": 1}
+
+
+async def test_an_answer_past_the_cap_is_cut_and_its_connection_dropped(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 8 + b"0\r\n\r\n")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport(max_body_bytes=2000)) as client:
+        cut = await client.post(server.url, content=b"{}")
+        assert 2000 < len(cut.content) < 8 * 1024
+        await client.post(server.url, content=b"{}")
+    assert server.accepted == 2
+
+
+async def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> None:
+        return None
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(server.url, content=b"{}")
+
+
+async def test_an_agent_that_does_not_answer_times_out_as_a_read_timeout(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        await asyncio.sleep(5)
+        return answer(b"{}")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport(), timeout=0.2) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(server.url, content=b"{}")
+
+
+async def test_nobody_listening_is_a_connect_error() -> None:
+    from tests.support.redis_servers import free_port
+
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"http://127.0.0.1:{free_port()}/", content=b"{}")
