@@ -4,13 +4,16 @@ that answers as a test tells it, and counts the connections it accepts."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
 from orchestrator_flows.a2a.transport import LeanTransport
+from tests.support.redis_servers import _make_tls_material
 
 Handler = Callable[[bytes], Awaitable[bytes | None]]  # request head+body -> raw answer, or close
 
@@ -36,10 +39,10 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
+async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
     servers: list[asyncio.Server] = []
 
-    async def start(handler: Handler) -> Server:
+    async def start(handler: Handler, tls: ssl.SSLContext | None = None) -> Server:
         state = Server("")
 
         async def connection(reader: asyncio.StreamReader,
@@ -57,9 +60,10 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
                 pass
             writer.close()
 
-        server = await asyncio.start_server(connection, "127.0.0.1", 0)
+        server = await asyncio.start_server(connection, "127.0.0.1", 0, ssl=tls)
         servers.append(server)
-        state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        scheme = "https" if tls else "http"
+        state.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         return state
 
     yield start
@@ -68,7 +72,7 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
 
 
 async def test_answers_are_read_over_one_kept_alive_connection(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         return answer(b'{"echo": ' + str(len(request)).encode() + b"}")
@@ -82,7 +86,7 @@ async def test_answers_are_read_over_one_kept_alive_connection(
 
 
 async def test_a_connection_the_agent_closed_while_idle_is_replaced_without_an_error(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         return answer(b"{}")
@@ -98,7 +102,7 @@ async def test_a_connection_the_agent_closed_while_idle_is_replaced_without_an_e
 
 
 async def test_an_idle_connection_past_its_keepalive_is_not_reused(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         return answer(b"{}")
@@ -112,7 +116,7 @@ async def test_an_idle_connection_past_its_keepalive_is_not_reused(
 
 
 async def test_a_chunked_answer_is_decoded(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         return (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -124,7 +128,7 @@ async def test_a_chunked_answer_is_decoded(
 
 
 async def test_an_answer_past_the_cap_is_cut_and_its_connection_dropped(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         return (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -139,7 +143,7 @@ async def test_an_answer_past_the_cap_is_cut_and_its_connection_dropped(
 
 
 async def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> None:
         return None
@@ -151,7 +155,7 @@ async def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(
 
 
 async def test_an_agent_that_does_not_answer_times_out_as_a_read_timeout(
-    serve: Callable[[Handler], Awaitable[Server]],
+    serve: Callable[..., Awaitable[Server]],
 ) -> None:
     async def handler(request: bytes) -> bytes:
         await asyncio.sleep(5)
@@ -169,3 +173,24 @@ async def test_nobody_listening_is_a_connect_error() -> None:
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{free_port()}/", content=b"{}")
+
+
+async def test_an_https_agent_is_verified_against_the_trusted_authorities(
+    serve: Callable[..., Awaitable[Server]], tmp_path: Path
+) -> None:
+    ca, cert, key = _make_tls_material(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    async def handler(request: bytes) -> bytes:
+        return answer(b'{"over": "tls"}')
+
+    server = await serve(handler, tls)
+    trusting = ssl.create_default_context(cafile=str(ca))
+    async with httpx.AsyncClient(transport=LeanTransport(ssl_context=trusting)) as client:
+        assert (await client.post(server.url, content=b"{}")).json() == {"over": "tls"}
+        assert (await client.post(server.url, content=b"{}")).status_code == 200
+    assert server.accepted == 1
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:  # certifi's CAs only
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.post(server.url, content=b"{}")

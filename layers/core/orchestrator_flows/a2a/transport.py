@@ -119,7 +119,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         context = None
         if scheme == "https":
-            context = self._ssl or ssl.create_default_context()
+            if self._ssl is None:
+                import certifi  # httpx's own CA bundle, so the same agents are trusted
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            context = self._ssl
         try:
             async with asyncio.timeout(connect_seconds):
                 reader, writer = await asyncio.open_connection(
