@@ -70,15 +70,16 @@ COMMIT = """
 -- ARGV[4] '1' to return the whole trail, ARGV[5] Idempotency-Key or '', ARGV[6] its reply,
 -- ARGV[7..] state field, value, field, value ...
 -- -> {0} when the token no longer holds the claim (nothing written), else {1[, steps]};
---    a resent commit that already ran answers {1[, steps]} again and writes nothing
-if redis.call('HGET', KEYS[2], 'last_commit') == ARGV[1] then
+--    a resent commit that already ran answers {1[, steps]} again and writes nothing (the first
+--    dropped the claim, so the token no longer holds it: only then is last_commit looked at)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('HGET', KEYS[2], 'last_commit') ~= ARGV[1] then
+    return {0}
+  end
   if ARGV[4] == '1' then
     return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
   end
   return {1}
-end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0}
 end
 redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('HSET', KEYS[2], 'last_commit', ARGV[1], unpack(ARGV, 7))
