@@ -266,3 +266,27 @@ async def test_a_claim_or_commit_sent_twice_runs_once(
         '{"n": 1}']
     assert isinstance(await backend.claim(keys, "token-2", 20_000, None), Taken)  # it was freed
     assert isinstance(await backend.claim(keys, "token-3", 20_000, None), Busy)
+
+
+async def test_a_session_kept_one_field_per_attribute_still_reads(
+    backend_and_inspector: tuple[Backend, Inspector], store: SessionStore,
+) -> None:
+    """As versions before the single session field kept it: a call alive across a deploy."""
+    backend = backend_and_inspector[0]
+    keys = CallKeys.of("OLD-1")
+    old = {"account_id": "ACC", "eci": "ECI", "context_id": "ctx", "current_flow_id": "2",
+           "completed_flows": "[1]", "is_complete": "0", "step_count": "1",
+           "created_at": "2026-11-25T00:00:00.000Z", "updated_at": "2026-11-25T00:00:01.000Z",
+           "open_tasks": '{"auth": {"task_id": "t-1", "context_id": "ctx", '
+                         '"a2a_version": "1.0", "stage_id": 2}}'}
+    assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)
+    assert await backend.commit(keys, "token-1", 300, step(1), old, False, None) == []
+    found = await store.get("OLD-1")
+    assert found is not None
+    session = found[0]
+    assert (session.current_flow_id, session.completed_flows, session.step_count) == (2, [1], 1)
+    assert session.open_tasks["auth"].task_id == "t-1"
+    claim = await store.claim("OLD-1")  # and the next turn writes the new layout over it
+    assert claim.session == session
+    await store.commit(claim, session, step(2))
+    assert (await store.get("OLD-1")) == (session, [step(1), step(2)])

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
+from orchestrator_flows.observer import NO_SPAN
+
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
@@ -68,13 +70,13 @@ class PowertoolsObserver:
         self.metrics = telemetry.metrics
 
     def span(self, name: str, **annotations: str) -> AbstractAsyncContextManager[None]:
+        if self.tracer is None:
+            return NO_SPAN
         return self._span(name, annotations)
 
     @asynccontextmanager
     async def _span(self, name: str, annotations: dict[str, str]) -> AsyncIterator[None]:
-        if self.tracer is None:
-            yield
-            return
+        assert self.tracer is not None
         async with self.tracer.provider.in_subsegment_async(f"## {name}") as subsegment:
             for key, value in annotations.items():
                 subsegment.put_annotation(key=key, value=value)

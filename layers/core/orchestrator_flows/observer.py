@@ -4,8 +4,7 @@ default."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 
@@ -27,13 +26,22 @@ class Observer(Protocol):
     def turn_refused(self, code: str) -> None: ...
 
 
-class SilentObserver:
-    @asynccontextmanager
-    async def _nothing(self) -> AsyncIterator[None]:
-        yield
+class _Nothing:
+    """A span that records nothing: one shared object, no generator per span."""
 
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+NO_SPAN = _Nothing()
+
+
+class SilentObserver:
     def span(self, name: str, **annotations: str) -> AbstractAsyncContextManager[None]:
-        return self._nothing()
+        return NO_SPAN
 
     def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
         return None

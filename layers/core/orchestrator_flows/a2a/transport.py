@@ -147,21 +147,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
         answer = _Answer(self.max_body_bytes)
         parser = answer.parser = httptools.HttpResponseParser(answer)
         received = False
+        # One deadline for the whole exchange (httpx's read timeout): a scope per read would
+        # cost more than the read on loopback, and the A2A client keeps the step's own deadline.
         try:
-            connection.writer.write(head + body)
-            async with asyncio.timeout(timeouts.get("write")):
+            async with asyncio.timeout(timeouts.get("read")):
+                connection.writer.write(head + body)
                 await connection.writer.drain()
-            while not answer.finished():
-                async with asyncio.timeout(timeouts.get("read")):
+                while not answer.finished():
                     data = await connection.reader.read(READ_SIZE)
-                if not data:
-                    if not received:
-                        raise _StaleConnection
-                    parser.feed_data(b"")  # an answer delimited by the close
-                    if not answer.finished():
-                        raise httpx.RemoteProtocolError("the answer was cut short")
-                received = True
-                parser.feed_data(data)
+                    if not data:
+                        if not received:
+                            raise _StaleConnection
+                        parser.feed_data(b"")  # an answer delimited by the close
+                        if not answer.finished():
+                            raise httpx.RemoteProtocolError("the answer was cut short")
+                    received = True
+                    parser.feed_data(data)
         except _StaleConnection:
             connection.close()
             raise

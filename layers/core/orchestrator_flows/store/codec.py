@@ -1,6 +1,7 @@
-"""How the store flattens what it keeps: a session into a hash of small fields (rewritten whole
-on each commit: its size does not grow with the call), and an answer under an Idempotency-Key
-into one reply record. Steps and answers arrive already encoded (`records.dump_json`)."""
+"""How the store flattens what it keeps: a session into one JSON field of the state hash
+(rewritten whole on each commit: its size does not grow with the call), and an answer under an
+Idempotency-Key into one reply record. Steps and answers arrive already encoded
+(`records.dump_json`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from orchestrator_flows.session import Session, TaskRef
 
 FINGERPRINT_LENGTH = 64  # a sha256 in hex
+SESSION_FIELD = "session"  # the state hash: the session as JSON, and last_commit (the scripts')
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,36 +39,43 @@ def completes_call(record: str) -> bool:
 
 
 def session_fields(session: Session) -> dict[str, str]:
-    return {
+    """The session as the state hash keeps it: one JSON field (one argument to encode and one
+    field for Redis to write and read back, instead of one per attribute)."""
+    return {SESSION_FIELD: json.dumps({
         "account_id": session.account_id,
         "eci": session.eci,
         "context_id": session.context_id,
-        "current_flow_id": str(session.current_flow_id),
-        "completed_flows": json.dumps(session.completed_flows),
-        "is_complete": "1" if session.is_complete else "0",
-        "step_count": str(session.step_count),
+        "current_flow_id": session.current_flow_id,
+        "completed_flows": session.completed_flows,
+        "is_complete": session.is_complete,
+        "step_count": session.step_count,
         "created_at": session.created_at,
         "updated_at": session.updated_at,
-        "open_tasks": json.dumps({name: _task_fields(task)
-                                  for name, task in session.open_tasks.items()}),
-    }
+        "open_tasks": {name: _task_fields(task) for name, task in session.open_tasks.items()},
+    }, separators=(",", ":"), ensure_ascii=False)}
 
 
 def session_from_fields(call_identify_id: str, fields: dict[str, str]) -> Session:
+    if SESSION_FIELD in fields:
+        kept = json.loads(fields[SESSION_FIELD])
+    else:  # as versions before 0.2 kept it, one field per attribute (for a call's last hour)
+        kept = {**fields, "completed_flows": json.loads(fields["completed_flows"]),
+                "is_complete": fields["is_complete"] == "1",
+                "open_tasks": json.loads(fields["open_tasks"])}
     return Session(
         call_identify_id=call_identify_id,
-        account_id=fields["account_id"],
-        eci=fields["eci"],
-        context_id=fields["context_id"],
-        current_flow_id=int(fields["current_flow_id"]),
-        completed_flows=json.loads(fields["completed_flows"]),
-        is_complete=fields["is_complete"] == "1",
-        step_count=int(fields["step_count"]),
-        created_at=fields["created_at"],
-        updated_at=fields["updated_at"],
+        account_id=kept["account_id"],
+        eci=kept["eci"],
+        context_id=kept["context_id"],
+        current_flow_id=int(kept["current_flow_id"]),
+        completed_flows=list(kept["completed_flows"]),
+        is_complete=bool(kept["is_complete"]),
+        step_count=int(kept["step_count"]),
+        created_at=kept["created_at"],
+        updated_at=kept["updated_at"],
         open_tasks={name: TaskRef(raw["task_id"], raw["context_id"], raw["a2a_version"],
                                   int(raw["stage_id"]))
-                    for name, raw in json.loads(fields["open_tasks"]).items()},
+                    for name, raw in kept["open_tasks"].items()},
     )
 
 
