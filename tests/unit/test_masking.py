@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
@@ -272,3 +273,13 @@ def test_an_ssn_is_masked_where_its_key_names_it() -> None:
     assert MASKER.mask_value({"ssn": 123456789, "SSN": "123456789", "social_security": 1,
                               "order": 123456789}, "FULFILLMENT") == {
         "ssn": "[SSN]", "SSN": "[SSN]", "social_security": 1, "order": 123456789}
+
+
+@settings(max_examples=2000)
+@given(st.uuids(), st.sampled_from(["", "ctx-", "task-", "id "]),
+       st.sampled_from(["AUTHENTICATION", "INTENT_CAPTURE"]))
+def test_an_id_made_of_a_uuid_is_never_masked(uuid: UUID, prefix: str, stage: str) -> None:
+    # The engine's own context ids are `ctx-<uuid4>`, and agents name tasks by UUID: one
+    # masked would drop the open task (a masked id cannot be continued).
+    text = f"{prefix}{uuid}"
+    assert MASKER.mask(text, stage) == text

@@ -118,8 +118,8 @@ def _card_at(sizes: list[int], separators: list[str], i: int, limit: int) -> int
             if j + 1 < limit and sizes[j + 1] in (4, 5):
                 found = j + 1
             break
-        elif size != 4:  # the last group of four-groups may be shorter
-            if total >= 13:
+        elif size != 4:  # the last group of four-groups may be shorter, never longer
+            if total >= 13 and size < 4:
                 found = j
             break
         if total >= 13:
@@ -145,6 +145,24 @@ def _continues_a_number(text: str, start: int, end: int, before: str, after: str
     left, right = text[max(0, start - 2):start], text[end:end + 2]
     return ((len(left) == 2 and left[0].isdigit() and left[1] in before)
             or (len(right) == 2 and right[0] in after and right[1].isdigit()))
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX_GLUE = 16  # how far a glued hex run is looked at: bounded, so masking stays linear
+
+
+def _in_an_identifier(text: str, start: int, end: int) -> bool:
+    """Whether the digits at text[start:end] are glued into a hex id rather than written as a
+    number: a run of hex holding a digit right before or right after them. A UUID's groups line
+    up as a Luhn-valid card one time in about 1,300 (`3fcf63f7-2087-4613-8623-6430eec5d46a`);
+    `card4111…`, `cc4111…` and `4111…code` stay cards."""
+    before, stop = start, max(0, start - _HEX_GLUE)  # a UUID's group is at most 12 long
+    while before > stop and text[before - 1] in _HEX:
+        before -= 1
+    after, stop = end, min(len(text), end + _HEX_GLUE)
+    while after < stop and text[after] in _HEX:
+        after += 1
+    return any(char.isdigit() for char in text[before:start] + text[end:after])
 
 
 def _mask_cards(text: str) -> str:
@@ -183,7 +201,8 @@ def _mask_cards(text: str) -> str:
             # `0.4111…` is a decimal's fraction; after `+`, up to 15 digits are a phone number
             # (E.164's most), left to that rule.
             if (_continues_a_number(text, start, end, ".", "")
-                    or (text[start - 1:start] == "+" and sum(sizes[i:end_group + 1]) <= 15)):
+                    or (text[start - 1:start] == "+" and sum(sizes[i:end_group + 1]) <= 15)
+                    or _in_an_identifier(text, start, end)):
                 i += 1
                 continue
             pieces += [text[last:start], "[CARD]"]
