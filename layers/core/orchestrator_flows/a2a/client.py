@@ -20,6 +20,8 @@ from orchestrator_flows.flow import Agent
 from orchestrator_flows.records import Attempt
 
 MAX_BODY_BYTES = 1 << 20
+# Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection is dropped here
+# before the agent closes it under a request in flight.
 KEEPALIVE_SECONDS = 2.0
 
 
@@ -35,13 +37,12 @@ class A2AClient:
         self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
         self._transport = transport
-        self._max_connections = max_connections
         self._http: httpx.AsyncClient | None = None
         self._versions: dict[str, asyncio.Future[str]] = {}
-        # Requests past the pool's size wait here, first come first served, rather than in
-        # httpcore's queue: that one rescans every queued request against every connection
-        # each time a request starts or ends, so a burst of a few hundred steps spent most of
-        # its CPU there and the last in line ran past their deadline.
+        # Requests past `max_connections` wait here, first come first served. The transport
+        # opens a connection only for a request in flight, so this bounds connections too.
+        # (httpx's own pool queue rescanned every queued request against every connection each
+        # time one started or ended: a burst of a few hundred steps spent most of its CPU there.)
         self._slots = asyncio.Semaphore(max_connections)
 
     @property
@@ -53,13 +54,6 @@ class A2AClient:
                 transport=self._transport or LeanTransport(
                     max_body_bytes=self.max_body_bytes, keepalive_seconds=KEEPALIVE_SECONDS),
                 timeout=httpx.Timeout(self.timeout_seconds, connect=min(3.0, self.timeout_seconds)),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                    # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection
-                    # is dropped here before the agent closes it under a request in flight.
-                    keepalive_expiry=KEEPALIVE_SECONDS,
-                ),
                 follow_redirects=False,
             )
         return self._http
