@@ -4,9 +4,9 @@
 
 Resolves pyproject.toml's runtime `dependencies` (nothing from the extras) for CPython 3.13 on
 manylinux arm64, as pip would install them there, and writes them pinned, leaving out botocore and
-its own dependencies: the python3.13 runtime ships them (with boto3), they are a third of the layer,
-and only aws-xray-sdk needs botocore. The layer build installs exactly this file, so two builds of
-one commit hold the same packages.
+its own dependencies: the python3.13 runtime ships them (with boto3) and they are a third of the
+layer (Powertools imports botocore only to tag its user agent, when it is there). The layer build
+installs exactly this file, so two builds of one commit hold the same packages.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """X-Ray subsegments of a turn, caught the way the X-Ray daemon would: as UDP datagrams on a
-loopback port. Runs the orchestrate function in a child process with tracing on, since whether
-the tracer exists is decided once, at import."""
+loopback port. Runs the orchestrate function in a child process with tracing on, as Lambda
+would start it (its trace header in the environment)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys
-from aws_xray_sdk.core import xray_recorder
 from orchestrator_flows.local.invoke import LocalContext, load_function
 from tests.support.events import turn_event
 
 handler = load_function("orchestrate").handler
-xray_recorder.configure(streaming_threshold=0)  # send every finished subsegment at once
+assert not [m for m in sys.modules if m.startswith(("aws_xray_sdk", "botocore."))]  # no SDK
 body = {"call_identify_id": "TRACE-1", "account_id": "A", "eci": "E",
         "input_message": "my secret words", "intent": "greeting"}
 print(json.dumps(handler(turn_event(body), LocalContext("orchestrate"))["statusCode"]))
@@ -74,4 +73,11 @@ def test_claim_agent_and_commit_are_traced_with_call_and_agent(
     assert by_name["## agent"]["annotations"] == {"call_identify_id": "TRACE-1",
                                                   "agent": "greeting"}
     assert by_name["## claim"]["annotations"]["call_identify_id"] == "TRACE-1"
-    assert not any(b"my secret words" in d for d in datagrams)  # capture_response is off
+    assert not any(b"my secret words" in d for d in datagrams)  # no text of the turn
+    for name in ("## claim", "## agent", "## commit"):  # children of Lambda's own segment
+        span = by_name[name]
+        assert (span["trace_id"], span["parent_id"], span["type"]) == (
+            "1-6744e2a0-0123456789abcdef01234567", "53995c3f42cd8ad8", "subsegment")
+        assert span["start_time"] <= span["end_time"]
+    assert (by_name["## claim"]["end_time"] <= by_name["## agent"]["start_time"]
+            <= by_name["## agent"]["end_time"] <= by_name["## commit"]["start_time"])

@@ -12,6 +12,7 @@ read from disk at request time.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+TRACE_HEADER = "_X_AMZN_TRACE_ID"
 
 
 def event_problem(event: Any) -> str | None:
@@ -55,7 +57,8 @@ def build_handler(function: str) -> LambdaHandler:
     settings = Settings.from_env(require_redis=True)
     telemetry = Telemetry.create(service=settings.service_name,
                                  namespace=settings.metrics_namespace,
-                                 tracing=not settings.trace_disabled)
+                                 tracing=not settings.trace_disabled,
+                                 daemon_address=settings.xray_daemon_address)
     runtime = Runtime.build(settings, observer=PowertoolsObserver(telemetry),
                             route_turns="orchestrate" in routes)
     adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
@@ -64,9 +67,11 @@ def build_handler(function: str) -> LambdaHandler:
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
     )
-    @telemetry.traced
     @telemetry.metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if telemetry.spans is not None:
+            # Lambda sets each invocation's trace header in the environment, before the call.
+            telemetry.spans.begin(os.environ.get(TRACE_HEADER))
         problem = event_problem(event)
         if problem is not None:
             logger.warning("refused event", extra={"problem": problem})

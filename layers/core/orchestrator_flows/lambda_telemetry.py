@@ -1,26 +1,20 @@
-"""Powertools logger, metrics and tracer for the Lambda functions, built once per function by
-its entry point from Settings, and the engine's observer that feeds them.
-
-Whether there is a tracer at all is decided there: aws-xray-sdk imports botocore, about 170 ms
-of cold start (bench/COLD_START.md) that a function with tracing off should not pay.
-What a caller said and what an agent answered are never logged: only their lengths.
+"""Powertools logger and metrics for the Lambda functions, and X-Ray spans (`xray.py`, no
+X-Ray SDK), built once per function by its entry point from Settings; and the engine's
+observer that feeds them. What a caller said and what an agent answered are never logged:
+only their lengths.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
 from orchestrator_flows.observer import NO_SPAN
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Tracer
+from orchestrator_flows.xray import XRaySpans
 
 
 @dataclass(frozen=True)
@@ -29,29 +23,18 @@ class Telemetry:
     namespace: str
     logger: Logger
     metrics: Metrics
-    tracer: Tracer | None
+    spans: XRaySpans | None  # None: tracing off
 
     @classmethod
-    def create(cls, *, service: str, namespace: str, tracing: bool) -> Telemetry:
+    def create(cls, *, service: str, namespace: str, tracing: bool,
+               daemon_address: str) -> Telemetry:
         """Loggers of one service share their handler and metrics their buffer (Powertools),
-        so every function of a process writes one stream. auto_patch off: the observer's spans
-        are the ones worth having, and patching would import httpx into the read-only
-        functions."""
+        so every function of a process writes one stream."""
         # The read-only functions publish no metric but the cold start: expected, not a warning.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        tracer = None
-        if tracing:
-            from aws_lambda_powertools import Tracer
-
-            tracer = Tracer(service=service, auto_patch=False)
         return cls(service, namespace, Logger(service=service),
-                   Metrics(namespace=namespace, service=service), tracer)
-
-    def traced(self, handler: Any) -> Any:
-        """`tracer.capture_lambda_handler` when tracing is on; the handler itself otherwise."""
-        if self.tracer is None:
-            return handler
-        return self.tracer.capture_lambda_handler(handler, capture_response=False)
+                   Metrics(namespace=namespace, service=service),
+                   XRaySpans(daemon_address) if tracing else None)
 
     def count(self, name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
         """A metric with its own dimensions (per agent, per code), flushed at once as one EMF
@@ -65,22 +48,13 @@ class Telemetry:
 class PowertoolsObserver:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
-        self.tracer = telemetry.tracer
         self.logger = telemetry.logger
         self.metrics = telemetry.metrics
 
     def span(self, name: str, **annotations: str) -> AbstractAsyncContextManager[None]:
-        if self.tracer is None:
-            return NO_SPAN
-        return self._span(name, annotations)
-
-    @asynccontextmanager
-    async def _span(self, name: str, annotations: dict[str, str]) -> AsyncIterator[None]:
-        assert self.tracer is not None
-        async with self.tracer.provider.in_subsegment_async(f"## {name}") as subsegment:
-            for key, value in annotations.items():
-                subsegment.put_annotation(key=key, value=value)
-            yield
+        spans = self.telemetry.spans
+        span = spans.span(name, annotations) if spans is not None else None
+        return span if span is not None else NO_SPAN
 
     def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
         # Every later line of this invocation carries the call, the intent and the stage.

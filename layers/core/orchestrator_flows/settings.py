@@ -33,6 +33,7 @@ VARIABLES = {
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "trace_disabled": "POWERTOOLS_TRACE_DISABLED",
+    "xray_daemon_address": "AWS_XRAY_DAEMON_ADDRESS",
 }
 
 
@@ -76,6 +77,9 @@ class Settings(BaseModel):
         default="OrchestratorFlows", min_length=1,
         description="the CloudWatch metrics namespace (Lambda)")
     trace_disabled: bool = Field(default=False, description="true: no X-Ray tracing (Lambda)")
+    xray_daemon_address: str = Field(
+        default="127.0.0.1:2000", pattern=r"^[^:\s]*:\d{1,5}$",
+        description="where X-Ray subsegments are sent, host:port (Lambda sets it)")
 
     @field_validator("redis_url")
     @classmethod
