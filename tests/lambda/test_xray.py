@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from orchestrator_flows.settings import Settings
 from orchestrator_flows.xray import TraceContext, XRaySpans
 
 SAMPLED = "Root=1-6744e2a0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
@@ -78,3 +79,18 @@ async def test_no_daemon_listening_is_no_error() -> None:
         assert span is not None
         async with span:
             pass
+
+
+async def test_the_daemon_s_two_address_form_sends_to_its_udp_address(
+    daemon: socket.socket,
+) -> None:
+    port = daemon.getsockname()[1]
+    address = f"tcp:127.0.0.1:{port + 1} udp:127.0.0.1:{port}"
+    assert Settings(xray_daemon_address=address).xray_daemon_address == address
+    spans = XRaySpans(address)
+    spans.begin(SAMPLED)
+    span = spans.span("claim", {})
+    assert span is not None
+    async with span:
+        pass
+    assert [document["name"] for document in received(daemon)] == ["## claim"]

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from orchestrator_flows.flow import Flow
 
 AGENT_URL_PREFIX = "AGENT_URL_"
+# host:port, or the X-Ray daemon's own "tcp:host:port udp:host:port"
+_DAEMON_ADDRESS = r"^(?:[^:\s]*:\d{1,5}|(?:(?:tcp|udp):[^:\s]*:\d{1,5}\s*)+)$"
 # Each setting and the environment variable it is read from.
 VARIABLES = {
     "redis_url": "REDIS_URL",
@@ -78,8 +80,9 @@ class Settings(BaseModel):
         description="the CloudWatch metrics namespace (Lambda)")
     trace_disabled: bool = Field(default=False, description="true: no X-Ray tracing (Lambda)")
     xray_daemon_address: str = Field(
-        default="127.0.0.1:2000", pattern=r"^[^:\s]*:\d{1,5}$",
-        description="where X-Ray subsegments are sent, host:port (Lambda sets it)")
+        default="127.0.0.1:2000", pattern=_DAEMON_ADDRESS,
+        description="where X-Ray subsegments are sent: host:port, or the daemon's "
+        "'tcp:host:port udp:host:port' form (Lambda sets it)")
 
     @field_validator("redis_url")
     @classmethod

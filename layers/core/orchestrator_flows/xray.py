@@ -42,7 +42,9 @@ class XRaySpans:
     trace header. Sending never raises: a lost datagram is a lost span, not a failed turn."""
 
     def __init__(self, daemon_address: str = DEFAULT_DAEMON) -> None:
-        host, _, port = daemon_address.rpartition(":")
+        # `host:port`, or the daemon's own `tcp:host:port udp:host:port` (its UDP one here).
+        udp = [part[4:] for part in daemon_address.split() if part.startswith("udp:")]
+        host, _, port = (udp[0] if udp else daemon_address).rpartition(":")
         self._daemon = (host or "127.0.0.1", int(port))
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
