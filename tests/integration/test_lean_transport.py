@@ -18,6 +18,10 @@ from tests.support.redis_servers import _make_tls_material
 Handler = Callable[[bytes], Awaitable[bytes | None]]  # request head+body -> raw answer, or close
 
 
+class ThenClose(bytes):
+    """A raw answer after which the server closes the connection."""
+
+
 def answer(body: bytes, *headers: bytes) -> bytes:
     return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"".join(b"\r\n" + h for h in headers)
@@ -56,6 +60,8 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
                         break
                     writer.write(raw)
                     await writer.drain()
+                    if isinstance(raw, ThenClose):
+                        break
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass
             writer.close()
@@ -193,4 +199,30 @@ async def test_an_https_agent_is_verified_against_the_trusted_authorities(
     assert server.accepted == 1
     async with httpx.AsyncClient(transport=LeanTransport()) as client:  # certifi's CAs only
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.post(server.url, content=b"{}")
+
+
+async def test_an_answer_delimited_by_the_close_is_read_whole(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return ThenClose(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n'
+                         b'{"closed": true}')
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.post(server.url, content=b"{}")).json() == {"closed": True}
+        assert (await client.post(server.url, content=b"{}")).json() == {"closed": True}
+    assert server.accepted == 2  # such an answer ends its connection
+
+
+async def test_an_answer_cut_before_its_length_is_a_protocol_error(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return ThenClose(answer(b'{"long": "answer"}')[:-5])
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="cut short"):
             await client.post(server.url, content=b"{}")

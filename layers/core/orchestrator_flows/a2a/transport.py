@@ -49,6 +49,7 @@ class _Answer:
         self.complete = False
         self.cut = False
         self.keep_alive = False
+        self.headers_done = False
         self.parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -61,6 +62,14 @@ class _Answer:
         if self.size > self.max_body_bytes:
             self.cut = True  # kept up to just past the cap: enough to say it is too large
         self.body.append(body)
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def delimited_by_close(self) -> bool:
+        """An answer with neither a length nor chunks ends where the connection does."""
+        framing = {name.lower() for name, _ in self.headers}
+        return self.headers_done and not framing & {b"content-length", b"transfer-encoding"}
 
     def finished(self) -> bool:
         """The whole answer is in, or as much of it as is kept."""
@@ -158,9 +167,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     if not data:
                         if not received:
                             raise _StaleConnection
-                        parser.feed_data(b"")  # an answer delimited by the close
-                        if not answer.finished():
+                        if not answer.delimited_by_close():
                             raise httpx.RemoteProtocolError("the answer was cut short")
+                        answer.complete = True  # its end is the close; not kept alive
                     received = True
                     parser.feed_data(data)
         except _StaleConnection:
