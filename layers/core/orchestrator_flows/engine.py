@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
@@ -56,8 +57,10 @@ class Turn:
     input_message: str
     intent: str
 
+    @cached_property
     def fingerprint(self) -> str:
-        """What makes two requests the same turn, for an Idempotency-Key."""
+        """What makes two requests the same turn, for an Idempotency-Key (and its A2A
+        messageId): computed once a turn."""
         fields = [self.call_identify_id, self.account_id, self.eci, self.input_message,
                   self.intent]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
@@ -75,7 +78,7 @@ def message_id(turn: Turn, idempotency_key: str | None, session: Session) -> str
     key or at the same step is another message."""
     turn_of_call = (f"key\n{idempotency_key}" if idempotency_key is not None
                     else f"step\n{session.step_count + 1}")
-    name = f"{turn.call_identify_id}\n{turn_of_call}\n{turn.fingerprint()}"
+    name = f"{turn.call_identify_id}\n{turn_of_call}\n{turn.fingerprint}"
     return str(uuid.uuid5(MESSAGE_IDS, name))
 
 
@@ -110,7 +113,7 @@ class Orchestrator:
         again (no agent call, no step); the same key with another body is refused."""
         started = time.perf_counter()
         observe = self.observer
-        idempotency = (Idempotency(idempotency_key, turn.fingerprint())
+        idempotency = (Idempotency(idempotency_key, turn.fingerprint)
                        if idempotency_key is not None else None)
         likely_agent = self.flow.agent_for(turn.intent)
         async with observe.span("claim", call_identify_id=turn.call_identify_id):

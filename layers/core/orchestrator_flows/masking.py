@@ -256,6 +256,7 @@ def _mask_codes(text: str) -> str:
     return _CODE.sub(replace, text)
 
 
+_ASCII_DIGIT_OR_AT = re.compile(r"[0-9@]")
 _SUBSTITUTIONS: dict[Rule, Callable[[str], str]] = {
     "email": lambda text: _EMAIL.sub("[EMAIL]", text) if "@" in text or "＠" in text else text,
     "card": _mask_cards,
@@ -272,8 +273,13 @@ class Masker:
     otp_stages: frozenset[str] = frozenset({"AUTHENTICATION"})
 
     def mask(self, text: str, stage: str) -> str:
-        if not any(char.isdigit() or char in "@＠" for char in text):
-            return text  # every rule needs a digit, or an @
+        # Every rule needs a digit, or an @: text with neither is left as it is (on ASCII text,
+        # as most is, told by one regex search rather than a look at each character).
+        if text.isascii():
+            if _ASCII_DIGIT_OR_AT.search(text) is None:
+                return text
+        elif not any(char.isdigit() or char in "@＠" for char in text):
+            return text
         for rule in RULES:  # in this order: an e-mail's digits are never a phone
             if rule in self.rules:
                 text = _SUBSTITUTIONS[rule](text)

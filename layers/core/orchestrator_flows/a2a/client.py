@@ -23,9 +23,21 @@ MAX_BODY_BYTES = 1 << 20
 # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection is dropped here
 # before the agent closes it under a request in flight.
 KEEPALIVE_SECONDS = 2.0
+# What every request says besides its body (httpx.Request adds Host and Content-Length). No
+# Accept-Encoding: an answer is small and on a private network; compressing it costs both ends
+# more CPU than it saves.
+USER_AGENT = "orchestrator-flows"
+RPC_HEADERS = {"content-type": "application/json", "accept": "application/json",
+               "user-agent": USER_AGENT}
+CARD_HEADERS = {"accept": "application/json", "user-agent": USER_AGENT}
 
 
 class A2AClient:
+    """Requests go to the httpx transport directly, as `httpx.Request`s: the httpx client
+    above a transport (URL and header merging, cookies, auth flows, redirects, event hooks)
+    cost about twice the transport's own CPU per call and the hop uses none of it
+    (bench/RESULTS.md). Redirects are not followed, as before; no cookie is kept."""
+
     def __init__(
         self,
         *,
@@ -37,7 +49,9 @@ class A2AClient:
         self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
         self._transport = transport
-        self._http: httpx.AsyncClient | None = None
+        self._timeouts = {"connect": min(3.0, timeout_seconds), "read": timeout_seconds,
+                          "write": timeout_seconds, "pool": timeout_seconds}
+        self._urls: dict[str, httpx.URL] = {}
         self._versions: dict[str, asyncio.Future[str]] = {}
         # Requests past `max_connections` wait here, first come first served. The transport
         # opens a connection only for a request in flight, so this bounds connections too.
@@ -46,22 +60,17 @@ class A2AClient:
         self._slots = asyncio.Semaphore(max_connections)
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        # Built on first use, on the loop that uses it: built at import time or in a Mangum
-        # lifespan it would be bound to a dead loop or rebuilt on every invocation.
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                transport=self._transport or LeanTransport(
-                    max_body_bytes=self.max_body_bytes, keepalive_seconds=KEEPALIVE_SECONDS),
-                timeout=httpx.Timeout(self.timeout_seconds, connect=min(3.0, self.timeout_seconds)),
-                follow_redirects=False,
-            )
-        return self._http
+    def transport(self) -> httpx.AsyncBaseTransport:
+        # Built on first use: its connections belong to the loop that opens them.
+        if self._transport is None:
+            self._transport = LeanTransport(
+                max_body_bytes=self.max_body_bytes, keepalive_seconds=KEEPALIVE_SECONDS)
+        return self._transport
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     async def send(self, request: AgentRequest) -> AgentReply:
         """Send one message, trying transient failures again with backoff, every try with the
@@ -115,13 +124,13 @@ class A2AClient:
     async def _version_from_card(self, origin: str) -> str:
         try:
             async with self._slots:
-                response = await self.http.get(
-                    origin + CARD_PATH, timeout=min(2.0, self.timeout_seconds)
-                )
-            if response.status_code != 200 or len(response.content) > self.max_body_bytes:
+                status, raw = await self._exchange(
+                    "GET", origin + CARD_PATH, None, CARD_HEADERS, "the agent card",
+                    {**self._timeouts, "read": min(2.0, self.timeout_seconds)})
+            if status != 200:
                 return DEFAULT_VERSION
-            return version_from_card(response.json())
-        except (httpx.HTTPError, ValueError):
+            return version_from_card(json.loads(raw))
+        except (httpx.HTTPError, AgentFailure, ValueError):
             return DEFAULT_VERSION
 
     async def _send(self, request: AgentRequest, version: str) -> AgentReply:
@@ -129,19 +138,12 @@ class A2AClient:
         body = json.dumps(
             rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
         ).encode()
-        headers = {"content-type": "application/json", "a2a-version": version}
+        headers = {**RPC_HEADERS, "a2a-version": version}
         name = request.agent.name
         try:
-            async with self._slots, self.http.stream(
-                "POST", request.agent.url, content=body, headers=headers
-            ) as response:
-                if response.status_code >= 400:
-                    raise AgentFailure(
-                        FailureCode.HTTP_ERROR,
-                        f"agent {name} answered HTTP {response.status_code}",
-                        http_status=response.status_code,
-                    )
-                raw = await self._read_capped(response, name)
+            async with self._slots:
+                status, raw = await self._exchange(
+                    "POST", request.agent.url, body, headers, f"agent {name}", self._timeouts)
         except httpx.TimeoutException as exc:
             raise AgentFailure(FailureCode.TIMEOUT,
                                f"agent {name} at {request.agent.url} timed out: {exc!r}") from exc
@@ -151,16 +153,43 @@ class A2AClient:
                 f"agent {name} could not be reached at {request.agent.url}: "
                 f"{type(exc).__name__}",
             ) from exc
+        if status >= 400:
+            raise AgentFailure(FailureCode.HTTP_ERROR, f"agent {name} answered HTTP {status}",
+                               http_status=status)
         return reduce_response(raw, rpc_id, version, name)
 
-    async def _read_capped(self, response: httpx.Response, name: str) -> bytes:
+    async def _exchange(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str], what: str,
+        timeouts: dict[str, float],
+    ) -> tuple[int, bytes]:
+        """One request through the transport: the answer's status and its body, read up to
+        the cap (an error answer's body is not read)."""
+        target = self._urls.get(url)
+        if target is None:
+            target = self._urls[url] = httpx.URL(url)
+        response = await self.transport.handle_async_request(httpx.Request(
+            method, target, content=body, headers=headers, extensions={"timeout": timeouts}))
+        try:
+            if response.status_code >= 400:
+                return response.status_code, b""
+            return response.status_code, await self._read_capped(response, what)
+        finally:
+            await response.aclose()
+
+    async def _read_capped(self, response: httpx.Response, what: str) -> bytes:
         declared = response.headers.get("content-length")
         too_large = AgentFailure(
             FailureCode.RESPONSE_TOO_LARGE,
-            f"agent {name} answered more than {_size(self.max_body_bytes)}",
+            f"{what} answered more than {_size(self.max_body_bytes)}",
         )
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise too_large
+        if isinstance(response.stream, httpx.ByteStream):
+            # Read whole by the transport (ours reads up to just past the cap): no chunking.
+            body = await response.aread()
+            if len(body) > self.max_body_bytes:
+                raise too_large
+            return body
         buffer = bytearray()
         async for chunk in response.aiter_bytes():
             buffer += chunk

@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
+import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.retry import Retry
@@ -23,6 +25,40 @@ T = TypeVar("T")
 _UNAVAILABLE = (redis_errors.RedisError, OSError, asyncio.TimeoutError)
 # A connection found dead: after a Redis restart, every idle pooled connection is.
 _DEAD_CONNECTION = (redis_errors.ConnectionError, ConnectionError)
+
+
+class _PackedInC:
+    """Commands packed by hiredis' C packer. redis-py's own asyncio connection packs them in
+    Python, encoding each argument through a chain of type checks: for the session store's
+    scripts (a dozen arguments each) that was about a sixth of a step's Redis client work,
+    counted in instructions (bench/RESULTS.md). redis-py's synchronous client packs with
+    hiredis the same way when it is installed."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        # A command name with a space ('SCRIPT LOAD') is several arguments on the wire.
+        if isinstance(first, str):
+            args = (*first.encode().split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            # bytearray and memoryview, which hiredis does not take; and what Redis cannot be
+            # sent (None, a bool), which redis-py's packer refuses as DataError
+            return AbstractConnection.pack_command(self, *args)  # type: ignore[arg-type]
+
+
+class _LeanConnection(_PackedInC, Connection):
+    pass
+
+
+class _LeanSSLConnection(_PackedInC, SSLConnection):
+    pass
+
+
+_LEAN: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _LeanConnection, SSLConnection: _LeanSSLConnection}
 
 
 class RedisConnection:
@@ -116,6 +152,9 @@ def connect(
         client = RedisCluster.from_url(url, **options)
     else:
         client = Redis.from_url(url, **options)
+        pool = client.connection_pool
+        # The pool opens its connections on first use, with the class chosen from the URL.
+        pool.connection_class = _LEAN.get(pool.connection_class, pool.connection_class)
     # A store call may need a connect plus a reply; past that it is unavailable, not slow.
     return RedisConnection(
         client,
