@@ -151,7 +151,12 @@ def connect(
         options.pop("health_check_interval")
         client = RedisCluster.from_url(url, **options)
     else:
-        client = Redis.from_url(url, **options)
+        # Every call runs within `run`'s deadline, which `socket_timeout` sizes and which
+        # drops the connection when it fires mid-reply (redis-py disconnects on any
+        # exception in a read). A socket timeout of redis-py's own would only add a task per
+        # command sent (its `wait_for`) and a timeout scope per reply. The cluster client
+        # keeps it: it reacts to a socket timeout by finding the cluster's nodes again.
+        client = Redis.from_url(url, **{**options, "socket_timeout": None})
         pool = client.connection_pool
         # The pool opens its connections on first use, with the class chosen from the URL.
         pool.connection_class = _LEAN.get(pool.connection_class, pool.connection_class)
