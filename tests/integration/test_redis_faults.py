@@ -185,3 +185,22 @@ async def test_a_claim_sent_again_late_after_its_first_try_took_the_lease_keeps_
         assert too_late[0] == 3
     finally:
         await backend.close()
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again_not_reported(redis_url: str) -> None:
+    """Redis forgot the scripts (restarted, failed over, SCRIPT FLUSH): the next call answers
+    NOSCRIPT, and the script is loaded and the call run, on the same round of the store call."""
+    connection = connect(redis_url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                         max_connections=4)
+    backend = RedisBackend(connection)
+    keys = CallKeys.of("FLUSHED-1")
+    try:
+        assert isinstance(await backend.claim(keys, "token-1", 20_000, None), Taken)
+        await connection.client.script_flush()
+        await backend.release(keys, "token-1")
+        assert await connection.client.exists(keys.claim) == 0
+        await connection.client.script_flush()
+        assert isinstance(await backend.claim(keys, "token-2", 20_000, None), Taken)
+        assert await connection.client.get(keys.claim) == "token-2"
+    finally:
+        await backend.close()

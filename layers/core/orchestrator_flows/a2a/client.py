@@ -52,7 +52,8 @@ class A2AClient:
         self._timeouts = {"connect": min(3.0, timeout_seconds), "read": timeout_seconds,
                           "write": timeout_seconds, "pool": timeout_seconds}
         self._urls: dict[str, httpx.URL] = {}
-        self._versions: dict[str, asyncio.Future[str]] = {}
+        self._versions: dict[str, asyncio.Future[str]] = {}  # by origin, while being read
+        self._known_versions: dict[str, str] = {}  # by agent URL, once read
         # Requests past `max_connections` wait here, first come first served. The transport
         # opens a connection only for a request in flight, so this bounds connections too.
         # (httpx's own pool queue rescanned every queued request against every connection each
@@ -113,13 +114,18 @@ class A2AClient:
         """The flow file's pin, else what the agent card advertises (fetched once per origin)."""
         if agent.a2a_version is not None:
             return agent.a2a_version
+        known = self._known_versions.get(agent.url)
+        if known is not None:
+            return known
         parts = urlsplit(agent.url)
         origin = f"{parts.scheme}://{parts.netloc}"
         future = self._versions.get(origin)
         if future is None:
             future = asyncio.get_running_loop().create_task(self._version_from_card(origin))
             self._versions[origin] = future
-        return await asyncio.shield(future)
+        version = await asyncio.shield(future)
+        self._known_versions[agent.url] = version
+        return version
 
     async def _version_from_card(self, origin: str) -> str:
         try:

@@ -5,8 +5,9 @@ turns every way Redis can fail into the domain's StoreUnavailable (translated at
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
 import hiredis
 from redis import exceptions as redis_errors
@@ -61,6 +62,58 @@ _LEAN: dict[type[AbstractConnection], type[AbstractConnection]] = {
     Connection: _LeanConnection, SSLConnection: _LeanSSLConnection}
 
 
+Arg = str | int | float
+
+
+class Script(Protocol):
+    """A Lua script, run with its keys and arguments: one round trip."""
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[Arg]) -> Any: ...
+
+
+class _PooledScript:
+    """A Lua script on a standalone Redis, sent on a pooled connection of redis-py's: one
+    EVALSHA, and SCRIPT LOAD first on a NOSCRIPT (a Redis restarted, or flushed).
+
+    redis-py's own command path (its retry wrapper, which is set to no retries here, its
+    OpenTelemetry recorder and event dispatch, the script object's own checks) cost more CPU
+    per step than the two commands' sending and reading. Failures stay redis-py's: a
+    connection that fails or is cancelled mid-reply is dropped by redis-py's connection
+    itself, and the pool and its health checks are redis-py's."""
+
+    def __init__(self, client: Redis, lua: str) -> None:
+        self.pool = client.connection_pool
+        self.lua = lua
+        self.sha = hashlib.sha1(lua.encode()).hexdigest()
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            command = connection.pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            await connection.send_packed_command(command)
+            try:
+                return await connection.read_response()
+            except redis_errors.NoScriptError:
+                await connection.send_packed_command(
+                    connection.pack_command("SCRIPT LOAD", self.lua))
+                await connection.read_response()
+                await connection.send_packed_command(command)
+                return await connection.read_response()
+        finally:
+            await self.pool.release(connection)
+
+
+class _ClusterScript:
+    """On Redis Cluster, redis-py's script object: it sends to the node of the keys' slot and
+    follows MOVED and ASK."""
+
+    def __init__(self, script: AsyncScript) -> None:
+        self._script = script
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await self._script(keys=list(keys), args=list(args))
+
+
 class RedisConnection:
     def __init__(
         self, client: Redis | RedisCluster, *, deadline_seconds: float, max_connections: int
@@ -74,9 +127,11 @@ class RedisConnection:
         # inside the deadline, so a burst waits its turn rather than failing.
         self._slots = asyncio.Semaphore(max_connections)
 
-    def script(self, lua: str) -> AsyncScript:
+    def script(self, lua: str) -> Script:
         """A Lua script registered once: sent by EVALSHA, loaded on first NOSCRIPT."""
-        return self.client.register_script(lua)
+        if isinstance(self.client, RedisCluster):
+            return _ClusterScript(self.client.register_script(lua))
+        return _PooledScript(self.client, lua)
 
     async def run(
         self, what: str, call: Callable[[], Awaitable[T]], *, resend: bool = True,
