@@ -226,3 +226,39 @@ async def test_an_answer_cut_before_its_length_is_a_protocol_error(
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
         with pytest.raises(httpx.RemoteProtocolError, match="cut short"):
             await client.post(server.url, content=b"{}")
+
+
+async def test_an_answer_compressed_unasked_is_decoded_by_the_a2a_client(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    """The client asks for no compression; an agent that gzips its answer anyway is still
+    read (through httpx's decoder), and the cap applies to what it decodes to."""
+    import gzip
+    import json
+
+    from orchestrator_flows.a2a import A2AClient, AgentRequest
+    from orchestrator_flows.errors import AgentFailure, FailureCode
+    from orchestrator_flows.flow import Agent
+
+    seen: list[bytes] = []
+
+    async def handler(request: bytes) -> bytes:
+        seen.append(request)
+        rpc_id = json.loads(request.split(b"\r\n\r\n", 1)[1])["id"]
+        text = "x" * int(request.split(b'"text":"', 1)[1].split(b'"', 1)[0] or 1)
+        result = {"jsonrpc": "2.0", "id": rpc_id, "result": {"message": {
+            "role": "ROLE_AGENT", "parts": [{"text": text}]}}}
+        return answer(gzip.compress(json.dumps(result).encode()), b"content-encoding: gzip")
+
+    server = await serve(handler)
+    client = A2AClient(timeout_seconds=5, max_body_bytes=20_000)
+    agent = Agent("gzip", server.url, "1.0")
+    try:
+        reply = await client.send(AgentRequest(agent, "12", {}, "ctx-1"))
+        with pytest.raises(AgentFailure) as too_large:  # 30,000 x's squeeze into a few bytes
+            await client.send(AgentRequest(agent, "30000", {}, "ctx-1"))
+    finally:
+        await client.aclose()
+    assert reply.text == "x" * 12
+    assert b"accept-encoding" not in seen[0].lower()
+    assert too_large.value.code is FailureCode.RESPONSE_TOO_LARGE

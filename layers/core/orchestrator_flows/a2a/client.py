@@ -13,7 +13,7 @@ import httpx
 
 from orchestrator_flows.a2a.answers import reduce_response
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
-from orchestrator_flows.a2a.transport import LeanTransport
+from orchestrator_flows.a2a.transport import LeanTransport, ReadBody
 from orchestrator_flows.a2a.wire import CARD_PATH, DEFAULT_VERSION, rpc_body, version_from_card
 from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import Agent
@@ -23,13 +23,14 @@ MAX_BODY_BYTES = 1 << 20
 # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection is dropped here
 # before the agent closes it under a request in flight.
 KEEPALIVE_SECONDS = 2.0
-# What every request says besides its body (httpx.Request adds Host and Content-Length). No
-# Accept-Encoding: an answer is small and on a private network; compressing it costs both ends
-# more CPU than it saves.
-USER_AGENT = "orchestrator-flows"
-RPC_HEADERS = {"content-type": "application/json", "accept": "application/json",
-               "user-agent": USER_AGENT}
-CARD_HEADERS = {"accept": "application/json", "user-agent": USER_AGENT}
+# What every request says besides Host, Content-Length and A2A-Version. No Accept-Encoding: an
+# answer is small and on a private network; compressing it costs both ends more CPU than it
+# saves.
+USER_AGENT = b"orchestrator-flows"
+RPC_HEADERS = ((b"content-type", b"application/json"), (b"accept", b"application/json"),
+               (b"user-agent", USER_AGENT))
+CARD_HEADERS = ((b"accept", b"application/json"), (b"user-agent", USER_AGENT))
+Header = tuple[bytes, bytes]
 
 
 class A2AClient:
@@ -144,7 +145,7 @@ class A2AClient:
         body = json.dumps(
             rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
         ).encode()
-        headers = {**RPC_HEADERS, "a2a-version": version}
+        headers = (*RPC_HEADERS, (b"a2a-version", version.encode()))
         name = request.agent.name
         try:
             async with self._slots:
@@ -165,7 +166,7 @@ class A2AClient:
         return reduce_response(raw, rpc_id, version, name)
 
     async def _exchange(
-        self, method: str, url: str, body: bytes | None, headers: dict[str, str], what: str,
+        self, method: str, url: str, body: bytes | None, headers: tuple[Header, ...], what: str,
         timeouts: dict[str, float],
     ) -> tuple[int, bytes]:
         """One request through the transport: the answer's status and its body, read up to
@@ -173,8 +174,16 @@ class A2AClient:
         target = self._urls.get(url)
         if target is None:
             target = self._urls[url] = httpx.URL(url)
-        response = await self.transport.handle_async_request(httpx.Request(
-            method, target, content=body, headers=headers, extensions={"timeout": timeouts}))
+        # Built whole here, Host and Content-Length included, with its body as a stream:
+        # httpx then adds nor encodes nothing (`httpx.Request`'s documented `stream=` form).
+        framing = [(b"host", target.netloc)]
+        if body is not None:
+            framing.append((b"content-length", b"%d" % len(body)))
+        request = httpx.Request(method, target, headers=[*framing, *headers],
+                                stream=httpx.ByteStream(body or b""),
+                                extensions={"timeout": timeouts})
+        request.read()  # a bytes body: nothing to wait for, and `content` then readable
+        response = await self.transport.handle_async_request(request)
         try:
             if response.status_code >= 400:
                 return response.status_code, b""
@@ -183,19 +192,19 @@ class A2AClient:
             await response.aclose()
 
     async def _read_capped(self, response: httpx.Response, what: str) -> bytes:
-        declared = response.headers.get("content-length")
         too_large = AgentFailure(
             FailureCode.RESPONSE_TOO_LARGE,
             f"{what} answered more than {_size(self.max_body_bytes)}",
         )
+        stream = response.stream
+        if isinstance(stream, ReadBody) and not stream.encoded:
+            # Read whole by our transport, up to just past the cap: taken as it is.
+            if len(stream.body) > self.max_body_bytes:
+                raise too_large
+            return stream.body
+        declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise too_large
-        if isinstance(response.stream, httpx.ByteStream):
-            # Read whole by the transport (ours reads up to just past the cap): no chunking.
-            body = await response.aread()
-            if len(body) > self.max_body_bytes:
-                raise too_large
-            return body
         buffer = bytearray()
         async for chunk in response.aiter_bytes():
             buffer += chunk

@@ -16,6 +16,7 @@ import asyncio
 import ssl
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httptools
@@ -36,6 +37,18 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class ReadBody(httpx.AsyncByteStream):
+    """An answer's body, read whole by the transport: the A2A client takes `body` as it is
+    (no chunking, no decoder) unless `encoded` says the agent compressed it anyway."""
+
+    def __init__(self, body: bytes, encoded: bool) -> None:
+        self.body = body
+        self.encoded = encoded
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.body
 
 
 class _Answer:
@@ -100,7 +113,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts = request.extensions.get("timeout", {})
         head = self._head(request)
-        body = request.content  # the A2A client sends a bytes body
+        body = request.content  # the A2A client sends a bytes body, read
         reused = self._take(origin)
         if reused is not None:
             try:
@@ -194,8 +207,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         else:
             connection.idle_since = time.monotonic()
             self._idle[origin].append(connection)
+        encoded = any(name.lower() == b"content-encoding" and value.strip().lower() != b"identity"
+                      for name, value in answer.headers)
         return httpx.Response(parser.get_status_code(), headers=answer.headers,
-                              content=b"".join(answer.body),
+                              stream=ReadBody(b"".join(answer.body), encoded),
                               extensions={"http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
