@@ -283,3 +283,33 @@ def test_an_id_made_of_a_uuid_is_never_masked(uuid: UUID, prefix: str, stage: st
     # masked would drop the open task (a masked id cannot be continued).
     text = f"{prefix}{uuid}"
     assert MASKER.mask(text, stage) == text
+
+
+def _every_rule(masker: Masker, text: str, stage: str) -> str:
+    """What the rules make of `text` applied one by one, with no shortcut."""
+    from orchestrator_flows import masking
+
+    for rule in masking.RULES:
+        if rule in masker.rules:
+            text = masking._SUBSTITUTIONS[rule](text)
+    return masking._mask_codes(text) if stage in masker.otp_stages else text
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="0123456789 +-.()/abcSN:#", max_size=40)
+       .filter(lambda t: sum(c.isdigit() for c in t) < 8),
+       st.sampled_from(["GREETING", "AUTHENTICATION"]))
+def test_text_with_too_few_digits_for_any_number_is_masked_as_the_rules_would(
+    text: str, stage: str
+) -> None:
+    """Masking skips the card, SSN and phone rules when a text has fewer digits than the
+    shortest of them: skipping must change nothing."""
+    masker = Masker()
+    assert masker.mask(text, stage) == _every_rule(masker, text, stage)
+
+
+@pytest.mark.parametrize("text", ["call +1 234 5678 now", "+12345678", "my ssn 123456789"])
+def test_the_shortest_numbers_the_rules_take_are_still_masked(text: str) -> None:
+    masked = Masker().mask(text, "GREETING")
+    assert masked != text
+    assert masked == _every_rule(Masker(), text, "GREETING")

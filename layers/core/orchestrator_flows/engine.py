@@ -383,15 +383,17 @@ def _masked(response: AgentResponse, masker: Masker, stage: str) -> AgentRespons
     if error is not None and isinstance(code, int) and code not in _PROTOCOL_CODES:
         # An agent's own error code is a number it chose: masked like one.
         error = {**error, "rpc_code": masker.mask_value(code, stage)}
-    return dataclasses.replace(
-        response,
+    return AgentResponse(
+        agent=response.agent,
         text=text(response.text, MAX_KEPT_TEXT),
         data=masker.mask_value(data, stage) if size <= MAX_KEPT_DATA else
         {"omitted": f"the agent's data was {size} bytes as JSON, over {MAX_KEPT_DATA}"},
         state=text(response.state),
         task_id=text(response.task_id),
         context_id=text(response.context_id),
-        error=None if error is None else {key: text(value) for key, value in error.items()})
+        error=None if error is None else {key: text(value) for key, value in error.items()},
+        latency_ms=response.latency_ms,
+        attempts=response.attempts)
 
 
 def _answered(agent: str, reply: AgentReply, started: float) -> AgentResponse:

@@ -257,6 +257,10 @@ def _mask_codes(text: str) -> str:
 
 
 _ASCII_DIGIT_OR_AT = re.compile(r"[0-9@]")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+# The fewest digits a card (13), an SSN (9) or a phone number (8: `+` and 7 digits, E.164's
+# shortest this rule takes) can have.
+FEWEST_DIGITS = 8
 _SUBSTITUTIONS: dict[Rule, Callable[[str], str]] = {
     "email": lambda text: _EMAIL.sub("[EMAIL]", text) if "@" in text or "＠" in text else text,
     "card": _mask_cards,
@@ -278,6 +282,9 @@ class Masker:
         if text.isascii():
             if _ASCII_DIGIT_OR_AT.search(text) is None:
                 return text
+            if "@" not in text and len(text) - len(text.translate(_NO_DIGITS)) < FEWEST_DIGITS:
+                # Too few digits for a card, an SSN or a phone number: codes only, if any.
+                return _mask_codes(text) if stage in self.otp_stages else text
         elif not any(char.isdigit() or char in "@＠" for char in text):
             return text
         for rule in RULES:  # in this order: an e-mail's digits are never a phone

@@ -4,7 +4,7 @@ records' (`records.SessionState`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 
@@ -39,5 +39,7 @@ class Session:
 
     def copy(self) -> Session:
         """A copy whose lists and maps can change without changing this one."""
-        return replace(self, completed_flows=list(self.completed_flows),
-                       open_tasks=dict(self.open_tasks))
+        return Session(self.call_identify_id, self.account_id, self.eci, self.context_id,
+                       self.current_flow_id, list(self.completed_flows), self.is_complete,
+                       self.step_count, self.created_at, self.updated_at,
+                       dict(self.open_tasks))

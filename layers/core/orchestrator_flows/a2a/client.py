@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -50,8 +49,10 @@ class A2AClient:
         self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
         self._transport = transport
-        self._timeouts = {"connect": min(3.0, timeout_seconds), "read": timeout_seconds,
-                          "write": timeout_seconds, "pool": timeout_seconds}
+        # Reads and writes are bounded by `send`'s one deadline for the whole step, which a
+        # transport's own read timeout (as long, started later) could never beat.
+        self._timeouts: dict[str, float | None] = {
+            "connect": min(3.0, timeout_seconds), "read": None, "write": None, "pool": None}
         self._urls: dict[str, httpx.URL] = {}
         self._versions: dict[str, asyncio.Future[str]] = {}  # by origin, while being read
         self._known_versions: dict[str, str] = {}  # by agent URL, once read
@@ -100,7 +101,7 @@ class A2AClient:
                         await asyncio.sleep(pause)
                         continue
                     attempts.append(_attempt("ok", clock() - started))
-                    return replace(reply, attempts=tuple(attempts))
+                    return reply.tried(tuple(attempts))
                 raise AssertionError("unreachable: the last try returns or raises")
         except TimeoutError as exc:
             attempts.append(_attempt(FailureCode.TIMEOUT.value, clock() - started))
@@ -167,7 +168,7 @@ class A2AClient:
 
     async def _exchange(
         self, method: str, url: str, body: bytes | None, headers: tuple[Header, ...], what: str,
-        timeouts: dict[str, float],
+        timeouts: dict[str, float | None],
     ) -> tuple[int, bytes]:
         """One request through the transport: the answer's status and its body, read up to
         the cap (an error answer's body is not read)."""

@@ -36,6 +36,12 @@ class AgentReply:
     a2a_version: str
     attempts: tuple[Attempt, ...] = ()  # each try, in order
 
+    def tried(self, attempts: tuple[Attempt, ...]) -> AgentReply:
+        """This reply with each try's outcome (built directly: `dataclasses.replace` costs a
+        look at every field's definition on each step)."""
+        return AgentReply(self.text, self.data, self.state, self.task_id, self.context_id,
+                          self.a2a_version, attempts)
+
     @property
     def completed(self) -> bool:
         return self.state in OK_STATES

@@ -61,6 +61,7 @@ class _Answer:
         self.size = 0
         self.complete = False
         self.cut = False
+        self.received = False  # any byte of it
         self.keep_alive = False
         self.headers_done = False
         self.parser: httptools.HttpResponseParser | None = None
@@ -168,23 +169,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         timeouts: dict[str, float | None]) -> httpx.Response:
         answer = _Answer(self.max_body_bytes)
         parser = answer.parser = httptools.HttpResponseParser(answer)
-        received = False
         # One deadline for the whole exchange (httpx's read timeout): a scope per read would
-        # cost more than the read on loopback, and the A2A client keeps the step's own deadline.
+        # cost more than the read on loopback. None: the caller's own deadline bounds it.
+        read_seconds = timeouts.get("read")
         try:
-            async with asyncio.timeout(timeouts.get("read")):
-                connection.writer.write(head + body)
-                await connection.writer.drain()
-                while not answer.finished():
-                    data = await connection.reader.read(READ_SIZE)
-                    if not data:
-                        if not received:
-                            raise _StaleConnection
-                        if not answer.delimited_by_close():
-                            raise httpx.RemoteProtocolError("the answer was cut short")
-                        answer.complete = True  # its end is the close; not kept alive
-                    received = True
-                    parser.feed_data(data)
+            if read_seconds is None:
+                await self._converse(connection, answer, head + body)
+            else:
+                async with asyncio.timeout(read_seconds):
+                    await self._converse(connection, answer, head + body)
         except _StaleConnection:
             connection.close()
             raise
@@ -196,7 +189,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             connection.close()
-            if not received:
+            if not answer.received:
                 raise _StaleConnection from None
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
         except BaseException:
@@ -212,6 +205,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(parser.get_status_code(), headers=answer.headers,
                               stream=ReadBody(b"".join(answer.body), encoded),
                               extensions={"http_version": b"HTTP/1.1"})
+
+    @staticmethod
+    async def _converse(connection: _Connection, answer: _Answer, request: bytes) -> None:
+        connection.writer.write(request)
+        await connection.writer.drain()
+        assert answer.parser is not None
+        while not answer.finished():
+            data = await connection.reader.read(READ_SIZE)
+            if not data:
+                if not answer.received:
+                    raise _StaleConnection
+                if not answer.delimited_by_close():
+                    raise httpx.RemoteProtocolError("the answer was cut short")
+                answer.complete = True  # its end is the close; not kept alive
+            answer.received = True
+            answer.parser.feed_data(data)
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
