@@ -153,6 +153,24 @@ def test_missing_redis_url_fails_the_cold_start_naming_it(
         cold("get_session", load_event("get_session", "live"))
 
 
+def test_the_init_heap_is_frozen_and_what_invocations_leave_is_still_collected(
+    lambda_env: dict[str, str],
+) -> None:
+    """Everything the init phase built is out of the cyclic collector's sight (its full
+    passes would otherwise scan it on every invocation that triggers one); garbage made after
+    it, a cycle here, is still collected."""
+    probe = (
+        "import gc, weakref; from orchestrator_flows.local.invoke import load_function; "
+        "load_function('orchestrate'); frozen = gc.get_freeze_count(); "
+        "Node = type('Node', (), {}); node = Node(); node.me = node; "
+        "alive = weakref.ref(node); del node; gc.collect(); "
+        "print(frozen > 1000, alive() is None)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["True", "True"]
+
+
 @pytest.mark.parametrize("function", ["get_session", "get_steps", "delete_session"])
 def test_read_functions_import_neither_httpx_nor_the_a2a_client_nor_the_flow(
     lambda_env: dict[str, str], function: str

@@ -6,6 +6,7 @@ The read-only functions build a runtime without turns: no flow file, no YAML, no
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -126,3 +127,13 @@ class Runtime:
                 await close()
         finally:
             await self.storage.close()
+
+
+def freeze_startup_heap() -> None:
+    """Called once the process has built what it serves with: everything alive then (modules,
+    the app, the flow, the clients) lives as long as the process, so it is moved out of the
+    cyclic collector's sight, and the collector's full passes scan only what turns create.
+    Without it those passes over the whole start-up heap were the p99 of a busy `serve`
+    (bench/RESULTS.md: p99 at 32 concurrent turns about 70 ms, with it about 42 ms)."""
+    gc.collect()
+    gc.freeze()
