@@ -134,6 +134,8 @@ def freeze_startup_heap() -> None:
     the app, the flow, the clients) lives as long as the process, so it is moved out of the
     cyclic collector's sight, and the collector's full passes scan only what turns create.
     Without it those passes over the whole start-up heap were the p99 of a busy `serve`
-    (bench/RESULTS.md: p99 at 32 concurrent turns about 70 ms, with it about 42 ms)."""
-    gc.collect()
+    (bench/RESULTS.md: p99 at 32 concurrent turns about 70 ms, with it about 42 ms).
+
+    No collection first: over a Lambda's init heap one took 14-22 ms of the cold start, and
+    what cyclic garbage the start-up left is kept, once, for the process's life."""
     gc.freeze()
