@@ -4,8 +4,8 @@ answers read with a size cap. The agent's URL is named in every failure message.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import uuid
 from urllib.parse import urlsplit
 
 import httpx
@@ -61,6 +61,7 @@ class A2AClient:
         # (httpx's own pool queue rescanned every queued request against every connection each
         # time one started or ended: a burst of a few hundred steps spent most of its CPU there.)
         self._slots = asyncio.Semaphore(max_connections)
+        self._rpc_ids = itertools.count(1)
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -142,7 +143,7 @@ class A2AClient:
             return DEFAULT_VERSION
 
     async def _send(self, request: AgentRequest, version: str) -> AgentReply:
-        rpc_id = str(uuid.uuid4())
+        rpc_id = str(next(self._rpc_ids))  # only matches the answer to its request
         body = json.dumps(
             rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
         ).encode()
