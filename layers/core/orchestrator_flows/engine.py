@@ -111,6 +111,17 @@ class Orchestrator:
     ) -> TurnResponse:
         """One turn. With an Idempotency-Key, a turn already answered under it gets that answer
         again (no agent call, no step); the same key with another body is refused."""
+        return (await self._handle(turn, idempotency_key))[0]
+
+    async def handle_turn_json(self, turn: Turn, idempotency_key: str | None = None) -> bytes:
+        """`handle_turn`'s answer as the API sends it: a keyed turn's answer was encoded once
+        already, to be stored under its key, and that encoding is sent."""
+        answer, encoded = await self._handle(turn, idempotency_key)
+        return encoded.encode() if encoded is not None else dump_json(answer)
+
+    async def _handle(
+        self, turn: Turn, idempotency_key: str | None
+    ) -> tuple[TurnResponse, str | None]:
         started = time.perf_counter()
         observe = self.observer
         idempotency = (Idempotency(idempotency_key, turn.fingerprint)
@@ -131,7 +142,7 @@ class Orchestrator:
         if isinstance(claim, Replay):
             if looking is not None:
                 await looking
-            return _replayed(claim)
+            return _replayed(claim), None
         try:
             if looking is not None:
                 await looking  # in the try: a turn cancelled here still releases its claim
@@ -146,7 +157,8 @@ class Orchestrator:
             error = outcome.failure.code if outcome.failure else None
             observe.agent_answered(route.agent.name, outcome.response.latency_ms, error)
             async with observe.span("commit", call_identify_id=turn.call_identify_id):
-                result, advanced = await self._record(turn, claim, session, route, outcome)
+                result, advanced, encoded = await self._record(
+                    turn, claim, session, route, outcome)
         except BaseException:
             # Refused, cancelled, a commit that failed, or a bug: whatever was not written, the
             # call is not left locked. The release is fenced by the claim's token, so it is a
@@ -161,7 +173,7 @@ class Orchestrator:
             input_length=len(turn.input_message),
             reply_length=len(outcome.response.text),
         )
-        return result
+        return result, encoded
 
     async def _release_quietly(self, claim: Claim) -> None:
         # A release that fails must not hide the turn's own answer (a 4xx, say); the claim then
@@ -242,8 +254,9 @@ class Orchestrator:
 
     async def _record(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
-    ) -> tuple[TurnResponse, bool]:
-        """Commit the step; the turn's answer, and whether the stage advanced. An answer that
+    ) -> tuple[TurnResponse, bool, str | None]:
+        """Commit the step; the turn's answer, whether the stage advanced, and the answer's JSON
+        when it was encoded to be stored under an Idempotency-Key. An answer that
         cannot be stored and read back is recorded as what it is, a bad agent answer: no
         content can break a call (the A2A client refuses most such answers before this)."""
         try:
@@ -260,7 +273,7 @@ class Orchestrator:
 
     async def _commit(
         self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
-    ) -> tuple[TurnResponse, bool]:
+    ) -> tuple[TurnResponse, bool, str | None]:
         """The step and the answer, built here and only here, then committed together."""
         stage, agent = route.stage, route.agent
         before = session.current_flow_id
@@ -302,11 +315,12 @@ class Orchestrator:
             error = {"code": lost.code, "message": str(lost)}
             return dataclasses.replace(
                 answer, status="error", response=dataclasses.replace(response, error=error),
-                next_flow_id=before, is_complete=False), False
+                next_flow_id=before, is_complete=False), False, None
         if trail is not None:
             answer = dataclasses.replace(
                 answer, session_summary=session_state(session, load_steps(trail)))
-        return answer, advanced
+            reply = None  # what was stored holds no summary
+        return answer, advanced, reply
 
     def _apply(self, session: Session, route: Route, outcome: _Outcome) -> bool:
         """The flow rules: what a turn's outcome does to the session; True if it advanced."""

@@ -121,7 +121,8 @@ def add_orchestrate(app: FastAPI) -> None:
         key = idempotency_key(request)
         turn = Turn(body.call_identify_id, body.account_id, body.eci, body.input_message,
                     body.intent)
-        return _json(await request.app.state.runtime.turns.handle_turn(turn, key))
+        answer = await request.app.state.runtime.turns.handle_turn_json(turn, key)
+        return Response(answer, media_type="application/json")
 
 
 def add_get_session(app: FastAPI) -> None:
