@@ -35,7 +35,7 @@ Header = tuple[bytes, bytes]
 class A2AClient:
     """Requests go to the httpx transport directly, as `httpx.Request`s: the httpx client
     above a transport (URL and header merging, cookies, auth flows, redirects, event hooks)
-    cost about twice the transport's own CPU per call and the hop uses none of it
+    cost more CPU per call than our transport itself, and the hop uses none of it
     (bench/RESULTS.md). Redirects are not followed, as before; no cookie is kept."""
 
     def __init__(
