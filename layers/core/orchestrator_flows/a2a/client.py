@@ -30,6 +30,8 @@ RPC_HEADERS = ((b"content-type", b"application/json"), (b"accept", b"application
                (b"user-agent", USER_AGENT))
 CARD_HEADERS = ((b"accept", b"application/json"), (b"user-agent", USER_AGENT))
 Header = tuple[bytes, bytes]
+# One encoder for every request body: `json.dumps` with options builds a new one each call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class A2AClient:
@@ -144,9 +146,7 @@ class A2AClient:
 
     async def _send(self, request: AgentRequest, version: str) -> AgentReply:
         rpc_id = str(next(self._rpc_ids))  # only matches the answer to its request
-        body = json.dumps(
-            rpc_body(request, version, rpc_id), separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        body = _compact_json(rpc_body(request, version, rpc_id)).encode()
         headers = (*RPC_HEADERS, (b"a2a-version", version.encode()))
         name = request.agent.name
         try:

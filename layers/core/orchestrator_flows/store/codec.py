@@ -12,6 +12,8 @@ from orchestrator_flows.session import Session, TaskRef
 
 FINGERPRINT_LENGTH = 64  # a sha256 in hex
 SESSION_FIELD = "session"  # the state hash: the session as JSON, and last_commit (the scripts')
+# One encoder for every commit: `json.dumps` with options builds a new one each call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ def completes_call(record: str) -> bool:
 def session_fields(session: Session) -> dict[str, str]:
     """The session as the state hash keeps it: one JSON field (one argument to encode and one
     field for Redis to write and read back, instead of one per attribute)."""
-    return {SESSION_FIELD: json.dumps({
+    return {SESSION_FIELD: _compact_json({
         "account_id": session.account_id,
         "eci": session.eci,
         "context_id": session.context_id,
@@ -52,7 +54,7 @@ def session_fields(session: Session) -> dict[str, str]:
         "created_at": session.created_at,
         "updated_at": session.updated_at,
         "open_tasks": {name: _task_fields(task) for name, task in session.open_tasks.items()},
-    }, separators=(",", ":"), ensure_ascii=False)}
+    })}
 
 
 def session_from_fields(call_identify_id: str, fields: dict[str, str]) -> Session:
