@@ -293,16 +293,22 @@ async def compare(targets: dict[str, Server], raw: redis.Redis, repeats: int,
     return results
 
 
-async def hardening_cost(core: str, hardened: str, repeats: int, steps: int) -> dict[str, float]:
-    """p50 at concurrency 1: the core step (no key, breaker off) against the hardened one (an
-    Idempotency-Key on every turn, breaker on), interleaved."""
+async def hardening_cost(core: Server, hardened: Server, repeats: int,
+                         steps: int) -> dict[str, float]:
+    """p50 at concurrency 1 and the server's CPU per step: the core step (no key, breaker off)
+    against the hardened one (an Idempotency-Key on every turn, breaker on), interleaved."""
     runs: dict[str, list[float]] = {"core": [], "hardened": []}
+    cpu: dict[str, list[float]] = {"core": [], "hardened": []}
     for r in range(repeats * 2):
-        for name, url in (("core", core), ("hardened", hardened)):
-            await load(url, 1, 5, f"WH{name}{r}", keyed=name == "hardened")
-            result = await load(url, 1, steps, f"H{name}{r}", keyed=name == "hardened")
+        for name, target in (("core", core), ("hardened", hardened)):
+            keyed = name == "hardened"
+            await load(target.url, 1, 5, f"WH{name}{r}", keyed=keyed)
+            started = target.cpu_seconds()
+            result = await load(target.url, 1, steps, f"H{name}{r}", keyed=keyed)
+            cpu[name].append((target.cpu_seconds() - started) / steps * 1e6)
             runs[name].append(result["p50"])
-    return {name: statistics.median(values) for name, values in runs.items()}
+    return {**{name: statistics.median(values) for name, values in runs.items()},
+            **{f"{name}_cpu_us": statistics.median(values) for name, values in cpu.items()}}
 
 
 def breaker_off_flow(workdir: Path) -> Path:
@@ -386,6 +392,9 @@ def report(floors: dict[str, list[Repeat]], long: dict[str, Any],
               f"- with an Idempotency-Key on every turn and the breaker on: "
               f"{hard['hardened']:.2f} ms",
               f"- change: {(hard['hardened'] / hard['core'] - 1) * 100:+.1f} % (target ≤ +5 %)",
+              f"- server CPU per step, the steadier figure on a shared machine: "
+              f"{hard['core_cpu_us']:,.0f} µs core, {hard['hardened_cpu_us']:,.0f} µs hardened, "
+              f"{(hard['hardened_cpu_us'] / hard['core_cpu_us'] - 1) * 100:+.1f} %",
               "",
               f"## Step {args.long} against step 1 (stub agent)", "",
               f"- p50 of steps 1–50: {long['p50_first']:.2f} ms; of the last 50: "
@@ -439,7 +448,7 @@ def main() -> None:
                         long = asyncio.run(long_call(orch.url, raw, args.long))
                         with server("orchestrator", redis_server.url, agent.url + "/",
                                     str(breaker_off_flow(workdir))) as core:
-                            hard = asyncio.run(hardening_cost(core.url, orch.url, args.repeats,
+                            hard = asyncio.run(hardening_cost(core, orch, args.repeats,
                                                               args.steps))
             prof = profile_in_process(redis_server.url, stub.url + "/", args.profile_steps)
             hop = asyncio.run(agent_hop(stub.url + "/", args.steps))
