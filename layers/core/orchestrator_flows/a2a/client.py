@@ -177,7 +177,8 @@ class A2AClient:
         if target is None:
             target = self._urls[url] = httpx.URL(url)
         # Built whole here, Host and Content-Length included, with its body as a stream:
-        # httpx then adds nor encodes nothing (`httpx.Request`'s documented `stream=` form).
+        # httpx then neither adds nor encodes anything (`httpx.Request`'s documented `stream=`
+        # form).
         framing = [(b"host", target.netloc)]
         if body is not None:
             framing.append((b"content-length", b"%d" % len(body)))
@@ -194,25 +195,26 @@ class A2AClient:
             await response.aclose()
 
     async def _read_capped(self, response: httpx.Response, what: str) -> bytes:
-        too_large = AgentFailure(
-            FailureCode.RESPONSE_TOO_LARGE,
-            f"{what} answered more than {_size(self.max_body_bytes)}",
-        )
+        cap = self.max_body_bytes
         stream = response.stream
         if isinstance(stream, ReadBody) and not stream.encoded:
             # Read whole by our transport, up to just past the cap: taken as it is.
-            if len(stream.body) > self.max_body_bytes:
-                raise too_large
+            if len(stream.body) > cap:
+                raise _too_large(what, cap)
             return stream.body
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise too_large
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise _too_large(what, cap)
         buffer = bytearray()
         async for chunk in response.aiter_bytes():
             buffer += chunk
-            if len(buffer) > self.max_body_bytes:
-                raise too_large
+            if len(buffer) > cap:
+                raise _too_large(what, cap)
         return bytes(buffer)
+
+
+def _too_large(what: str, cap: int) -> AgentFailure:
+    return AgentFailure(FailureCode.RESPONSE_TOO_LARGE, f"{what} answered more than {_size(cap)}")
 
 
 def _attempt(outcome: str, seconds: float) -> Attempt:

@@ -1,7 +1,8 @@
 """A lean HTTP/1.1 transport for httpx: asyncio streams and httptools' C parser, keep-alive
 connections pooled per origin. The A2A client's hop is most of a step's CPU; httpx's default
 transport (httpcore, anyio, h11) spends about 0.5 ms of CPU a call on loopback, this one about a
-third of that (bench/RESULTS.md). It keeps httpx's API: the client above it is unchanged.
+third of that (bench/RESULTS.md). It keeps httpx's transport API (`httpx.Request` in,
+`httpx.Response` out, httpx's exceptions), which the A2A client calls directly.
 
 What an agent call needs and no more: one request at a time per connection, the body read whole
 (the A2A client caps it: past `max_body_bytes` the connection is dropped and the answer is cut
@@ -62,12 +63,15 @@ class _Answer:
         self.complete = False
         self.cut = False
         self.received = False  # any byte of it
+        self.encoded = False  # compressed (a Content-Encoding other than identity)
         self.keep_alive = False
         self.headers_done = False
         self.parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if name.lower() == b"content-encoding" and value.strip().lower() != b"identity":
+            self.encoded = True
 
     def on_body(self, body: bytes) -> None:
         if self.cut:
@@ -200,10 +204,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         else:
             connection.idle_since = time.monotonic()
             self._idle[origin].append(connection)
-        encoded = any(name.lower() == b"content-encoding" and value.strip().lower() != b"identity"
-                      for name, value in answer.headers)
         return httpx.Response(parser.get_status_code(), headers=answer.headers,
-                              stream=ReadBody(b"".join(answer.body), encoded),
+                              stream=ReadBody(b"".join(answer.body), answer.encoded),
                               extensions={"http_version": b"HTTP/1.1"})
 
     @staticmethod
