@@ -101,9 +101,9 @@ def main(argv: list[str]) -> None:
             max_steps_per_call=100_000)))
     else:
         app = floor_app(argv[2], argv[3], "aiohttp" if kind == "floor-aiohttp" else "httpx")
-    from orchestrator_flows.runtime import freeze_startup_heap
+    from orchestrator_flows.runtime import tune_collector
 
-    freeze_startup_heap()  # as `serve` does; the floors alike, so that they compare fairly
+    tune_collector()  # as `serve` does; the floors alike, so that they compare fairly
     # As `orchestrator-flows serve` runs: httptools and uvloop, access log off.
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                 access_log=False)

@@ -8,9 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator_flows.a2a import AgentReply
-from orchestrator_flows.engine import Orchestrator, message_id
+from orchestrator_flows.engine import MESSAGE_IDS, Orchestrator, _uuid5, message_id
 from orchestrator_flows.errors import (
     AccountMismatch,
     AgentFailure,
@@ -461,3 +463,36 @@ async def test_a_task_whose_uuid_starts_with_digits_is_continued_during_authenti
     await orchestrator.handle_turn(turn("otp_verify", text="482913"))
     assert asked["response"]["task_id"] == task
     assert agents.to("auth")[-1].task_id == task
+
+
+async def test_a_context_id_of_the_agents_own_is_masked(
+    orchestrator: Orchestrator, agents: ScriptedAgents
+) -> None:
+    agents.then("auth", input_required(context_id="ctx 4111 1111 1111 1111"))
+    await advance_to(orchestrator, 2)
+    asked = await answered(orchestrator, turn("verify_identity", text="I am Sam"))
+    assert asked["response"]["context_id"] == "ctx [CARD]"
+    assert (await steps_of(orchestrator))[-1]["response_data"]["context_id"] == "ctx [CARD]"
+
+
+def test_the_calls_own_context_id_echoed_back_is_kept_as_it_is() -> None:
+    # Ours, so not scanned; whatever it looked like, it is the one the session holds.
+    from orchestrator_flows.engine import _masked
+    from orchestrator_flows.masking import Masker
+    from orchestrator_flows.records import AgentResponse
+
+    ours = "ctx-4111 1111 1111 1111"
+    response = AgentResponse(agent="auth", text="call 4111 1111 1111 1111", data={},
+                             state="completed", task_id="t-1", context_id=ours, error=None,
+                             latency_ms=1.0, attempts=())
+    kept = _masked(response, Masker(), "GREETING", ours)
+    assert (kept.context_id, kept.text) == (ours, "call [CARD]")
+    other = _masked(response, Masker(), "GREETING", "ctx-other")
+    assert other.context_id == "ctx-[CARD]"
+
+
+@given(st.text())
+def test_a_message_id_is_the_standard_uuid5_of_its_name(name: str) -> None:
+    import uuid
+
+    assert _uuid5(name) == str(uuid.uuid5(MESSAGE_IDS, name))

@@ -21,7 +21,7 @@ from mangum import Mangum
 
 from orchestrator_flows.api import FUNCTIONS, create_app, error_body
 from orchestrator_flows.lambda_telemetry import PowertoolsObserver, Telemetry
-from orchestrator_flows.runtime import Runtime, freeze_startup_heap
+from orchestrator_flows.runtime import Runtime, tune_collector
 from orchestrator_flows.settings import Settings
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -63,7 +63,7 @@ def build_handler(function: str) -> LambdaHandler:
                             route_turns="orchestrate" in routes)
     adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
     logger = telemetry.logger
-    freeze_startup_heap()  # the init phase's objects serve every invocation: never scanned
+    tune_collector()  # the init phase's objects serve every invocation: never scanned
 
     @logger.inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True

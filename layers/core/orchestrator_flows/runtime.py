@@ -129,13 +129,24 @@ class Runtime:
             await self.storage.close()
 
 
-def freeze_startup_heap() -> None:
+# Container objects allocated between two collections of the young generation (CPython's
+# default is 700). A collection scans the turns in flight, whatever the count, so at 700 it ran
+# several times a step, scanning the same live turns, and the collector cost 3 % of a step's
+# instructions at concurrency 8 (bench/INSTRUCTIONS.md); at 10,000 that is about a tenth. The
+# cyclic garbage a collection lets wait is bounded by the same count: a few MB at most.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
     """Called once the process has built what it serves with: everything alive then (modules,
     the app, the flow, the clients) lives as long as the process, so it is moved out of the
     cyclic collector's sight, and the collector's full passes scan only what turns create.
     Without it those passes over the whole start-up heap were the p99 of a busy `serve`
-    (bench/RESULTS.md: p99 at 32 concurrent turns about 70 ms, with it about 42 ms).
+    (bench/RESULTS.md: p99 at 32 concurrent turns about 70 ms, with it about 42 ms). Then the
+    young generation is collected every YOUNG_COLLECTION_THRESHOLD allocations, not every 700.
 
     No collection first: over a Lambda's init heap one took 14-22 ms of the cold start, and
     what cyclic garbage the start-up left is kept, once, for the process's life."""
     gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)

@@ -173,7 +173,9 @@ def _may_be_unfit(raw: bytes) -> bool:
     cannot nest deeper, and one without surrogate escapes or bytes holds no lone surrogate.
     Most answers are both, and skip the walk."""
     return (raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
-            or _SURROGATE.search(raw) is not None)
+            # Two substring searches (memchr-fast) before the regex, whose scan looks at each
+            # byte in Python's regex engine: it was 0.5 % of a step's instructions.
+            or ((b"\xed" in raw or b"\\u" in raw) and _SURROGATE.search(raw) is not None))
 
 
 def _problem(value: Any) -> str | None:

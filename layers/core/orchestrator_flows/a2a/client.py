@@ -17,6 +17,7 @@ from orchestrator_flows.a2a.wire import CARD_PATH, DEFAULT_VERSION, rpc_body, ve
 from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import Agent
 from orchestrator_flows.records import Attempt
+from orchestrator_flows.timeouts import deadline_at
 
 MAX_BODY_BYTES = 1 << 20
 # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection is dropped here
@@ -88,7 +89,7 @@ class A2AClient:
         attempts: list[Attempt] = []
         started = clock()
         try:
-            async with asyncio.timeout(self.timeout_seconds):
+            async with deadline_at(deadline):
                 version = request.a2a_version or await self.protocol_version(request.agent)
                 for attempt in range(1, policy.attempts + 1):
                     started = clock()

@@ -4,13 +4,13 @@ a body byte by byte must not hold a connection and a task indefinitely)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator_flows.api.models import MAX_BODY_BYTES, error_body
+from orchestrator_flows.timeouts import deadline_in
 
 BODY_SECONDS = 10.0
 
@@ -39,7 +39,7 @@ class BodyLimit:
                                f"the request body is over {self.limit} bytes")
             return
         try:
-            async with asyncio.timeout(self.seconds):
+            async with deadline_in(self.seconds):
                 chunks = await self._read(receive)
         except TimeoutError:
             await self._refuse(scope, send, 408, "request_timeout",

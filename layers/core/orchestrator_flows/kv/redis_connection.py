@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from redis.retry import Retry
 
 from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.timeouts import deadline_at
 
 T = TypeVar("T")
 
@@ -143,17 +144,16 @@ class RedisConnection:
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.deadline_seconds
         try:
-            async with asyncio.timeout_at(deadline):
-                async with self._slots:
-                    if not self._ready:
-                        await self._ensure_ready()
-                    try:
-                        return await call()
-                    except _DEAD_CONNECTION:
-                        await self._drop_idle_connections()
-                        if not resend:
-                            raise
-                        return await call()
+            async with deadline_at(deadline), self._slots:
+                if not self._ready:
+                    await self._ensure_ready()
+                try:
+                    return await call()
+                except _DEAD_CONNECTION:
+                    await self._drop_idle_connections()
+                    if not resend:
+                        raise
+                    return await call()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"session store unavailable during {what}: {type(exc).__name__}: {exc}"

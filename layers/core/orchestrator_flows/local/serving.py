@@ -54,7 +54,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from orchestrator_flows.api import create_app
-    from orchestrator_flows.runtime import Runtime, freeze_startup_heap
+    from orchestrator_flows.runtime import Runtime, tune_collector
 
     runtime = Runtime.build(settings)  # a broken flow file never starts
     flow = runtime.turns.flow
@@ -69,7 +69,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
     logger.info("API at http://%s:%d/ (OpenAPI at /docs); liveness /healthz, readiness "
                 "/readyz", host, port)
     app = create_app(runtime)
-    freeze_startup_heap()
+    tune_collector()
     uvicorn.run(app, fd=sock.fileno(), log_level="info",
                 timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=MAX_CONNECTIONS,
                 h11_max_incomplete_event_size=MAX_HEAD_BYTES)
