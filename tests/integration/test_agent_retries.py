@@ -210,10 +210,10 @@ async def test_a_connection_reset_is_retried_then_reported() -> None:
 
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal resets
-        await reader.read(65536)
+        sent = await reader.read(65536)
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        resets += 1
+        resets += sent.startswith(b"POST")  # the message; its agent card is read aside
         writer.close()
 
     server = await asyncio.start_server(reset, "127.0.0.1", 0)

@@ -151,7 +151,7 @@ def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> N
 
 def test_redis_url_is_required_where_the_caller_says_so() -> None:
     with pytest.raises(SettingsError, match="REDIS_URL is not set"):
-        Settings.from_env({}, require_redis=True)
+        Settings.from_env({}, deployed=True)
 
 
 def test_settings_defaults_follow_the_design() -> None:

@@ -136,6 +136,8 @@ class FailureCode(StrEnum):
     TASK_CANCELED = "agent_task_canceled"
     TASK_UNFINISHED = "agent_task_unfinished"  # neither finished nor waiting for the caller
     UNAVAILABLE = "agent_unavailable"  # its circuit is open: not called
+    # Its credentials could not be had, or it refused them (401/403, after one fresh try).
+    AUTH_FAILED = "agent_auth_failed"
 
     def retried(self, http_status: int | None = None) -> bool:
         """Worth another try within the step's deadline: the agent could not be reached or
@@ -159,7 +161,9 @@ class FailureCode(StrEnum):
 _RETRIED = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT})
 _TRIPS_BREAKER = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.HTTP_ERROR,
                             FailureCode.BAD_RESPONSE, FailureCode.RESPONSE_TOO_LARGE})
-_KEEPS_TASK = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.UNAVAILABLE})
+# Refused credentials never reached the task: it is still open.
+_KEEPS_TASK = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.UNAVAILABLE,
+                         FailureCode.AUTH_FAILED})
 
 
 class AgentFailure(OrchestratorError):

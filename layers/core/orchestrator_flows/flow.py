@@ -34,6 +34,71 @@ class RetryPolicy:
         return random.uniform(0, ceiling)
 
 
+SecretSource = Literal["secretsmanager", "ssm"]
+SECRET_REF = re.compile(r"^(secretsmanager|ssm):(\S{1,2048})$")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a credential is kept, never the credential: a Secrets Manager secret (name or
+    ARN) or an SSM Parameter Store parameter (SecureString), written `secretsmanager:<id>` or
+    `ssm:<name>` in the flow file."""
+
+    source: SecretSource
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
+
+
+def secret_ref(text: str, what: str) -> SecretRef:
+    found = SECRET_REF.match(text)
+    if found is None:
+        raise FlowConfigError(
+            f"{what}: {text!r} is not a secret reference (secretsmanager:<name or ARN> or "
+            f"ssm:<parameter name>)")
+    source: SecretSource = "secretsmanager" if found.group(1) == "secretsmanager" else "ssm"
+    return SecretRef(source, found.group(2))
+
+
+@dataclass(frozen=True)
+class BearerAuth:
+    """`Authorization: Bearer <token>`, the token read from a secret (A2A's HTTP auth scheme
+    `bearer`)."""
+
+    secret: SecretRef
+
+
+@dataclass(frozen=True)
+class ApiKeyAuth:
+    """An API key in a header (A2A's `apiKey` scheme, location header), read from a secret."""
+
+    secret: SecretRef
+    header: str = "X-API-Key"
+
+
+@dataclass(frozen=True)
+class OAuth2ClientCredentials:
+    """OAuth 2.0 client credentials (RFC 6749 §4.4): a token from `token_url`, the client
+    authenticated with HTTP Basic, its secret read from a secret; sent as a bearer token."""
+
+    token_url: str
+    client_id: str
+    client_secret: SecretRef
+    scopes: tuple[str, ...] = ()
+
+
+HeaderAuth = BearerAuth | ApiKeyAuth | OAuth2ClientCredentials
+
+
+@dataclass(frozen=True)
+class MutualTls:
+    """A client certificate for TLS: the secret holds JSON with `certificate` and
+    `private_key` (PEM), and optionally `ca_certificate` (PEM) to trust the agent by."""
+
+    secret: SecretRef
+
+
 @dataclass(frozen=True)
 class Agent:
     name: str
@@ -41,6 +106,19 @@ class Agent:
     a2a_version: A2AVersion | None = None  # None: ask the agent card, default 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    auth: HeaderAuth | None = None
+    mtls: MutualTls | None = None
+
+    def secrets(self) -> tuple[SecretRef, ...]:
+        """Every secret the agent's credentials are read from."""
+        found = []
+        if isinstance(self.auth, BearerAuth | ApiKeyAuth):
+            found.append(self.auth.secret)
+        elif isinstance(self.auth, OAuth2ClientCredentials):
+            found.append(self.auth.client_secret)
+        if self.mtls is not None:
+            found.append(self.mtls.secret)
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -106,6 +184,15 @@ class Flow:
         # Unknown intents never advance: otherwise one could skip authentication.
         return Route(self.agents[self.fallback_agent], stage, is_fallback=True)
 
+    def insecure_urls(self) -> list[tuple[str, str]]:
+        """Each agent URL and token URL on plain http:// to a host other than loopback:
+        (where, URL)."""
+        found = [(f"agent {agent.name}", agent.url) for agent in self.agents.values()]
+        found += [(f"agent {agent.name}'s token endpoint", agent.auth.token_url)
+                  for agent in self.agents.values()
+                  if isinstance(agent.auth, OAuth2ClientCredentials)]
+        return [(where, url) for where, url in found if not _secure(url)]
+
     def with_agent_urls(self, urls: Mapping[str, str]) -> Flow:
         """The same flow with some agents' URLs replaced (AGENT_URL_<NAME>)."""
         unknown = sorted(set(urls) - set(self.agents))
@@ -121,6 +208,15 @@ class Flow:
             for name, agent in self.agents.items()
         }
         return replace(self, agents=agents)
+
+
+_LOOPBACK = re.compile(r"^http://(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?(?:/|$)",
+                       re.IGNORECASE)
+
+
+def _secure(url: str) -> bool:
+    """https, or http to this machine's loopback (a local run)."""
+    return url.lower().startswith("https://") or _LOOPBACK.match(url) is not None
 
 
 def check_url(url: str, what: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,10 +24,16 @@ from orchestrator_flows.flow import (
     STAGE_NAME,
     A2AVersion,
     Agent,
+    ApiKeyAuth,
+    BearerAuth,
     Flow,
+    HeaderAuth,
+    MutualTls,
+    OAuth2ClientCredentials,
     RetryPolicy,
     Stage,
     check_url,
+    secret_ref,
 )
 from orchestrator_flows.masking import RULES, Masker, Rule
 
@@ -57,12 +63,43 @@ class _BreakerSpec(BaseModel):
                              self.cooldown_seconds)
 
 
+# An HTTP header name (RFC 9110 token characters).
+_HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+# What each kind of header auth needs, and what it may have.
+_AUTH_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "bearer": ({"secret"}, set()),
+    "api_key": ({"secret"}, {"header"}),
+    "oauth2_client_credentials": ({"token_url", "client_id", "client_secret"}, {"scopes"}),
+}
+
+
+class _AuthSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["bearer", "api_key", "oauth2_client_credentials"]
+    secret: str | None = None
+    header: str | None = Field(None, pattern=_HEADER_NAME)
+    token_url: str | None = None
+    client_id: str | None = Field(None, min_length=1, max_length=256)
+    client_secret: str | None = None
+    scopes: list[str] | None = None
+
+    def given(self) -> set[str]:
+        return {key for key in self.model_fields_set if key != "type"}
+
+
+class _MtlsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret: str
+
+
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str
     a2a_version: A2AVersion | None = None
     retry: _RetrySpec | None = None
     circuit_breaker: _BreakerSpec | None = None
+    auth: _AuthSpec | None = None
+    mtls: _MtlsSpec | None = None
 
 
 class _StageSpec(BaseModel):
@@ -170,9 +207,43 @@ def _check_agents(spec: _FlowSpec, problems: _Problems) -> None:
             check_url(agent.url, f"agents.{name}.url")
         except FlowConfigError as exc:
             problems.add(("agents", name, "url"), str(exc))
+        _check_auth(name, agent, problems)
     if spec.fallback_agent not in spec.agents:
         problems.add(("fallback_agent",),
                      f"fallback_agent {spec.fallback_agent!r} is not an agent")
+
+
+def _check_auth(name: str, agent: _AgentSpec, problems: _Problems) -> None:
+    """Each kind of auth has what it needs and nothing it would ignore; every secret is a
+    reference, never a value; a token URL is https (or loopback http, for local runs)."""
+    at: Path_ = ("agents", name, "auth")
+    auth = agent.auth
+    if auth is not None:
+        needed, allowed = _AUTH_KEYS[auth.type]
+        for key in sorted(needed - auth.given()):
+            problems.add(at, f"agents.{name}.auth: {auth.type} needs {key}")
+        for key in sorted(auth.given() - needed - allowed):
+            problems.add((*at, key), f"agents.{name}.auth.{key}: not used by {auth.type}")
+        for key in ("secret", "client_secret"):
+            value = getattr(auth, key)
+            if value is not None:
+                try:
+                    secret_ref(value, f"agents.{name}.auth.{key}")
+                except FlowConfigError as exc:
+                    problems.add((*at, key), str(exc))
+        if auth.token_url is not None:
+            try:
+                check_url(auth.token_url, f"agents.{name}.auth.token_url")
+            except FlowConfigError as exc:
+                problems.add((*at, "token_url"), str(exc))
+    if agent.mtls is not None:
+        try:
+            secret_ref(agent.mtls.secret, f"agents.{name}.mtls.secret")
+        except FlowConfigError as exc:
+            problems.add(("agents", name, "mtls", "secret"), str(exc))
+        if not agent.url.startswith("https://"):
+            problems.add(("agents", name, "mtls"),
+                         f"agents.{name}.mtls: a client certificate needs an https:// url")
 
 
 def _check_stages(spec: _FlowSpec, problems: _Problems) -> None:
@@ -215,7 +286,27 @@ def _agent(name: str, spec: _AgentSpec) -> Agent:
         name, spec.url, spec.a2a_version,
         spec.retry.policy() if spec.retry is not None else RetryPolicy(),
         spec.circuit_breaker.policy() if spec.circuit_breaker is not None else BreakerPolicy(),
+        _auth(name, spec.auth) if spec.auth is not None else None,
+        MutualTls(secret_ref(spec.mtls.secret, f"agents.{name}.mtls.secret"))
+        if spec.mtls is not None else None,
     )
+
+
+def _auth(name: str, spec: _AuthSpec) -> HeaderAuth:
+    """The checked spec as the flow's auth (`_check_auth` has vouched for every key)."""
+    at = f"agents.{name}.auth"
+    if spec.type == "oauth2_client_credentials":
+        assert spec.token_url is not None
+        assert spec.client_id is not None
+        assert spec.client_secret is not None
+        return OAuth2ClientCredentials(spec.token_url, spec.client_id,
+                                       secret_ref(spec.client_secret, f"{at}.client_secret"),
+                                       tuple(spec.scopes or ()))
+    assert spec.secret is not None
+    secret = secret_ref(spec.secret, f"{at}.secret")
+    if spec.type == "api_key":
+        return ApiKeyAuth(secret, spec.header or "X-API-Key")
+    return BearerAuth(secret)
 
 
 def _line_of(path: Path_, lines: Mapping[Path_, int]) -> int:

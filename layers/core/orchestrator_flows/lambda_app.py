@@ -54,7 +54,7 @@ def _refusal(status: int, code: str, message: str) -> dict[str, Any]:
 def build_handler(function: str) -> LambdaHandler:
     """The handler of one function of `functions/`, serving its routes (`api.FUNCTIONS`)."""
     routes = FUNCTIONS[function]
-    settings = Settings.from_env(require_redis=True)
+    settings = Settings.from_env(deployed=True)
     telemetry = Telemetry.create(service=settings.service_name,
                                  namespace=settings.metrics_namespace,
                                  tracing=not settings.trace_disabled,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
-from orchestrator_flows.observer import NO_SPAN
+from orchestrator_flows.observer import NO_SPAN, unmet_auth_message
 from orchestrator_flows.xray import XRaySpans
 
 
@@ -88,3 +88,8 @@ class PowertoolsObserver:
     def turn_refused(self, code: str) -> None:
         self.telemetry.count("StepsRejected", 1, MetricUnit.Count, code=code)
         self.logger.info("turn refused", extra={"error_code": code})
+
+    def agent_auth_unmet(self, agent: str, alternatives: list[dict[str, str]]) -> None:
+        self.telemetry.count("AgentAuthUnconfigured", 1, MetricUnit.Count, agent=agent)
+        self.logger.warning(unmet_auth_message(agent, alternatives),
+                            extra={"agent": agent, "schemes_asked": alternatives})

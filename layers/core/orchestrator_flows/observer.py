@@ -4,8 +4,11 @@ default."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Observer(Protocol):
@@ -24,6 +27,10 @@ class Observer(Protocol):
     ) -> None: ...
 
     def turn_refused(self, code: str) -> None: ...
+
+    def agent_auth_unmet(self, agent: str, alternatives: list[dict[str, str]]) -> None:
+        """The agent's card asks for credentials the flow file does not configure."""
+        ...
 
 
 class _Nothing:
@@ -57,3 +64,14 @@ class SilentObserver:
 
     def turn_refused(self, code: str) -> None:
         return None
+
+    def agent_auth_unmet(self, agent: str, alternatives: list[dict[str, str]]) -> None:
+        # No metrics here, but a misconfiguration is still worth a line in the log.
+        logger.warning("%s", unmet_auth_message(agent, alternatives))
+
+
+def unmet_auth_message(agent: str, alternatives: list[dict[str, str]]) -> str:
+    asked = " or ".join(" + ".join(f"{name} ({kind})" for name, kind in alternative.items())
+                        for alternative in alternatives)
+    return (f"agent {agent}'s card asks for {asked}; the flow file configures no credentials "
+            "that meet it (the agent may refuse the orchestrator's calls)")

@@ -100,8 +100,12 @@ class Runtime:
 
             if agents is None:
                 from orchestrator_flows.a2a import A2AClient
+                from orchestrator_flows.a2a.credentials import PowertoolsSecrets
 
-                agents = A2AClient(timeout_seconds=settings.agent_timeout_seconds)
+                agents = A2AClient(
+                    timeout_seconds=settings.agent_timeout_seconds,
+                    secrets=PowertoolsSecrets(settings.agent_secrets_max_age_seconds),
+                    on_unmet_auth=observer.agent_auth_unmet)
             orchestrator = Orchestrator(
                 flow=settings.load_flow(),
                 store=store,

@@ -36,6 +36,8 @@ VARIABLES = {
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "trace_disabled": "POWERTOOLS_TRACE_DISABLED",
     "xray_daemon_address": "AWS_XRAY_DAEMON_ADDRESS",
+    "agent_secrets_max_age_seconds": "AGENT_SECRETS_MAX_AGE_SECONDS",
+    "agent_allow_http": "AGENT_ALLOW_HTTP",
 }
 
 
@@ -84,6 +86,16 @@ class Settings(BaseModel):
         description="where X-Ray subsegments are sent: host:port, or the daemon's "
         "'tcp:host:port udp:host:port' form (Lambda sets it)")
 
+    agent_secrets_max_age_seconds: float = Field(
+        default=300.0, ge=1, le=86_400,
+        description="how long an agent's credential read from a secret is kept before it is "
+        "read again, in seconds (a 401 re-reads it at once)")
+    agent_allow_http: bool = Field(
+        default=False, description="true: a deployed function may call agents over plain "
+        "http:// (never advised; loopback http:// is always allowed, for local runs)")
+    # Not from the environment: set by the Lambda entry point (`from_env(deployed=True)`).
+    deployed: bool = Field(default=False, exclude=True)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -104,8 +116,10 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, *, require_redis: bool = False
+        cls, env: Mapping[str, str] | None = None, *, deployed: bool = False
     ) -> Settings:
+        """The settings from `env` (the process's environment by default). `deployed` (in
+        Lambda): Redis is required, and agents are called over https only."""
         env = os.environ if env is None else env
         values: dict[str, object] = {
             field: env[var] for field, var in VARIABLES.items() if env.get(var, "") != ""
@@ -115,7 +129,8 @@ class Settings(BaseModel):
             for key, url in env.items()
             if key.startswith(AGENT_URL_PREFIX) and url
         }
-        if require_redis and "redis_url" not in values:
+        values["deployed"] = deployed
+        if deployed and "redis_url" not in values:
             raise SettingsError(
                 "REDIS_URL is not set: in Lambda the session store must be Redis "
                 "(e.g. rediss://<cache-endpoint>:6379); the embedded store is for local runs only"
@@ -129,11 +144,19 @@ class Settings(BaseModel):
             raise SettingsError(f"{var}: {first['msg']}") from None
 
     def load_flow(self) -> Flow:
-        """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides."""
+        """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides.
+        Deployed, an agent (or a token endpoint) on plain http:// off loopback is refused: a
+        customer's words and the agent's credentials would cross the network in clear."""
         from orchestrator_flows.flow_file import default_flow, load_flow
 
         flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
         if self.agent_urls:
             flow = flow.with_agent_urls(self.agent_urls)
+        insecure = flow.insecure_urls()
+        if insecure and self.deployed and not self.agent_allow_http:
+            raise SettingsError(
+                "agents are called over https only when deployed; plain http:// for "
+                + ", ".join(f"{where} ({url})" for where, url in insecure)
+                + " (AGENT_ALLOW_HTTP=true allows it)")
         return flow
 

@@ -6,14 +6,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from orchestrator_flows.a2a import security
 from orchestrator_flows.a2a.answers import reduce_response
+from orchestrator_flows.a2a.credentials import (
+    AgentCredentials,
+    CredentialsUnavailable,
+    PowertoolsSecrets,
+    SecretStore,
+)
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
-from orchestrator_flows.a2a.transport import LeanTransport, ReadBody
-from orchestrator_flows.a2a.wire import CARD_PATH, DEFAULT_VERSION, rpc_body, version_from_card
+from orchestrator_flows.a2a.transport import CertificateRefused, LeanTransport, ReadBody
+from orchestrator_flows.a2a.wire import CARD_PATH, rpc_body, version_from_card
 from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import Agent
 from orchestrator_flows.records import Attempt
@@ -31,6 +41,9 @@ RPC_HEADERS = ((b"content-type", b"application/json"), (b"accept", b"application
                (b"user-agent", USER_AGENT))
 CARD_HEADERS = ((b"accept", b"application/json"), (b"user-agent", USER_AGENT))
 Header = tuple[bytes, bytes]
+# Told when an agent's card asks for credentials the flow does not configure: the agent's name
+# and the card's alternatives (scheme name -> kind).
+UnmetAuth = Callable[[str, list[dict[str, str]]], None]
 # One encoder for every request body: `json.dumps` with options builds a new one each call.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -48,6 +61,8 @@ class A2AClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_connections: int = 100,
+        secrets: SecretStore | None = None,
+        on_unmet_auth: UnmetAuth | None = None,
     ) -> None:
         self.timeout_seconds = timeout_seconds
         self.max_body_bytes = max_body_bytes
@@ -57,8 +72,13 @@ class A2AClient:
         self._timeouts: dict[str, float | None] = {
             "connect": min(3.0, timeout_seconds), "read": None, "write": None, "pool": None}
         self._urls: dict[str, httpx.URL] = {}
-        self._versions: dict[str, asyncio.Future[str]] = {}  # by origin, while being read
+        self._cards: dict[str, asyncio.Future[Any]] = {}  # by origin: the card, or None
         self._known_versions: dict[str, str] = {}  # by agent URL, once read
+        self._checked: set[str] = set()  # agents whose card's security was looked at
+        self._on_unmet_auth = on_unmet_auth
+        self._secrets = secrets
+        self._credentials: dict[str, AgentCredentials] = {}
+        self._token_client: httpx.AsyncClient | None = None
         # Requests past `max_connections` wait here, first come first served. The transport
         # opens a connection only for a request in flight, so this bounds connections too.
         # (httpx's own pool queue rescanned every queued request against every connection each
@@ -78,6 +98,27 @@ class A2AClient:
         if self._transport is not None:
             await self._transport.aclose()
             self._transport = None
+        if self._token_client is not None:
+            await self._token_client.aclose()
+            self._token_client = None
+
+    def credentials(self, agent: Agent) -> AgentCredentials | None:
+        """The agent's credentials, kept for the process (None: it is called without)."""
+        if agent.auth is None and agent.mtls is None:
+            return None
+        found = self._credentials.get(agent.name)
+        if found is None or found.agent is not agent:
+            if self._secrets is None:
+                self._secrets = PowertoolsSecrets()
+            found = AgentCredentials(agent, self._secrets, token_http=self._token_http)
+            self._credentials[agent.name] = found
+        return found
+
+    def _token_http(self) -> httpx.AsyncClient:
+        # Tokens are asked for rarely (once per lifetime per agent): httpx's own client.
+        if self._token_client is None:
+            self._token_client = httpx.AsyncClient(follow_redirects=False)
+        return self._token_client
 
     async def send(self, request: AgentRequest) -> AgentReply:
         """Send one message, trying transient failures again with backoff, every try with the
@@ -119,58 +160,120 @@ class A2AClient:
     async def protocol_version(self, agent: Agent) -> str:
         """The flow file's pin, else what the agent card advertises (fetched once per origin)."""
         if agent.a2a_version is not None:
+            if agent.name not in self._checked:
+                # Read in the background, only to see whether it asks for credentials.
+                self._card(agent).add_done_callback(
+                    lambda done: self._check_security(agent, _result(done)))
             return agent.a2a_version
         known = self._known_versions.get(agent.url)
         if known is not None:
             return known
-        parts = urlsplit(agent.url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        future = self._versions.get(origin)
-        if future is None:
-            future = asyncio.get_running_loop().create_task(self._version_from_card(origin))
-            self._versions[origin] = future
-        version = await asyncio.shield(future)
+        card = await asyncio.shield(self._card(agent))
+        self._check_security(agent, card)
+        version = version_from_card(card)
         self._known_versions[agent.url] = version
         return version
 
-    async def _version_from_card(self, origin: str) -> str:
+    def _card(self, agent: Agent) -> asyncio.Future[Any]:
+        parts = urlsplit(agent.url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        future = self._cards.get(origin)
+        if future is None:
+            future = asyncio.get_running_loop().create_task(self._read_card(origin))
+            self._cards[origin] = future
+        return future
+
+    async def _read_card(self, origin: str) -> Any:
+        """The agent card as JSON, or None when there is none to read."""
         try:
             async with self._slots:
                 status, raw = await self._exchange(
                     "GET", origin + CARD_PATH, None, CARD_HEADERS, "the agent card",
                     {**self._timeouts, "read": min(2.0, self.timeout_seconds)})
-            if status != 200:
-                return DEFAULT_VERSION
-            return version_from_card(json.loads(raw))
+            return json.loads(raw) if status == 200 else None
         except (httpx.HTTPError, AgentFailure, ValueError):
-            return DEFAULT_VERSION
+            return None
+
+    def _check_security(self, agent: Agent, card: Any) -> None:
+        """Once per agent: tell when its card asks for credentials the flow does not give."""
+        if agent.name in self._checked:
+            return
+        self._checked.add(agent.name)
+        unmet = security.unmet(card, agent)
+        if unmet is not None and self._on_unmet_auth is not None:
+            self._on_unmet_auth(agent.name, unmet)
 
     async def _send(self, request: AgentRequest, version: str) -> AgentReply:
         rpc_id = str(next(self._rpc_ids))  # only matches the answer to its request
         body = _compact_json(rpc_body(request, version, rpc_id)).encode()
         headers = (*RPC_HEADERS, (b"a2a-version", version.encode()))
-        name = request.agent.name
+        agent = request.agent
+        credentials = self.credentials(agent)
+        if credentials is None:
+            status, raw = await self._post(agent, body, headers, None)
+        else:
+            status, raw = await self._post_with(credentials, body, headers)
+        if status in (401, 403):
+            asked = ("refused the orchestrator's credentials" if credentials is not None
+                     and credentials.has_headers else "asks for credentials the flow does not "
+                     "configure" if credentials is None else "refused the client certificate")
+            raise AgentFailure(FailureCode.AUTH_FAILED,
+                               f"agent {agent.name} {asked} (HTTP {status})", http_status=status)
+        if status >= 400:
+            raise AgentFailure(FailureCode.HTTP_ERROR,
+                               f"agent {agent.name} answered HTTP {status}", http_status=status)
+        return reduce_response(raw, rpc_id, version, agent.name)
+
+    async def _post_with(self, credentials: AgentCredentials, body: bytes,
+                         headers: tuple[Header, ...]) -> tuple[int, bytes]:
+        """The request with the agent's credentials; on a 401 (or a refused certificate) they
+        are read afresh and the request sent once more."""
+        agent = credentials.agent
+        refused_headers: tuple[Header, ...] | None = None
+        refused_tls: ssl.SSLContext | None = None
+        for again in (False, True):
+            try:
+                extra = await credentials.headers(refused_headers)
+                tls = await credentials.ssl_context(refused_tls)
+            except CredentialsUnavailable as exc:
+                raise AgentFailure(FailureCode.AUTH_FAILED,
+                                   f"agent {agent.name}: no credentials: {exc}") from None
+            try:
+                status, raw = await self._post(agent, body, (*headers, *extra), tls)
+            except AgentFailure as failure:
+                if failure.code is FailureCode.AUTH_FAILED and not again:
+                    refused_tls = tls  # the certificate was refused
+                    continue
+                raise
+            if status != 401:
+                break
+            refused_headers, refused_tls = extra, tls if not extra else None
+        return status, raw
+
+    async def _post(self, agent: Agent, body: bytes, headers: tuple[Header, ...],
+                    tls: ssl.SSLContext | None) -> tuple[int, bytes]:
+        name = agent.name
         try:
             async with self._slots:
-                status, raw = await self._exchange(
-                    "POST", request.agent.url, body, headers, f"agent {name}", self._timeouts)
+                return await self._exchange("POST", agent.url, body, headers, f"agent {name}",
+                                            self._timeouts, tls)
         except httpx.TimeoutException as exc:
             raise AgentFailure(FailureCode.TIMEOUT,
-                               f"agent {name} at {request.agent.url} timed out: {exc!r}") from exc
+                               f"agent {name} at {agent.url} timed out: {exc!r}") from exc
         except httpx.HTTPError as exc:
+            if tls is not None and _certificate_refused(exc):
+                raise AgentFailure(
+                    FailureCode.AUTH_FAILED,
+                    f"agent {name} refused the client certificate: {type(exc).__name__}",
+                ) from exc
             raise AgentFailure(
                 FailureCode.UNREACHABLE,
-                f"agent {name} could not be reached at {request.agent.url}: "
-                f"{type(exc).__name__}",
+                f"agent {name} could not be reached at {agent.url}: {type(exc).__name__}",
             ) from exc
-        if status >= 400:
-            raise AgentFailure(FailureCode.HTTP_ERROR, f"agent {name} answered HTTP {status}",
-                               http_status=status)
-        return reduce_response(raw, rpc_id, version, name)
 
     async def _exchange(
         self, method: str, url: str, body: bytes | None, headers: tuple[Header, ...], what: str,
-        timeouts: dict[str, float | None],
+        timeouts: dict[str, float | None], tls: ssl.SSLContext | None = None,
     ) -> tuple[int, bytes]:
         """One request through the transport: the answer's status and its body, read up to
         the cap (an error answer's body is not read)."""
@@ -185,7 +288,8 @@ class A2AClient:
             framing.append((b"content-length", b"%d" % len(body)))
         request = httpx.Request(method, target, headers=[*framing, *headers],
                                 stream=httpx.ByteStream(body or b""),
-                                extensions={"timeout": timeouts})
+                                extensions={"timeout": timeouts} if tls is None else
+                                {"timeout": timeouts, "ssl_context": tls})
         request.read()  # a bytes body: nothing to wait for, and `content` then readable
         response = await self.transport.handle_async_request(request)
         try:
@@ -212,6 +316,23 @@ class A2AClient:
             if len(buffer) > cap:
                 raise _too_large(what, cap)
         return bytes(buffer)
+
+
+def _result(done: asyncio.Future[Any]) -> Any:
+    return None if done.cancelled() or done.exception() is not None else done.result()
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a TLS failure is the agent refusing our client certificate: a TLS alert from it
+    (`TLSV13_ALERT_CERTIFICATE_REQUIRED`, `TLSV1_ALERT_UNKNOWN_CA` …). A certificate of the
+    agent's that we refuse is no alert (`CERTIFICATE_VERIFY_FAILED`): the agent is unusable,
+    not our credentials."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, CertificateRefused) or "_ALERT_" in str(seen).upper():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _too_large(what: str, cap: int) -> AgentFailure:

@@ -7,8 +7,9 @@ third of that (bench/RESULTS.md). It keeps httpx's transport API (`httpx.Request
 What an agent call needs and no more: one request at a time per connection, the body read whole
 (the A2A client caps it: past `max_body_bytes` the connection is dropped and the answer is cut
 there, which the client reports as too large), keep-alive until `keepalive_seconds` idle, TLS
-through an `ssl.SSLContext`. Concurrency is bounded above it, by the A2A client's queue.
-Failures are httpx's own exceptions, so the client maps them as before.
+through an `ssl.SSLContext` (a request's own, for a client certificate, in its `ssl_context`
+extension; its connections are pooled apart). Concurrency is bounded above it, by the A2A
+client's queue. Failures are httpx's own exceptions, so the client maps them as before.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import httptools
 import httpx
 
 READ_SIZE = 65_536
+# Where a connection goes, and with which client certificate (None: the transport's context).
+_Origin = tuple[str, str, int, ssl.SSLContext | None]
 
 
 @dataclass
@@ -111,11 +114,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.max_body_bytes = max_body_bytes
         self.keepalive_seconds = keepalive_seconds
         self._ssl = ssl_context
-        self._idle: defaultdict[tuple[str, str, int], list[_Connection]] = defaultdict(list)
+        self._idle: defaultdict[_Origin, list[_Connection]] = defaultdict(list)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80),
+                  request.extensions.get("ssl_context"))
         timeouts = request.extensions.get("timeout", {})
         head = self._head(request)
         body = request.content  # the A2A client sends a bytes body, read
@@ -129,10 +133,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             return await self._exchange(connection, origin, head, body, timeouts)
         except _StaleConnection:
+            if origin[3] is not None:
+                # TLS 1.3 tells a refused client certificate only after the handshake, by an
+                # alert that asyncio's TLS reports as a plain close.
+                raise CertificateRefused(
+                    "the agent closed a new TLS connection before answering: it refused the "
+                    "client certificate, most likely", request=request) from None
             raise httpx.RemoteProtocolError("the agent closed the connection without an answer",
                                             request=request) from None
 
-    def _take(self, origin: tuple[str, str, int]) -> _Connection | None:
+    def _take(self, origin: _Origin) -> _Connection | None:
         idle = self._idle[origin]
         while idle:
             connection = idle.pop()
@@ -141,11 +151,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             connection.close()
         return None
 
-    async def _connect(self, origin: tuple[str, str, int],
-                       connect_seconds: float | None) -> _Connection:
-        scheme, host, port = origin
-        context = None
-        if scheme == "https":
+    async def _connect(self, origin: _Origin, connect_seconds: float | None) -> _Connection:
+        scheme, host, port, context = origin
+        if scheme != "https":
+            context = None
+        elif context is None:
             if self._ssl is None:
                 import certifi  # httpx's own CA bundle, so the same agents are trusted
 
@@ -168,7 +178,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         lines += [name + b": " + value for name, value in request.headers.raw]
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    async def _exchange(self, connection: _Connection, origin: tuple[str, str, int],
+    async def _exchange(self, connection: _Connection, origin: _Origin,
                         head: bytes, body: bytes,
                         timeouts: dict[str, float | None]) -> httpx.Response:
         answer = _Answer(self.max_body_bytes)
@@ -193,7 +203,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             connection.close()
-            if not answer.received:
+            # A TLS alert is the agent refusing the connection (our client certificate, in
+            # TLS 1.3 told only after the handshake), not an idle connection it closed.
+            if not answer.received and not isinstance(exc, ssl.SSLError):
                 raise _StaleConnection from None
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
         except BaseException:
@@ -229,6 +241,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+class CertificateRefused(httpx.ConnectError):
+    """A connection made with a request's own client certificate that the agent refused."""
 
 
 class _StaleConnection(Exception):

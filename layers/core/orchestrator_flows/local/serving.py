@@ -96,16 +96,17 @@ def _reachable(url: str, timeout: float = 0.3) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def serving(make_app: Callable[[str], Any]) -> AsyncIterator[str]:
+async def serving(make_app: Callable[[str], Any], **tls: Any) -> AsyncIterator[str]:
     """Serve `make_app(base_url)` with uvicorn on a free loopback port in this loop (the app
-    learns its own URL first: an agent card names it); yields the base URL."""
+    learns its own URL first: an agent card names it); yields the base URL. `tls`: uvicorn's
+    `ssl_*` options, served over https."""
     import uvicorn
 
     sock = _free_socket()
     port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
     server = uvicorn.Server(uvicorn.Config(
-        make_app(url), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        make_app(url), log_level="warning", lifespan="off", timeout_graceful_shutdown=1, **tls
     ))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
