@@ -42,6 +42,10 @@ class StackConfig(BaseModel):
     nat_gateways: int = Field(1, alias="natGateways", ge=1, le=3)
     agent_base_url: str | None = Field(None, alias="agentBaseUrl")
     agent_urls: dict[str, str] = Field(default_factory=dict, alias="agentUrls")
+    # Per agent, its credentials as the flow file writes them: {"auth": {...}, "mtls": {...}};
+    # every secret by ARN (SSM: by ARN or parameter name), so the function can read exactly it.
+    agent_auth: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="agentAuth")
+    allow_http_agents: bool = Field(False, alias="allowHttpAgents")
     session_ttl_seconds: int = Field(3600, alias="sessionTtlSeconds", ge=60, le=86_400)
     agent_timeout_seconds: float = Field(15, alias="agentTimeoutSeconds", gt=0)
     orchestrate_memory_mb: int = Field(512, alias="orchestrateMemoryMb", ge=128, le=10_240)
@@ -60,7 +64,8 @@ class StackConfig(BaseModel):
     cache_max_ecpu_per_second: int = Field(5000, alias="cacheMaxEcpuPerSecond", ge=1000,
                                            le=15_000_000)
 
-    @field_validator("agent_urls", "jwt_audience", "cors_allow_origins", mode="before")
+    @field_validator("agent_urls", "agent_auth", "jwt_audience", "cors_allow_origins",
+                     mode="before")
     @classmethod
     def _from_cli_string(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -109,6 +114,33 @@ class StackConfig(BaseModel):
             raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
         return self
 
+    @field_validator("agent_auth")
+    @classmethod
+    def _credentials_by_arn(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, spec in value.items():
+            if not isinstance(spec, dict) or not set(spec) <= {"auth", "mtls"} or not spec:
+                raise ValueError(f"{name}: must be {{\"auth\": {{...}}, \"mtls\": {{...}}}}")
+            for ref in _secret_refs(spec):
+                if not _SECRET_REF.fullmatch(ref):
+                    raise ValueError(
+                        f"{name}: {ref!r} must be secretsmanager:<secret ARN> or "
+                        "ssm:<parameter ARN or name>")
+        return value
+
+    def secret_arns(self, partition: str, region: str, account: str) -> dict[str, list[str]]:
+        """What the orchestrate function may read, by service: exactly the secrets and
+        parameters the agents' credentials name."""
+        found: dict[str, list[str]] = {"secretsmanager": [], "ssm": []}
+        for spec in self.agent_auth.values():
+            for ref in _secret_refs(spec):
+                source, name = ref.split(":", 1)
+                if source == "ssm" and not name.startswith("arn:"):
+                    name = (f"arn:{partition}:ssm:{region}:{account}:parameter/"
+                            f"{name.lstrip('/')}")
+                if name not in found[source]:
+                    found[source].append(name)
+        return found
+
     @property
     def log_retention(self) -> logs.RetentionDays:
         return logs.RetentionDays[RETENTION_DAYS[self.log_retention_days]]
@@ -130,6 +162,22 @@ class StackConfig(BaseModel):
                 endpoints[name] = self.agent_urls[name]
             elif self.agent_base_url is not None:
                 endpoints[name] = f"{self.agent_base_url.rstrip('/')}/{name}/"
+        unknown_auth = sorted(set(self.agent_auth) - set(agents))
+        if unknown_auth:
+            raise ConfigError(f"agentAuth: {', '.join(unknown_auth)} not agents of the flow "
+                              f"(agents: {', '.join(agents)})")
+        if not self.allow_http_agents:
+            plain = [f"agent {name} ({url})" for name, url in endpoints.items()
+                     if not url.lower().startswith("https://")]
+            plain += [f"agent {name}'s token endpoint ({spec['auth']['token_url']})"
+                      for name, spec in self.agent_auth.items()
+                      if isinstance(spec.get("auth"), dict)
+                      and not str(spec["auth"].get("token_url", "https://")).startswith(
+                          "https://")]
+            if plain:
+                raise ConfigError(
+                    f"plain http:// for {', '.join(plain)}: a deployed stack calls agents over "
+                    "https only (-c allowHttpAgents=true allows it)")
         missing = [name for name in agents if name not in endpoints]
         if missing:
             raise ConfigError(
@@ -166,6 +214,18 @@ RETENTION_DAYS = {
     2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }
+
+
+_SECRET_REF = re.compile(
+    r"secretsmanager:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:\S+"
+    r"|ssm:(?:arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:parameter/\S+|/?[\w./-]+)")
+
+
+def _secret_refs(spec: dict[str, Any]) -> list[str]:
+    auth, mtls = (part if isinstance(part := spec.get(key), dict) else {}
+                  for key in ("auth", "mtls"))
+    refs = [auth.get("secret"), auth.get("client_secret"), mtls.get("secret")]
+    return [str(ref) for ref in refs if ref is not None]
 
 
 def _check_agent_url(url: str) -> None:

@@ -3,10 +3,12 @@ core layer, the VPC, its own log group and only the environment its routes need.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import cast
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -83,6 +85,11 @@ class Functions(Construct):
                 environment["AGENT_TIMEOUT_SECONDS"] = f"{config.agent_timeout_seconds:g}"
                 environment.update({f"AGENT_URL_{name.upper()}": url
                                     for name, url in agent_urls.items()})
+                # Where each agent's credentials are read from, never the credentials.
+                environment.update({f"AGENT_AUTH_{name.upper()}": json.dumps(credentials)
+                                    for name, credentials in config.agent_auth.items()})
+                if config.allow_http_agents:
+                    environment["AGENT_ALLOW_HTTP"] = "true"
             log_group = logs.LogGroup(self, f"{spec.name}-logs",
                                       retention=config.log_retention,
                                       removal_policy=RemovalPolicy.DESTROY)
@@ -111,7 +118,21 @@ class Functions(Construct):
             )
             cast(lambda_.CfnFunction, function.node.default_child).override_logical_id(
                 spec.logical_id)
+            if spec.calls_agents:
+                self._grant_agent_secrets(function, config)
             self.by_name[spec.name] = function
         Validations.of(self).acknowledge(*(
             Acknowledgment(id=f"AwsSolutions::{finding}", reason=reason)
             for finding, reason in ACCEPTED_FINDINGS.items()))
+
+    @staticmethod
+    def _grant_agent_secrets(function: lambda_.Function, config: StackConfig) -> None:
+        """Read access to exactly the secrets and parameters the agents' credentials name."""
+        stack = Stack.of(function)
+        arns = config.secret_arns(stack.partition, stack.region, stack.account)
+        if arns["secretsmanager"]:
+            function.add_to_role_policy(iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=arns["secretsmanager"]))
+        if arns["ssm"]:
+            function.add_to_role_policy(iam.PolicyStatement(
+                actions=["ssm:GetParameter"], resources=arns["ssm"]))

@@ -17,6 +17,7 @@ class Network(Construct):
         super().__init__(scope, id)
         self.subnet_type = (ec2.SubnetType.PRIVATE_ISOLATED if config.isolated
                             else ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.nat_ips: list[str] = []  # none built here: an isolated or an existing VPC
         if config.vpc_id is not None:
             self.vpc: ec2.IVpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=config.vpc_id)
         else:
@@ -34,6 +35,9 @@ class Network(Construct):
                              destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
                              traffic_type=ec2.FlowLogTrafficType.REJECT)
             self.vpc = vpc
+            # Agent owners allow-list these: every call to an agent leaves through them.
+            self.nat_ips = [eip.attr_public_ip for subnet in vpc.public_subnets
+                            if isinstance(eip := subnet.node.try_find_child("EIP"), ec2.CfnEIP)]
         self.subnets = ec2.SubnetSelection(subnet_type=self.subnet_type)
         # Outbound open: the functions call agents at URLs only the context knows.
         self.function_group = ec2.SecurityGroup(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack, Validations
+from aws_cdk import CfnOutput, Fn, Stack, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
@@ -32,6 +32,10 @@ class OrchestratorFlowsStack(Stack):
                                      functions=self.functions, cache=self.cache)
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "RedisUrl", value=self.cache.redis_url)
+        if self.network.nat_ips:
+            CfnOutput(self, "AgentCallerIps", value=Fn.join(",", self.network.nat_ips),
+                      description="the public IPs agent calls come from (the NAT gateways'): "
+                      "agent owners may allow-list them")
 
 
 def attach_checks(stack: Stack) -> None:

@@ -79,3 +79,36 @@ def test_context_is_read_from_a_node_by_key() -> None:
 
     config = StackConfig.from_context(Node())
     assert (config.stage, config.read_memory_mb) == ("qa", 384)
+
+
+def test_a_plain_http_agent_fails_synth_naming_it() -> None:
+    config = StackConfig.from_mapping({"agentBaseUrl": "https://agents.example.com",
+                                       "agentUrls": {"auth": "http://auth.internal/a2a/"}})
+    with pytest.raises(ConfigError, match=r"agent auth \(http://auth.internal/a2a/\)") as caught:
+        config.agent_endpoints(AGENTS)
+    assert "allowHttpAgents" in str(caught.value)
+    allowed = StackConfig.from_mapping({"agentBaseUrl": "http://agents.internal",
+                                        "allowHttpAgents": "true"})
+    assert allowed.agent_endpoints(AGENTS)["auth"] == "http://agents.internal/auth/"
+
+
+def test_a_plain_http_token_endpoint_fails_synth_naming_its_agent() -> None:
+    config = StackConfig.from_mapping({"agentBaseUrl": "https://agents.example.com", "agentAuth": {
+        "refund": {"auth": {"type": "oauth2_client_credentials", "client_id": "of",
+                            "token_url": "http://idp.internal/token",
+                            "client_secret": "ssm:/of/refund-client"}}}})
+    with pytest.raises(ConfigError, match="agent refund's token endpoint"):
+        config.agent_endpoints(AGENTS)
+
+
+@pytest.mark.parametrize(("auth", "message"), [
+    ({"billing": {"auth": {"type": "bearer", "secret": "secretsmanager:of/billing"}}},
+     "must be secretsmanager:<secret ARN>"),
+    ({"billing": {"token": "x"}}, "billing: must be"),
+    ({"pizza": {"auth": {"type": "bearer", "secret": "ssm:/p"}}}, "agentAuth: pizza not agents"),
+])
+def test_agent_credentials_name_their_secrets_by_arn(auth: dict[str, object],
+                                                     message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StackConfig.from_mapping({"agentBaseUrl": "https://agents.example.com",
+                                  "agentAuth": auth}).agent_endpoints(AGENTS)

@@ -227,3 +227,46 @@ def test_an_existing_vpc_is_used_not_built(synth: Synth) -> None:
     assert not stack.resources("AWS::EC2::VPC")
     for props in functions(stack).values():
         assert props["VpcConfig"]["SubnetIds"]
+
+
+def test_agent_calls_leave_through_ips_the_stack_outputs(default_stack: Synthesized) -> None:
+    outputs = default_stack.document["Outputs"]
+    (eip,) = default_stack.resources("AWS::EC2::EIP")
+    # One NAT gateway by default: CDK writes a join of one as the value itself.
+    assert outputs["AgentCallerIps"]["Value"] == {"Fn::GetAtt": [eip, "PublicIp"]}
+
+
+def test_an_isolated_stack_has_no_caller_ips_to_output(full_stack: Synthesized) -> None:
+    assert "AgentCallerIps" not in full_stack.document["Outputs"]
+
+
+BILLING_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:of/billing-AbCdEf"
+AGENT_AUTH = {
+    "billing": {"auth": {"type": "bearer", "secret": f"secretsmanager:{BILLING_SECRET}"}},
+    "account": {"auth": {"type": "api_key", "secret": "ssm:/of/account-key"}},
+}
+
+
+def test_orchestrate_alone_may_read_exactly_the_agents_secrets(synth: Synth) -> None:
+    stack = synth({**AGENTS, "agentAuth": json.dumps(AGENT_AUTH)},
+                  env=Environment(account="123456789012", region="eu-west-1"))
+    props = functions(stack)
+    env = props["OrchestrateFunction"]["Environment"]["Variables"]
+    assert json.loads(env["AGENT_AUTH_BILLING"]) == AGENT_AUTH["billing"]
+    assert json.loads(env["AGENT_AUTH_ACCOUNT"]) == AGENT_AUTH["account"]
+    orchestrate_role = props["OrchestrateFunction"]["Role"]["Fn::GetAtt"][0]
+    granted: dict[str, list[Any]] = {}
+    for policy in stack.resources("AWS::IAM::Policy").values():
+        roles = {role["Ref"] for role in policy["Properties"]["Roles"]}
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Action"] in ("secretsmanager:GetSecretValue", "ssm:GetParameter"):
+                assert roles == {orchestrate_role}
+                resource = statement["Resource"]
+                granted[statement["Action"]] = resource if isinstance(resource, list) else [
+                    resource]
+    assert granted["secretsmanager:GetSecretValue"] == [BILLING_SECRET]
+    (parameter,) = granted["ssm:GetParameter"]
+    assert json.dumps(parameter).endswith(
+        ':ssm:eu-west-1:123456789012:parameter/of/account-key"]]}')
+    for name in READ_FUNCTIONS:
+        assert not any(key.startswith("AGENT_") for key in props[name]["Environment"]["Variables"])

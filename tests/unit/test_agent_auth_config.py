@@ -3,6 +3,7 @@ card's security schemes ask for, https only when deployed, and how long a creden
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,26 @@ async def test_mutual_tls_material_that_is_not_a_certificate_says_so() -> None:
         clock=Clock(), token_http=lambda: httpx.AsyncClient())
     with pytest.raises(CredentialsUnavailable, match="does not hold a usable certificate"):
         await broken.ssl_context()
+
+
+def test_a_deployed_agents_credentials_come_from_agent_auth_variables() -> None:
+    settings = Settings.from_env({"AGENT_AUTH_BILLING": json.dumps(
+        {"auth": {"type": "api_key", "header": "X-Key", "secret": "ssm:/of/billing"}}),
+        "AGENT_URL_BILLING": "https://billing.example.com/"})
+    billing = settings.load_flow().agents["billing"]
+    assert billing.auth == ApiKeyAuth(SecretRef("ssm", "/of/billing"), "X-Key")
+    assert settings.load_flow().agents["refund"].auth is None
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"AGENT_AUTH_BILLING": "{not json"}, "AGENT_AUTH_BILLING: not JSON"),
+    ({"AGENT_AUTH_PIZZA": '{"auth": {"type": "bearer", "secret": "ssm:/p"}}'},
+     "AGENT_AUTH_PIZZA: 'pizza' is not an agent of the flow"),
+    ({"AGENT_AUTH_BILLING": '{"auth": {"type": "bearer"}}'},
+     "AGENT_AUTH_BILLING: agents.billing.auth: bearer needs secret"),
+    ({"AGENT_AUTH_BILLING": '{"token": "x"}'}, "AGENT_AUTH_BILLING: token: is not a known key"),
+])
+def test_a_broken_agent_auth_variable_is_named(env: dict[str, str], problem: str) -> None:
+    with pytest.raises((SettingsError, FlowConfigError)) as error:
+        Settings.from_env(env).load_flow()
+    assert problem in str(error.value)

@@ -8,7 +8,7 @@ broken file never starts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -307,6 +307,44 @@ def _auth(name: str, spec: _AuthSpec) -> HeaderAuth:
     if spec.type == "api_key":
         return ApiKeyAuth(secret, spec.header or "X-API-Key")
     return BearerAuth(secret)
+
+
+class _CredentialsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    auth: _AuthSpec | None = None
+    mtls: _MtlsSpec | None = None
+
+
+def with_agent_credentials(flow: Flow, given: Mapping[str, Any], source: str) -> Flow:
+    """The flow with some agents' `auth` / `mtls` replaced (AGENT_AUTH_<NAME>, JSON shaped as
+    in the flow file: `{"auth": {...}, "mtls": {...}}`), checked as the flow file's are."""
+    problems: list[str] = []
+    credentials: dict[str, tuple[HeaderAuth | None, MutualTls | None]] = {}
+    for name, value in given.items():
+        where = f"{source}_{name.upper()}"
+        if name not in flow.agents:
+            problems.append(f"{where}: {name!r} is not an agent of the flow "
+                            f"(agents: {', '.join(sorted(flow.agents))})")
+            continue
+        try:
+            spec = _CredentialsSpec.model_validate(value)
+        except ValidationError as exc:
+            problems += [f"{where}: {'.'.join(map(str, e['loc'])) or 'the value'}: "
+                         f"{_SHAPE_WORDS.get(e['type'], e['msg'])}" for e in exc.errors()]
+            continue
+        agent = flow.agents[name]
+        found = _Problems(where, {})
+        _check_auth(name, _AgentSpec(url=agent.url, auth=spec.auth, mtls=spec.mtls), found)
+        if found.found:
+            problems += [f"{where}: {problem}" for _, _, problem in found.found]
+            continue
+        built = _agent(name, _AgentSpec(url=agent.url, auth=spec.auth, mtls=spec.mtls))
+        credentials[name] = (built.auth, built.mtls)
+    if problems:
+        raise FlowConfigError("\n".join(problems))
+    agents = {name: replace(agent, auth=credentials[name][0], mtls=credentials[name][1])
+              if name in credentials else agent for name, agent in flow.agents.items()}
+    return replace(flow, agents=agents)
 
 
 def _line_of(path: Path_, lines: Mapping[Path_, int]) -> int:

@@ -5,10 +5,11 @@ The core never reads `os.environ` itself: entry points call `Settings.from_env()
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from orchestrator_flows.flow import Flow
 
 AGENT_URL_PREFIX = "AGENT_URL_"
+AGENT_AUTH_PREFIX = "AGENT_AUTH_"
 # host:port, or the X-Ray daemon's own "tcp:host:port udp:host:port"
 _DAEMON_ADDRESS = r"^(?:[^:\s]*:\d{1,5}|(?:(?:tcp|udp):[^:\s]*:\d{1,5}\s*)+)$"
 # Each setting and the environment variable it is read from.
@@ -52,6 +54,8 @@ class Settings(BaseModel):
     orchestrator_config: Path | None = Field(
         default=None, description="the flow file (YAML); unset: the default five-stage flow")
     agent_urls: dict[str, str] = Field(default_factory=dict)
+    # AGENT_AUTH_<NAME>: an agent's `auth` / `mtls` as JSON, shaped as in the flow file.
+    agent_auth: dict[str, Any] = Field(default_factory=dict)
     session_ttl_seconds: int = Field(
         default=3600, ge=60, le=7 * 24 * 3600,
         description="how long a call is kept after its last turn, in seconds")
@@ -129,6 +133,14 @@ class Settings(BaseModel):
             for key, url in env.items()
             if key.startswith(AGENT_URL_PREFIX) and url
         }
+        agent_auth: dict[str, Any] = {}
+        for key, text in env.items():
+            if key.startswith(AGENT_AUTH_PREFIX) and text:
+                try:
+                    agent_auth[key[len(AGENT_AUTH_PREFIX):].lower()] = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise SettingsError(f"{key}: not JSON: {exc.msg}") from None
+        values["agent_auth"] = agent_auth
         values["deployed"] = deployed
         if deployed and "redis_url" not in values:
             raise SettingsError(
@@ -147,11 +159,13 @@ class Settings(BaseModel):
         """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides.
         Deployed, an agent (or a token endpoint) on plain http:// off loopback is refused: a
         customer's words and the agent's credentials would cross the network in clear."""
-        from orchestrator_flows.flow_file import default_flow, load_flow
+        from orchestrator_flows.flow_file import default_flow, load_flow, with_agent_credentials
 
         flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
         if self.agent_urls:
             flow = flow.with_agent_urls(self.agent_urls)
+        if self.agent_auth:
+            flow = with_agent_credentials(flow, self.agent_auth, AGENT_AUTH_PREFIX.rstrip("_"))
         insecure = flow.insecure_urls()
         if insecure and self.deployed and not self.agent_allow_http:
             raise SettingsError(
