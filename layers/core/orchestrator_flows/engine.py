@@ -160,6 +160,7 @@ class Orchestrator:
             if looking is not None:
                 await looking  # in the try: a turn cancelled here still releases its claim
             session, route = self._admit(turn, claim)
+            route = _on_version(route, session, turn.call_identify_id)
             observe.turn_routed(turn.call_identify_id,
                                 self.flow.masker.mask(turn.intent, route.stage.name),
                                 route.stage.id, route.agent.name)
@@ -168,7 +169,8 @@ class Orchestrator:
                 outcome = await self._call_agent(
                     turn, session, route, message_id(turn, idempotency_key, session))
             error = outcome.failure.code if outcome.failure else None
-            observe.agent_answered(route.agent.name, outcome.response.latency_ms, error)
+            observe.agent_answered(route.agent.name, outcome.response.latency_ms, error,
+                                   route.agent.version)
             async with observe.span("commit", call_identify_id=turn.call_identify_id):
                 result, advanced, encoded = await self._record(
                     turn, claim, session, route, outcome)
@@ -224,8 +226,9 @@ class Orchestrator:
     ) -> _Outcome:
         agent, stage = route.agent, route.stage
         open_task = session.open_tasks.get(agent.name)
-        if open_task is not None and open_task.stage_id != stage.id:
-            open_task = None
+        if open_task is not None and (open_task.stage_id != stage.id
+                                      or open_task.agent_version != agent.version):
+            open_task = None  # a task of another stage, or of a version no longer configured
         request = AgentRequest(
             agent=agent,
             text=turn.input_message,
@@ -256,13 +259,14 @@ class Orchestrator:
         """The agent call, unless its circuit is open (then agent_unavailable, no call); the
         outcome is told to the breaker."""
         agent = request.agent
-        decision = await self.breakers.admit(agent.name, agent.breaker)  # or AgentUnavailable
+        circuit = agent.breaker_key
+        decision = await self.breakers.admit(circuit, agent.breaker)  # or AgentUnavailable
         try:
             reply = await self.agents.send(request)
         except AgentFailure as failure:
-            await self.breakers.report(agent.name, agent.breaker, decision, failure.code)
+            await self.breakers.report(circuit, agent.breaker, decision, failure.code)
             raise
-        await self.breakers.report(agent.name, agent.breaker, decision, None)
+        await self.breakers.report(circuit, agent.breaker, decision, None)
         return reply
 
     async def _record(
@@ -309,6 +313,7 @@ class Orchestrator:
             response_status=outcome.status,
             response_data=response,
             timestamp=now,
+            agent_version=agent.version,
         )
         answer = TurnResponse(
             call_identify_id=turn.call_identify_id,
@@ -338,6 +343,8 @@ class Orchestrator:
     def _apply(self, session: Session, route: Route, outcome: _Outcome) -> bool:
         """The flow rules: what a turn's outcome does to the session; True if it advanced."""
         agent = route.agent
+        if agent.version is not None:
+            session.agent_versions[agent.name] = agent.version  # kept for the whole call
         if outcome.reply is not None and not outcome.reply.completed:
             self._keep_open_task(session, route, outcome.reply)
             return False
@@ -366,7 +373,8 @@ class Orchestrator:
                            "turn starts a new task", agent.name)
             return
         session.open_tasks[agent.name] = TaskRef(
-            task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id)
+            task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id,
+            agent_version=agent.version)
 
     def _advance(self, session: Session, stage_id: int) -> None:
         """The stage is done: on to the next, or the call is complete."""
@@ -381,6 +389,22 @@ class Orchestrator:
             for name, ref in session.open_tasks.items()
             if ref.stage_id >= session.current_flow_id and not session.is_complete
         }
+
+
+def _on_version(route: Route, session: Session, call_identify_id: str) -> Route:
+    """The route with its agent as the version the call holds: the one its open task runs on,
+    else the one it was given on its first turn to the agent, else one picked by weight now. A
+    version no longer configured is replaced by a new pick (a drained one, weight 0, is kept)."""
+    agent = route.agent
+    if not agent.versions:
+        return route
+    task = session.open_tasks.get(agent.name)
+    for held in (task.agent_version if task is not None else None,
+                 session.agent_versions.get(agent.name)):
+        if agent.holds(held):
+            assert held is not None
+            return Route(agent.at(held), route.stage, route.is_fallback)
+    return Route(agent.at(agent.pick(call_identify_id)), route.stage, route.is_fallback)
 
 
 # What is kept of an agent's answer: its text up to this many characters (about 3,000 words,

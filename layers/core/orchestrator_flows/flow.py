@@ -3,6 +3,7 @@ intent, and how a turn is routed. Read from a flow file by `flow_file`."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Mapping
@@ -99,6 +100,21 @@ class MutualTls:
     secret: SecretRef
 
 
+VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+MAX_WEIGHT = 10_000
+
+
+@dataclass(frozen=True)
+class AgentVersion:
+    """One deployment of an agent: where it answers, and its share of new calls (0: drained,
+    serving only the calls that already hold it)."""
+
+    name: str
+    url: str
+    weight: int
+    a2a_version: A2AVersion | None = None
+
+
 @dataclass(frozen=True)
 class Agent:
     name: str
@@ -108,6 +124,43 @@ class Agent:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     auth: HeaderAuth | None = None
     mtls: MutualTls | None = None
+    versions: tuple[AgentVersion, ...] = ()  # none: one deployment, at `url`
+    version: str | None = None  # set on the agent as one of its versions (`at`)
+    _at: Mapping[str, Agent] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Each version as an agent of its own, built once: the client keys its pools and
+        # credentials by the agent it is given.
+        object.__setattr__(self, "_at", {
+            version.name: replace(self, url=version.url, versions=(), version=version.name,
+                                  a2a_version=version.a2a_version or self.a2a_version)
+            for version in self.versions})
+
+    def at(self, version: str) -> Agent:
+        """The agent as its version `version` (which must be one of `versions`)."""
+        return self._at[version]
+
+    def holds(self, version: str | None) -> bool:
+        return version is not None and version in self._at
+
+    def pick(self, call_identify_id: str) -> str:
+        """The version a call is given on its first turn to this agent: by weight, and the
+        same for the same call on every instance and after every restart (a hash of the call
+        and the agent, not a random draw)."""
+        total = sum(version.weight for version in self.versions)
+        digest = hashlib.sha256(f"{self.name}\n{call_identify_id}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") % total
+        for version in self.versions:
+            point -= version.weight
+            if point < 0:
+                return version.name
+        raise AssertionError("weights sum to total")
+
+    @property
+    def breaker_key(self) -> str:
+        """The circuit a call counts on: each version has its own, so a failing canary does not
+        open the circuit of the version serving most calls."""
+        return self.name if self.version is None else f"{self.name}@{self.version}"
 
     def secrets(self) -> tuple[SecretRef, ...]:
         """Every secret the agent's credentials are read from."""
@@ -187,7 +240,10 @@ class Flow:
     def insecure_urls(self) -> list[tuple[str, str]]:
         """Each agent URL and token URL on plain http:// to a host other than loopback:
         (where, URL)."""
-        found = [(f"agent {agent.name}", agent.url) for agent in self.agents.values()]
+        found = [(f"agent {agent.name}", agent.url) for agent in self.agents.values()
+                 if not agent.versions]
+        found += [(f"agent {agent.name} version {version.name}", version.url)
+                  for agent in self.agents.values() for version in agent.versions]
         found += [(f"agent {agent.name}'s token endpoint", agent.auth.token_url)
                   for agent in self.agents.values()
                   if isinstance(agent.auth, OAuth2ClientCredentials)]
@@ -201,6 +257,11 @@ class Flow:
                 f"{self.source}: AGENT_URL_ override names unknown agent(s) {unknown}; "
                 f"known: {sorted(self.agents)}"
             )
+        versioned = sorted(name for name in urls if self.agents[name].versions)
+        if versioned:
+            raise FlowConfigError(
+                f"{self.source}: AGENT_URL_ cannot override agent(s) {versioned}: they have "
+                "versions, each with its own url in the flow file")
         agents = {
             name: replace(agent, url=check_url(urls[name], f"AGENT_URL_{name.upper()}"))
             if name in urls

@@ -21,9 +21,12 @@ from orchestrator_flows.errors import FlowConfigError
 from orchestrator_flows.flow import (
     AGENT_NAME,
     INTENT_NAME,
+    MAX_WEIGHT,
     STAGE_NAME,
+    VERSION_NAME,
     A2AVersion,
     Agent,
+    AgentVersion,
     ApiKeyAuth,
     BearerAuth,
     Flow,
@@ -92,9 +95,18 @@ class _MtlsSpec(BaseModel):
     secret: str
 
 
+class _VersionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str
+    weight: int = Field(strict=True, ge=0, le=MAX_WEIGHT)
+    a2a_version: A2AVersion | None = None
+
+
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str
+    url: str | None = None
+    versions: list[_VersionSpec] | None = None
     a2a_version: A2AVersion | None = None
     retry: _RetrySpec | None = None
     circuit_breaker: _BreakerSpec | None = None
@@ -203,14 +215,48 @@ def _check_agents(spec: _FlowSpec, problems: _Problems) -> None:
         if not AGENT_NAME.match(name):
             problems.add(("agents", name),
                          f"agent name {name!r} must match {AGENT_NAME.pattern}")
-        try:
-            check_url(agent.url, f"agents.{name}.url")
-        except FlowConfigError as exc:
-            problems.add(("agents", name, "url"), str(exc))
+        _check_where(name, agent, problems)
         _check_auth(name, agent, problems)
     if spec.fallback_agent not in spec.agents:
         problems.add(("fallback_agent",),
                      f"fallback_agent {spec.fallback_agent!r} is not an agent")
+
+
+def _check_where(name: str, agent: _AgentSpec, problems: _Problems) -> None:
+    """An agent has a url, or versions (each named once, with its url and weight, some weight
+    above 0), not both."""
+    at: Path_ = ("agents", name)
+    if (agent.url is None) == (agent.versions is None):
+        problems.add(at, f"agents.{name}: needs a url or versions, not both")
+        return
+    if agent.url is not None:
+        try:
+            check_url(agent.url, f"agents.{name}.url")
+        except FlowConfigError as exc:
+            problems.add((*at, "url"), str(exc))
+        return
+    versions = agent.versions or []
+    seen: set[str] = set()
+    for index, version in enumerate(versions):
+        where = (*at, "versions", index)
+        if not VERSION_NAME.match(version.name):
+            problems.add((*where, "name"), f"agents.{name}.versions: version name "
+                         f"{version.name!r} must match {VERSION_NAME.pattern}")
+        if version.name in seen:
+            problems.add((*where, "name"),
+                         f"agents.{name}.versions: duplicate version {version.name!r}")
+        seen.add(version.name)
+        try:
+            check_url(version.url, f"agents.{name}.versions.{version.name}.url")
+        except FlowConfigError as exc:
+            problems.add((*where, "url"), str(exc))
+    if not any(version.weight > 0 for version in versions):
+        problems.add((*at, "versions"),
+                     f"agents.{name}.versions: no version has a weight above 0")
+
+
+def _urls(agent: _AgentSpec) -> list[str]:
+    return [agent.url] if agent.url is not None else [v.url for v in agent.versions or []]
 
 
 def _check_auth(name: str, agent: _AgentSpec, problems: _Problems) -> None:
@@ -241,7 +287,7 @@ def _check_auth(name: str, agent: _AgentSpec, problems: _Problems) -> None:
             secret_ref(agent.mtls.secret, f"agents.{name}.mtls.secret")
         except FlowConfigError as exc:
             problems.add(("agents", name, "mtls", "secret"), str(exc))
-        if not agent.url.startswith("https://"):
+        if not all(url.startswith("https://") for url in _urls(agent)):
             problems.add(("agents", name, "mtls"),
                          f"agents.{name}.mtls: a client certificate needs an https:// url")
 
@@ -282,13 +328,18 @@ def _otp_stages(spec: _FlowSpec, problems: _Problems) -> list[str]:
 
 
 def _agent(name: str, spec: _AgentSpec) -> Agent:
+    versions = tuple(AgentVersion(v.name, v.url, v.weight, v.a2a_version)
+                     for v in spec.versions or ())
+    # A versioned agent's own url is its first version's (what `serve` and logs show).
+    url = spec.url if spec.url is not None else versions[0].url
     return Agent(
-        name, spec.url, spec.a2a_version,
+        name, url, spec.a2a_version,
         spec.retry.policy() if spec.retry is not None else RetryPolicy(),
         spec.circuit_breaker.policy() if spec.circuit_breaker is not None else BreakerPolicy(),
         _auth(name, spec.auth) if spec.auth is not None else None,
         MutualTls(secret_ref(spec.mtls.secret, f"agents.{name}.mtls.secret"))
         if spec.mtls is not None else None,
+        versions,
     )
 
 
@@ -334,17 +385,27 @@ def with_agent_credentials(flow: Flow, given: Mapping[str, Any], source: str) ->
             continue
         agent = flow.agents[name]
         found = _Problems(where, {})
-        _check_auth(name, _AgentSpec(url=agent.url, auth=spec.auth, mtls=spec.mtls), found)
+        current = _current_spec(agent)
+        _check_auth(name, current.model_copy(update={"auth": spec.auth, "mtls": spec.mtls}),
+                    found)
         if found.found:
             problems += [f"{where}: {problem}" for _, _, problem in found.found]
             continue
-        built = _agent(name, _AgentSpec(url=agent.url, auth=spec.auth, mtls=spec.mtls))
+        built = _agent(name, current.model_copy(update={"auth": spec.auth, "mtls": spec.mtls}))
         credentials[name] = (built.auth, built.mtls)
     if problems:
         raise FlowConfigError("\n".join(problems))
     agents = {name: replace(agent, auth=credentials[name][0], mtls=credentials[name][1])
               if name in credentials else agent for name, agent in flow.agents.items()}
     return replace(flow, agents=agents)
+
+
+def _current_spec(agent: Agent) -> _AgentSpec:
+    """Where an agent of a loaded flow answers, as a spec (to check new credentials against)."""
+    if not agent.versions:
+        return _AgentSpec(url=agent.url)
+    return _AgentSpec(versions=[_VersionSpec(name=v.name, url=v.url, weight=v.weight)
+                                for v in agent.versions])
 
 
 def _line_of(path: Path_, lines: Mapping[Path_, int]) -> int:

@@ -61,10 +61,13 @@ class PowertoolsObserver:
         self.logger.append_keys(call_identify_id=call_identify_id, intent=intent, stage=stage_id,
                            agent=agent)
 
-    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None) -> None:
-        self.telemetry.count("AgentLatency", latency_ms, MetricUnit.Milliseconds, agent=agent)
+    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None,
+                       version: str | None = None) -> None:
+        # A versioned agent's figures carry its version: a canary is compared with the rest.
+        by = {"agent": agent} if version is None else {"agent": agent, "version": version}
+        self.telemetry.count("AgentLatency", latency_ms, MetricUnit.Milliseconds, **by)
         if error_code is not None:
-            self.telemetry.count("AgentErrors", 1, MetricUnit.Count, agent=agent, kind=error_code)
+            self.telemetry.count("AgentErrors", 1, MetricUnit.Count, **by, kind=error_code)
             # The same count on the service dimension alone: what the stack's alarm watches
             # (an alarm cannot sum over every agent and kind).
             self.metrics.add_metric(name="AgentErrors", unit=MetricUnit.Count, value=1)

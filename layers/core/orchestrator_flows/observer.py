@@ -19,7 +19,8 @@ class Observer(Protocol):
     def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
         ...
 
-    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None) -> None: ...
+    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None,
+                       version: str | None = None) -> None: ...
 
     def turn_done(
         self, status: str, advanced: bool, completed: bool, latency_ms: float,
@@ -53,7 +54,8 @@ class SilentObserver:
     def turn_routed(self, call_identify_id: str, intent: str, stage_id: int, agent: str) -> None:
         return None
 
-    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None) -> None:
+    def agent_answered(self, agent: str, latency_ms: float, error_code: str | None,
+                       version: str | None = None) -> None:
         return None
 
     def turn_done(

@@ -64,6 +64,9 @@ class Step:
     response_status: Status
     response_data: AgentResponse
     timestamp: str
+    agent_version: Annotated[str | None, Field(
+        description="the agent's version that served the step, for an agent with versions")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ class TaskRef:
     context_id: str
     a2a_version: str
     stage_id: int
+    agent_version: str | None = None  # the version of the agent it runs on, if it has versions
 
 
 @dataclass
@@ -36,10 +37,12 @@ class Session:
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     open_tasks: dict[str, TaskRef] = field(default_factory=dict)  # agent name -> open task
+    # agent name -> the version the call was given on its first turn to it (versioned agents)
+    agent_versions: dict[str, str] = field(default_factory=dict)
 
     def copy(self) -> Session:
         """A copy whose lists and maps can change without changing this one."""
         return Session(self.call_identify_id, self.account_id, self.eci, self.context_id,
                        self.current_flow_id, list(self.completed_flows), self.is_complete,
                        self.step_count, self.created_at, self.updated_at,
-                       dict(self.open_tasks))
+                       dict(self.open_tasks), dict(self.agent_versions))

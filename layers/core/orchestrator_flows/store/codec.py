@@ -54,6 +54,7 @@ def session_fields(session: Session) -> dict[str, str]:
         "created_at": session.created_at,
         "updated_at": session.updated_at,
         "open_tasks": {name: _task_fields(task) for name, task in session.open_tasks.items()},
+        **({"agent_versions": session.agent_versions} if session.agent_versions else {}),
     })}
 
 
@@ -76,11 +77,15 @@ def session_from_fields(call_identify_id: str, fields: dict[str, str]) -> Sessio
         created_at=kept["created_at"],
         updated_at=kept["updated_at"],
         open_tasks={name: TaskRef(raw["task_id"], raw["context_id"], raw["a2a_version"],
-                                  int(raw["stage_id"]))
+                                  int(raw["stage_id"]), raw.get("agent_version"))
                     for name, raw in kept["open_tasks"].items()},
+        agent_versions=dict(kept.get("agent_versions", {})),
     )
 
 
 def _task_fields(task: TaskRef) -> dict[str, str | int]:
-    return {"task_id": task.task_id, "context_id": task.context_id,
-            "a2a_version": task.a2a_version, "stage_id": task.stage_id}
+    fields: dict[str, str | int] = {"task_id": task.task_id, "context_id": task.context_id,
+                                    "a2a_version": task.a2a_version, "stage_id": task.stage_id}
+    if task.agent_version is not None:
+        fields["agent_version"] = task.agent_version
+    return fields
