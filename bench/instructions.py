@@ -4,11 +4,6 @@ machine as on an idle one, so a ratio of two servers is steady where CPU time is
     .venv/bin/python bench/instructions.py     # orchestrator and both floors, ~15 min;
                                                # writes bench/INSTRUCTIONS.md
 
-The same for what idempotency and the breaker cost (issue 9's target, +5 % at most): the
-orchestrator's core step (no Idempotency-Key, every breaker off) against its hardened step (an
-Idempotency-Key on every turn, breakers on), where timing at concurrency 1 on this shared machine
-moved by ±15 % between runs.
-
 Each server runs under callgrind twice, serving `FEW` then `MANY` steps at concurrency 8 (after
 the same warm-up); what it executed per step is the difference divided by `MANY - FEW`, so
 start-up and import cost cancel out. The stub agent and Redis run outside valgrind. Needs
@@ -34,13 +29,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.step_bench import breaker_off_flow, load  # noqa: E402
+from bench.step_bench import load  # noqa: E402
 from tests.support.redis_servers import free_port, start_standalone  # noqa: E402
 
 FEW, MANY = 80, 400
 TARGETS = ("orchestrator", "floor-aiohttp", "floor")
-CORE = "orchestrator core (no key, breakers off)"
-HARDENED = "orchestrator hardened (keyed, breakers on)"
 
 
 def start(args: list[str], callgrind_out: Path | None = None) -> tuple[subprocess.Popen[str], str]:
@@ -63,17 +56,16 @@ def start(args: list[str], callgrind_out: Path | None = None) -> tuple[subproces
             time.sleep(0.5)
 
 
-def executed(args: list[str], steps: int, workdir: Path, keyed: bool = False) -> int:
+def executed(target: str, redis_url: str, agent_url: str, steps: int, workdir: Path) -> int:
     """Instructions the server executed in all, having served `steps` steps."""
-    name = f"{args[0]}-{len(args)}-{keyed}-{steps}"
-    proc, url = start(args, workdir / f"{name}.out")
-    asyncio.run(load(url, 8, 5, f"warm-{name}", keyed=keyed))
-    asyncio.run(load(url, 8, steps // 8, f"count-{name}", keyed=keyed))
+    proc, url = start([target, redis_url, agent_url], workdir / f"{target}-{steps}.out")
+    asyncio.run(load(url, 8, 5, f"warm-{steps}"))
+    asyncio.run(load(url, 8, steps // 8, f"count-{steps}"))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     found = re.search(r"Collected : (\d+)", err)
     if found is None:
-        raise RuntimeError(f"callgrind reported no count for {args[0]}:\n{err[-2000:]}")
+        raise RuntimeError(f"callgrind reported no count for {target}:\n{err[-2000:]}")
     return int(found.group(1))
 
 
@@ -85,16 +77,10 @@ def main() -> None:
     redis_server = start_standalone(workdir)
     stub, stub_url = start(["stub"])
     per_step: dict[str, float] = {}
-    agent = stub_url + "/"
-    runs: dict[str, tuple[list[str], bool]] = {
-        target: ([target, redis_server.url, agent], False) for target in targets}
-    runs[CORE] = (["orchestrator", redis_server.url, agent, str(breaker_off_flow(workdir))],
-                  False)
-    runs[HARDENED] = (["orchestrator", redis_server.url, agent], True)
     try:
-        for target, (args, keyed) in runs.items():
-            few = executed(args, FEW, workdir, keyed)
-            many = executed(args, MANY, workdir, keyed)
+        for target in targets:
+            few = executed(target, redis_server.url, stub_url + "/", FEW, workdir)
+            many = executed(target, redis_server.url, stub_url + "/", MANY, workdir)
             per_step[target] = (many - few) / (MANY - FEW)
             print(f"{target}: {per_step[target] / 1000:,.0f} k instructions/step", flush=True)
     finally:
@@ -105,16 +91,9 @@ def main() -> None:
              f"Python {platform.python_version()}, the stub agent; each server under callgrind, "
              f"{MANY} steps less {FEW} at concurrency 8.", "",
              "| server | k instructions/step | orchestrator / it |", "|---|---|---|"]
-    for target in targets:
-        count = per_step[target]
+    for target, count in per_step.items():
         lines.append(f"| {target} | {count / 1000:,.0f} | "
                      f"{per_step['orchestrator'] / count:.2f}× |")
-    change = per_step[HARDENED] / per_step[CORE] - 1
-    lines += ["", "What idempotency and the breaker cost (target: +5 % at most):", "",
-              "| step | k instructions/step |", "|---|---|",
-              f"| {CORE} | {per_step[CORE] / 1000:,.0f} |",
-              f"| {HARDENED} | {per_step[HARDENED] / 1000:,.0f} |",
-              "", f"Change: {change * 100:+.1f} %."]
     text = "\n".join(lines) + "\n"
     print(text)
     (ROOT / "bench" / "INSTRUCTIONS.md").write_text(text)
