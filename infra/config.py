@@ -46,6 +46,10 @@ class StackConfig(BaseModel):
     # every secret by ARN (SSM: by ARN or parameter name), so the function can read exactly it.
     agent_auth: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="agentAuth")
     allow_http_agents: bool = Field(False, alias="allowHttpAgents")
+    # Per agent, its versions as the flow file writes them: [{"name", "url", "weight"}, ...].
+    # Weights change with a deploy of this context alone; calls keep the version they hold.
+    agent_versions: dict[str, list[dict[str, Any]]] = Field(default_factory=dict,
+                                                            alias="agentVersions")
     session_ttl_seconds: int = Field(3600, alias="sessionTtlSeconds", ge=60, le=86_400)
     agent_timeout_seconds: float = Field(15, alias="agentTimeoutSeconds", gt=0)
     orchestrate_memory_mb: int = Field(512, alias="orchestrateMemoryMb", ge=128, le=10_240)
@@ -64,8 +68,8 @@ class StackConfig(BaseModel):
     cache_max_ecpu_per_second: int = Field(5000, alias="cacheMaxEcpuPerSecond", ge=1000,
                                            le=15_000_000)
 
-    @field_validator("agent_urls", "agent_auth", "jwt_audience", "cors_allow_origins",
-                     mode="before")
+    @field_validator("agent_urls", "agent_auth", "agent_versions", "jwt_audience",
+                     "cors_allow_origins", mode="before")
     @classmethod
     def _from_cli_string(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -114,6 +118,21 @@ class StackConfig(BaseModel):
             raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
         return self
 
+    @field_validator("agent_versions")
+    @classmethod
+    def _weighted_versions(
+        cls, value: dict[str, list[dict[str, Any]]]
+    ) -> dict[str, list[dict[str, Any]]]:
+        for name, versions in value.items():
+            if not versions or not all(isinstance(v, dict) and {"name", "url", "weight"} <= set(v)
+                                       for v in versions):
+                raise ValueError(f"{name}: must be a list of {{name, url, weight}}")
+            for version in versions:
+                _check_agent_url(str(version["url"]))
+            if not any(isinstance(v["weight"], int) and v["weight"] > 0 for v in versions):
+                raise ValueError(f"{name}: no version has a weight above 0")
+        return value
+
     @field_validator("agent_auth")
     @classmethod
     def _credentials_by_arn(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -156,8 +175,14 @@ class StackConfig(BaseModel):
         if unknown:
             raise ConfigError(f"agentUrls: {', '.join(unknown)} not agents of the flow "
                               f"(agents: {', '.join(agents)})")
+        unknown_versions = sorted(set(self.agent_versions) - set(agents))
+        if unknown_versions:
+            raise ConfigError(f"agentVersions: {', '.join(unknown_versions)} not agents of the "
+                              f"flow (agents: {', '.join(agents)})")
         endpoints = {}
         for name in agents:
+            if name in self.agent_versions:
+                continue  # each version has its own URL
             if name in self.agent_urls:
                 endpoints[name] = self.agent_urls[name]
             elif self.agent_base_url is not None:
@@ -169,6 +194,9 @@ class StackConfig(BaseModel):
         if not self.allow_http_agents:
             plain = [f"agent {name} ({url})" for name, url in endpoints.items()
                      if not url.lower().startswith("https://")]
+            plain += [f"agent {name} version {version['name']} ({version['url']})"
+                      for name, versions in self.agent_versions.items() for version in versions
+                      if not str(version["url"]).lower().startswith("https://")]
             plain += [f"agent {name}'s token endpoint ({spec['auth']['token_url']})"
                       for name, spec in self.agent_auth.items()
                       if isinstance(spec.get("auth"), dict)
@@ -178,7 +206,8 @@ class StackConfig(BaseModel):
                 raise ConfigError(
                     f"plain http:// for {', '.join(plain)}: a deployed stack calls agents over "
                     "https only (-c allowHttpAgents=true allows it)")
-        missing = [name for name in agents if name not in endpoints]
+        missing = [name for name in agents
+                   if name not in endpoints and name not in self.agent_versions]
         if missing:
             raise ConfigError(
                 f"no URL for agent(s) {', '.join(missing)}: set context agentBaseUrl (each agent "

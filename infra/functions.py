@@ -88,6 +88,8 @@ class Functions(Construct):
                 # Where each agent's credentials are read from, never the credentials.
                 environment.update({f"AGENT_AUTH_{name.upper()}": json.dumps(credentials)
                                     for name, credentials in config.agent_auth.items()})
+                environment.update({f"AGENT_VERSIONS_{name.upper()}": json.dumps(versions)
+                                    for name, versions in config.agent_versions.items()})
                 if config.allow_http_agents:
                     environment["AGENT_ALLOW_HTTP"] = "true"
             log_group = logs.LogGroup(self, f"{spec.name}-logs",

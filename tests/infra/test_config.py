@@ -112,3 +112,19 @@ def test_agent_credentials_name_their_secrets_by_arn(auth: dict[str, object],
     with pytest.raises(ConfigError, match=message):
         StackConfig.from_mapping({"agentBaseUrl": "https://agents.example.com",
                                   "agentAuth": auth}).agent_endpoints(AGENTS)
+
+
+def test_versioned_agents_need_no_url_of_their_own_and_must_be_https() -> None:
+    versions = [{"name": "v1", "url": "https://b1.example.com/", "weight": 9},
+                {"name": "v2", "url": "https://b2.example.com/", "weight": 1}]
+    others = {name: f"https://agents.example.com/{name}/" for name in AGENTS if name != "billing"}
+    config = StackConfig.from_mapping({"agentUrls": others,
+                                       "agentVersions": {"billing": versions}})
+    assert "billing" not in config.agent_endpoints(AGENTS)
+    plain = StackConfig.from_mapping({"agentUrls": others, "agentVersions": {"billing": [
+        *versions, {"name": "v3", "url": "http://b3.internal/", "weight": 1}]}})
+    with pytest.raises(ConfigError, match=r"agent billing version v3 \(http://b3.internal/\)"):
+        plain.agent_endpoints(AGENTS)
+    with pytest.raises(ConfigError, match="no version has a weight above 0"):
+        StackConfig.from_mapping({"agentVersions": {"billing": [
+            {"name": "v1", "url": "https://b/", "weight": 0}]}})

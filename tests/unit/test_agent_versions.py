@@ -192,3 +192,25 @@ async def test_a_call_without_an_open_task_still_keeps_its_version(tmp_path: Pat
     await drained.turns.handle_turn(turn("greeting", call))
     assert [r.agent.version for r in agents.requests] == ["v2", "v2"]
     assert (await drained.store.get(call)) is not None
+
+
+def test_a_deployed_agents_versions_come_from_agent_versions_variables() -> None:
+    versions = [{"name": "v1", "url": "https://b1.example.com/", "weight": 80},
+                {"name": "v2", "url": "https://b2.example.com/", "weight": 20}]
+    settings = Settings.from_env({"AGENT_VERSIONS_BILLING": json.dumps(versions)})
+    billing = settings.load_flow().agents["billing"]
+    assert [(v.name, v.url, v.weight) for v in billing.versions] == [
+        ("v1", "https://b1.example.com/", 80), ("v2", "https://b2.example.com/", 20)]
+    assert billing.at("v2").url == "https://b2.example.com/"
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ('[{"name": "v1", "url": "https://b/", "weight": 0}]', "no version has a weight above 0"),
+    ('{"v1": 1}', "must be a list of {name, url, weight}"),
+    ('[{"name": "v1", "url": "https://b/"}]', "must be a list of {name, url, weight}"),
+])
+def test_a_broken_agent_versions_variable_is_named(value: str, problem: str) -> None:
+    with pytest.raises(FlowConfigError) as error:
+        Settings.from_env({"AGENT_VERSIONS_BILLING": value}).load_flow()
+    assert str(error.value).startswith("AGENT_VERSIONS_BILLING: ")
+    assert problem in str(error.value)

@@ -400,6 +400,40 @@ def with_agent_credentials(flow: Flow, given: Mapping[str, Any], source: str) ->
     return replace(flow, agents=agents)
 
 
+def with_agent_versions(flow: Flow, given: Mapping[str, Any], source: str) -> Flow:
+    """The flow with some agents' versions replaced (AGENT_VERSIONS_<NAME>, a JSON list shaped
+    as the flow file's `versions`), checked as the flow file's are: how a deployed stack sets
+    and changes weights without a new flow file."""
+    problems: list[str] = []
+    agents = dict(flow.agents)
+    for name, value in given.items():
+        where = f"{source}_{name.upper()}"
+        if name not in flow.agents:
+            problems.append(f"{where}: {name!r} is not an agent of the flow "
+                            f"(agents: {', '.join(sorted(flow.agents))})")
+            continue
+        agent = flow.agents[name]
+        try:
+            versions = [_VersionSpec.model_validate(item) for item in value]
+        except (ValidationError, TypeError) as exc:
+            problems.append(f"{where}: must be a list of {{name, url, weight}}: "
+                            f"{type(exc).__name__}")
+            continue
+        spec = _AgentSpec(versions=versions,
+                          mtls=_MtlsSpec(secret=str(agent.mtls.secret)) if agent.mtls else None)
+        found = _Problems(where, {})
+        _check_where(name, spec, found)
+        _check_auth(name, spec, found)
+        if found.found:
+            problems += [f"{where}: {problem}" for _, _, problem in found.found]
+            continue
+        built = _agent(name, spec)
+        agents[name] = replace(agent, url=built.url, versions=built.versions)
+    if problems:
+        raise FlowConfigError("\n".join(problems))
+    return replace(flow, agents=agents)
+
+
 def _current_spec(agent: Agent) -> _AgentSpec:
     """Where an agent of a loaded flow answers, as a spec (to check new credentials against)."""
     if not agent.versions:

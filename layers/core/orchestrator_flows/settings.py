@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 AGENT_URL_PREFIX = "AGENT_URL_"
 AGENT_AUTH_PREFIX = "AGENT_AUTH_"
+AGENT_VERSIONS_PREFIX = "AGENT_VERSIONS_"
 # host:port, or the X-Ray daemon's own "tcp:host:port udp:host:port"
 _DAEMON_ADDRESS = r"^(?:[^:\s]*:\d{1,5}|(?:(?:tcp|udp):[^:\s]*:\d{1,5}\s*)+)$"
 # Each setting and the environment variable it is read from.
@@ -56,6 +57,8 @@ class Settings(BaseModel):
     agent_urls: dict[str, str] = Field(default_factory=dict)
     # AGENT_AUTH_<NAME>: an agent's `auth` / `mtls` as JSON, shaped as in the flow file.
     agent_auth: dict[str, Any] = Field(default_factory=dict)
+    # AGENT_VERSIONS_<NAME>: an agent's versions as a JSON list, shaped as in the flow file.
+    agent_versions: dict[str, Any] = Field(default_factory=dict)
     session_ttl_seconds: int = Field(
         default=3600, ge=60, le=7 * 24 * 3600,
         description="how long a call is kept after its last turn, in seconds")
@@ -133,14 +136,16 @@ class Settings(BaseModel):
             for key, url in env.items()
             if key.startswith(AGENT_URL_PREFIX) and url
         }
-        agent_auth: dict[str, Any] = {}
-        for key, text in env.items():
-            if key.startswith(AGENT_AUTH_PREFIX) and text:
-                try:
-                    agent_auth[key[len(AGENT_AUTH_PREFIX):].lower()] = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise SettingsError(f"{key}: not JSON: {exc.msg}") from None
-        values["agent_auth"] = agent_auth
+        for field, prefix in (("agent_auth", AGENT_AUTH_PREFIX),
+                              ("agent_versions", AGENT_VERSIONS_PREFIX)):
+            by_agent: dict[str, Any] = {}
+            for key, text in env.items():
+                if key.startswith(prefix) and text:
+                    try:
+                        by_agent[key[len(prefix):].lower()] = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise SettingsError(f"{key}: not JSON: {exc.msg}") from None
+            values[field] = by_agent
         values["deployed"] = deployed
         if deployed and "redis_url" not in values:
             raise SettingsError(
@@ -159,11 +164,19 @@ class Settings(BaseModel):
         """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides.
         Deployed, an agent (or a token endpoint) on plain http:// off loopback is refused: a
         customer's words and the agent's credentials would cross the network in clear."""
-        from orchestrator_flows.flow_file import default_flow, load_flow, with_agent_credentials
+        from orchestrator_flows.flow_file import (
+            default_flow,
+            load_flow,
+            with_agent_credentials,
+            with_agent_versions,
+        )
 
         flow = load_flow(self.orchestrator_config) if self.orchestrator_config else default_flow()
         if self.agent_urls:
             flow = flow.with_agent_urls(self.agent_urls)
+        if self.agent_versions:
+            flow = with_agent_versions(flow, self.agent_versions,
+                                       AGENT_VERSIONS_PREFIX.rstrip("_"))
         if self.agent_auth:
             flow = with_agent_credentials(flow, self.agent_auth, AGENT_AUTH_PREFIX.rstrip("_"))
         insecure = flow.insecure_urls()

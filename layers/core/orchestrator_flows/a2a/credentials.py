@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,6 +263,8 @@ def client_tls_context(raw: str, mtls: MutualTls) -> ssl.SSLContext:
     """A TLS context presenting the secret's client certificate. The standard library loads a
     certificate and key only from files: they are written to a private temporary directory
     (mode 0700, files 0600), loaded, and removed at once."""
+    import tempfile  # only a process with a client certificate pays for it
+
     try:
         material = json.loads(raw)
         certificate, key = material["certificate"], material["private_key"]
