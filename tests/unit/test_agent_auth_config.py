@@ -271,3 +271,31 @@ def test_a_broken_agent_auth_variable_is_named(env: dict[str, str], problem: str
     with pytest.raises((SettingsError, FlowConfigError)) as error:
         Settings.from_env(env).load_flow()
     assert problem in str(error.value)
+
+
+async def test_the_versions_of_an_agent_share_its_kept_credentials() -> None:
+    from orchestrator_flows.a2a import A2AClient, AgentRequest
+    from orchestrator_flows.flow import AgentVersion
+
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            return httpx.Response(404)  # the agent card, read aside
+        seen.append((str(request.url), request.headers["authorization"]))
+        rpc_id = json.loads(request.content)["id"]
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": rpc_id, "result": {
+            "message": {"role": "ROLE_AGENT", "parts": [{"text": "hi"}]}}})
+
+    secrets = FakeSecrets("tok")
+    client = A2AClient(timeout_seconds=5, transport=httpx.MockTransport(handler),
+                       secrets=secrets)
+    versioned = Agent("billing", "https://v1.example.com/", "1.0", auth=BEARER, versions=(
+        AgentVersion("v1", "https://v1.example.com/", 1),
+        AgentVersion("v2", "https://v2.example.com/", 1)))
+    for version in ("v1", "v2", "v1", "v2"):
+        await client.send(AgentRequest(agent=versioned.at(version), text="hello",
+                                       metadata={}, context_id="ctx-1"))
+    assert [url for url, _ in seen] == ["https://v1.example.com/", "https://v2.example.com/"] * 2
+    assert {token for _, token in seen} == {"Bearer tok"}
+    assert secrets.reads == [False]  # read once for both versions

@@ -107,7 +107,10 @@ class A2AClient:
         if agent.auth is None and agent.mtls is None:
             return None
         found = self._credentials.get(agent.name)
-        if found is None or found.agent is not agent:
+        # The versions of an agent are agents of their own with the same credentials: one
+        # cache serves them all (credentials changed by configuration get a new one).
+        if found is None or (found.agent is not agent and (
+                found.agent.auth != agent.auth or found.agent.mtls != agent.mtls)):
             if self._secrets is None:
                 self._secrets = PowertoolsSecrets()
             found = AgentCredentials(agent, self._secrets, token_http=self._token_http)
@@ -212,7 +215,7 @@ class A2AClient:
         if credentials is None:
             status, raw = await self._post(agent, body, headers, None)
         else:
-            status, raw = await self._post_with(credentials, body, headers)
+            status, raw = await self._post_with(agent, credentials, body, headers)
         if status in (401, 403):
             asked = ("refused the orchestrator's credentials" if credentials is not None
                      and credentials.has_headers else "asks for credentials the flow does not "
@@ -224,11 +227,10 @@ class A2AClient:
                                f"agent {agent.name} answered HTTP {status}", http_status=status)
         return reduce_response(raw, rpc_id, version, agent.name)
 
-    async def _post_with(self, credentials: AgentCredentials, body: bytes,
+    async def _post_with(self, agent: Agent, credentials: AgentCredentials, body: bytes,
                          headers: tuple[Header, ...]) -> tuple[int, bytes]:
         """The request with the agent's credentials; on a 401 (or a refused certificate) they
         are read afresh and the request sent once more."""
-        agent = credentials.agent
         refused_headers: tuple[Header, ...] | None = None
         refused_tls: ssl.SSLContext | None = None
         for again in (False, True):
