@@ -23,7 +23,7 @@ def assert_no_field_at_its_default(record: Any) -> None:
         assert getattr(record, field.name) != default, f"set {field.name} in this test"
 
 
-def test_a_session_copy_keeps_every_field_and_shares_no_list_or_map() -> None:
+def a_session_with_every_field_set() -> Session:
     session = Session(
         call_identify_id="CALL-1", account_id="ACC-1", eci="ECI-1", context_id="ctx-1",
         current_flow_id=3, completed_flows=[1, 2], is_complete=True, step_count=7,
@@ -31,6 +31,11 @@ def test_a_session_copy_keeps_every_field_and_shares_no_list_or_map() -> None:
         open_tasks={"auth": TaskRef("task-1", "ctx-1", "0.3", 2, "v2")},
         agent_versions={"auth": "v2"})
     assert_no_field_at_its_default(session)
+    return session
+
+
+def test_a_session_copy_keeps_every_field_and_shares_no_list_or_map() -> None:
+    session = a_session_with_every_field_set()
     copy = session.copy()
     assert copy == session
     copy.completed_flows.append(3)
@@ -44,13 +49,7 @@ def test_a_session_copy_keeps_every_field_and_shares_no_list_or_map() -> None:
 def test_a_session_is_stored_and_read_back_whole() -> None:
     from orchestrator_flows.store.codec import session_fields, session_from_fields
 
-    session = Session(
-        call_identify_id="CALL-1", account_id="ACC-1", eci="ECI-1", context_id="ctx-1",
-        current_flow_id=3, completed_flows=[1, 2], is_complete=True, step_count=7,
-        created_at="2026-11-25T10:00:00.000Z", updated_at="2026-11-25T10:05:00.000Z",
-        open_tasks={"auth": TaskRef("task-1", "ctx-1", "0.3", 2, "v2")},
-        agent_versions={"auth": "v2"})
-    assert_no_field_at_its_default(session)
+    session = a_session_with_every_field_set()
     assert session_from_fields("CALL-1", session_fields(session)) == session
 
 

@@ -7,7 +7,7 @@ broken file never starts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -369,41 +369,20 @@ class _CredentialsSpec(BaseModel):
 def with_agent_credentials(flow: Flow, given: Mapping[str, Any], source: str) -> Flow:
     """The flow with some agents' `auth` / `mtls` replaced (AGENT_AUTH_<NAME>, JSON shaped as
     in the flow file: `{"auth": {...}, "mtls": {...}}`), checked as the flow file's are."""
-    problems: list[str] = []
-    credentials: dict[str, tuple[HeaderAuth | None, MutualTls | None]] = {}
-    for name, value in given.items():
-        where = f"{source}_{name.upper()}"
-        if name not in flow.agents:
-            problems.append(f"{where}: {name!r} is not an agent of the flow "
-                            f"(agents: {', '.join(sorted(flow.agents))})")
-            continue
-        try:
-            spec = _CredentialsSpec.model_validate(value)
-        except ValidationError as exc:
-            problems += [f"{where}: {'.'.join(map(str, e['loc'])) or 'the value'}: "
-                         f"{_SHAPE_WORDS.get(e['type'], e['msg'])}" for e in exc.errors()]
-            continue
-        agent = flow.agents[name]
-        found = _Problems(where, {})
-        current = _current_spec(agent)
-        _check_auth(name, current.model_copy(update={"auth": spec.auth, "mtls": spec.mtls}),
-                    found)
-        if found.found:
-            problems += [f"{where}: {problem}" for _, _, problem in found.found]
-            continue
-        built = _agent(name, current.model_copy(update={"auth": spec.auth, "mtls": spec.mtls}))
-        credentials[name] = (built.auth, built.mtls)
-    if problems:
-        raise FlowConfigError("\n".join(problems))
-    agents = {name: replace(agent, auth=credentials[name][0], mtls=credentials[name][1])
-              if name in credentials else agent for name, agent in flow.agents.items()}
-    return replace(flow, agents=agents)
+    return _with_overrides(flow, given, source, _credentials_of)
 
 
 def with_agent_versions(flow: Flow, given: Mapping[str, Any], source: str) -> Flow:
     """The flow with some agents' versions replaced (AGENT_VERSIONS_<NAME>, a JSON list shaped
     as the flow file's `versions`), checked as the flow file's are: how a deployed stack sets
     and changes weights without a new flow file."""
+    return _with_overrides(flow, given, source, _versions_of)
+
+
+def _with_overrides(flow: Flow, given: Mapping[str, Any], source: str,
+                    override: Callable[[Agent, Any, _Problems], Agent]) -> Flow:
+    """Each agent named in `given` changed by `override`; every problem reported at once,
+    each prefixed with the variable it came from (`<source>_<NAME>`)."""
     problems: list[str] = []
     agents = dict(flow.agents)
     for name, value in given.items():
@@ -412,26 +391,47 @@ def with_agent_versions(flow: Flow, given: Mapping[str, Any], source: str) -> Fl
             problems.append(f"{where}: {name!r} is not an agent of the flow "
                             f"(agents: {', '.join(sorted(flow.agents))})")
             continue
-        agent = flow.agents[name]
-        try:
-            versions = [_VersionSpec.model_validate(item) for item in value]
-        except (ValidationError, TypeError) as exc:
-            problems.append(f"{where}: must be a list of {{name, url, weight}}: "
-                            f"{type(exc).__name__}")
-            continue
-        spec = _AgentSpec(versions=versions,
-                          mtls=_MtlsSpec(secret=str(agent.mtls.secret)) if agent.mtls else None)
         found = _Problems(where, {})
-        _check_where(name, spec, found)
-        _check_auth(name, spec, found)
+        changed = override(flow.agents[name], value, found)
         if found.found:
             problems += [f"{where}: {problem}" for _, _, problem in found.found]
-            continue
-        built = _agent(name, spec)
-        agents[name] = replace(agent, url=built.url, versions=built.versions)
+        else:
+            agents[name] = changed
     if problems:
         raise FlowConfigError("\n".join(problems))
     return replace(flow, agents=agents)
+
+
+def _credentials_of(agent: Agent, value: Any, problems: _Problems) -> Agent:
+    try:
+        given = _CredentialsSpec.model_validate(value)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.add((), f"{'.'.join(map(str, error['loc'])) or 'the value'}: "
+                         f"{_SHAPE_WORDS.get(error['type'], error['msg'])}")
+        return agent
+    spec = _current_spec(agent).model_copy(update={"auth": given.auth, "mtls": given.mtls})
+    _check_auth(agent.name, spec, problems)
+    if problems.found:
+        return agent
+    built = _agent(agent.name, spec)
+    return replace(agent, auth=built.auth, mtls=built.mtls)
+
+
+def _versions_of(agent: Agent, value: Any, problems: _Problems) -> Agent:
+    try:
+        versions = [_VersionSpec.model_validate(item) for item in value]
+    except (ValidationError, TypeError) as exc:
+        problems.add((), f"must be a list of {{name, url, weight}}: {type(exc).__name__}")
+        return agent
+    spec = _AgentSpec(versions=versions,
+                      mtls=_MtlsSpec(secret=str(agent.mtls.secret)) if agent.mtls else None)
+    _check_where(agent.name, spec, problems)
+    _check_auth(agent.name, spec, problems)
+    if problems.found:
+        return agent
+    built = _agent(agent.name, spec)
+    return replace(agent, url=built.url, versions=built.versions)
 
 
 def _current_spec(agent: Agent) -> _AgentSpec:
