@@ -171,6 +171,7 @@ CERT = MutualTls(SecretRef("ssm", "/c"))
     (V03_CARD, {"auth": BEARER}, False),
     ({"securitySchemes": {"b": {"type": "http", "scheme": "bearer"}}}, {"auth": BEARER}, True),
     ({"name": "open"}, {}, True),
+    ({**V03_CARD, "security": [{"oauth": ["a2a.invoke"]}, {}]}, {}, True),  # optional
     ("not a card", {}, True),
 ])
 def test_a_card_security_is_met_by_the_configured_credentials(

@@ -57,15 +57,19 @@ def required(card: Any) -> list[dict[str, str]]:
         return []
     schemes: dict[str, Any] = card["securitySchemes"]
     names: list[list[str]] = []
-    for requirement in card.get("securityRequirements") or card.get("security") or []:
+    requirements = card.get("securityRequirements") or card.get("security") or []
+    for requirement in requirements if isinstance(requirements, list) else []:
         if isinstance(requirement, dict):
             inner = requirement.get("schemes", requirement)  # 1.0 wraps them in `schemes`
             if isinstance(inner, dict):
+                if not inner:
+                    return []  # an empty requirement: calling without credentials is allowed
                 names.append([str(name) for name in inner])
     if not names:
         names = [[str(name)] for name in schemes]
-    return [{name: scheme_kind(schemes.get(name)) for name in alternative}
-            for alternative in names if alternative]
+    # The card's own words go to a log line: bounded.
+    return [{name[:64]: scheme_kind(schemes.get(name))[:128] for name in alternative}
+            for alternative in names[:8]]
 
 
 def unmet(card: Any, agent: Agent) -> list[dict[str, str]] | None:
