@@ -69,7 +69,7 @@ def main() -> None:
             response = AgentResponse(
                 agent="bench", text=answer_text, data={"note": caller_text}, state=None,
                 task_id=None, context_id=None, error=None, latency_ms=1.0)
-            agent_ms = timed(partial(_masked, response, MASKER, stage), runs)
+            agent_ms = timed(partial(_masked, response, MASKER, stage, "ctx-bench"), runs)
             caller_ms = timed(partial(MASKER.mask, caller_text, stage), runs)
             lines.append(f"| {name} | {stage} | {agent_ms:.1f} | {caller_ms:.1f} |")
     text = "\n".join(lines) + "\n"
