@@ -121,7 +121,6 @@ class AgentCredentials:
         self._clock = clock
         self._kept: dict[str, _Kept] = {}
         self._lock = asyncio.Lock()
-        self.token_requests = 0  # tokens asked of the token endpoint, for metrics and tests
 
     @property
     def has_headers(self) -> bool:
@@ -214,7 +213,6 @@ class AgentCredentials:
         form = {"grant_type": "client_credentials"}
         if auth.scopes:
             form["scope"] = " ".join(auth.scopes)
-        self.token_requests += 1
         try:
             answer = await self._token_http().post(
                 auth.token_url, data=form, timeout=TOKEN_TIMEOUT_SECONDS,
