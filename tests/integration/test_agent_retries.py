@@ -15,11 +15,12 @@ import pytest
 from orchestrator_flows.a2a import A2AClient, AgentRequest
 from orchestrator_flows.api import create_app
 from orchestrator_flows.errors import AgentFailure, FlowConfigError
-from orchestrator_flows.flow import Agent, RetryPolicy
+from orchestrator_flows.flow import A2AVersion, Agent, RetryPolicy
 from orchestrator_flows.flow_file import parse_flow
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 from tests.support.agents import Recorder, build_agent_app, hang, raw_agent
+from tests.support.collector import watched_collections
 from tests.support.redis_servers import free_port
 from tests.support.scripted import body
 
@@ -189,9 +190,11 @@ async def test_invalid_utf8_and_deep_nesting_are_a_step_error_stored_only_as_a_c
     runtime = Runtime.build(Settings(agent_urls={"greeting": url}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)),
                                  base_url="http://api") as api:
-        answer = await api.post("/orchestrate", json=body("greeting", call="BAD-ANSWER"))
+        with watched_collections() as seen:
+            answer = await api.post("/orchestrate", json=body("greeting", call="BAD-ANSWER"))
         steps = (await api.get("/session/BAD-ANSWER/steps")).json()["steps"]
     await runtime.aclose()
+    assert seen.starved == 0  # no collection started while the parser was deep
     assert answer.status_code == 200
     assert answer.json()["status"] == "error"
     error = answer.json()["response"]["error"]
@@ -199,6 +202,43 @@ async def test_invalid_utf8_and_deep_nesting_are_a_step_error_stored_only_as_a_c
     assert why in error["message"]
     assert steps[0]["response_status"] == "error"
     assert steps[0]["response_data"]["text"] == ""  # nothing of the raw answer is kept
+
+
+DEEP_CARD = b"[" * 50_000 + b"]" * 50_000
+
+
+@pytest.mark.parametrize("pinned", [None, "1.0"])
+async def test_an_agent_card_nested_past_the_parser_is_no_card(
+    serve: Serve, pinned: A2AVersion | None
+) -> None:
+    """Read to learn the agent's protocol version (unpinned) or only its security (pinned, in
+    the background): a card too deep to parse is as if the agent had none."""
+    front: dict[str, Recorder] = {}
+
+    def make(url: str) -> Any:
+        front["f"] = Recorder(build_agent_app("greeting", url), 0, 503)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"].endswith("agent-card.json"):
+                from starlette.responses import Response
+
+                await Response(DEEP_CARD, media_type="application/json")(scope, receive, send)
+                return
+            await front["f"](scope, receive, send)
+
+        return app
+
+    url = await serve(make)
+    client = A2AClient(timeout_seconds=5)
+    agent = Agent("greeting", url, pinned, QUICK)
+    with watched_collections() as seen:
+        reply = await client.send(AgentRequest(agent=agent, text="hello",
+                                               metadata={"call_identify_id": "CALL-1"},
+                                               context_id="ctx-1"))
+        await asyncio.gather(*client._cards.values())  # the background read, if pinned
+    assert reply.completed
+    assert seen.starved == 0
+    assert await client.protocol_version(agent) == (pinned or "1.0")  # no card: the default
 
 
 async def test_a_connection_reset_is_retried_then_reported() -> None:

@@ -19,6 +19,7 @@ from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import CallKeys, ClaimResult
 from orchestrator_flows.store.memory_backend import MemoryBackend
+from tests.support.collector import watched_collections
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, body
 
 
@@ -88,6 +89,21 @@ async def test_invalid_json_is_422(api: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 422
     assert error_of(response)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("document", [b"[" * 30_000 + b"]" * 30_000,
+                                      b'{"a":' * 10_000 + b"1" + b"}" * 10_000])
+async def test_a_body_nested_past_the_parser_is_422_and_starves_no_finalizer(
+    api: httpx.AsyncClient, backend: MemoryBackend, document: bytes
+) -> None:
+    with watched_collections() as seen:
+        response = await api.post("/orchestrate", content=document,
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "invalid_request"
+    assert backend.keyspace.keys("") == []
+    assert seen.started > 0
+    assert seen.starved == 0  # no collection started while the parser was deep
 
 
 async def test_validation_errors_do_not_echo_the_input(api: httpx.AsyncClient) -> None:

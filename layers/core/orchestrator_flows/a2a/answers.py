@@ -7,11 +7,11 @@ states are bounded.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any
 
+from orchestrator_flows import untrusted
 from orchestrator_flows.a2a.messages import OK_STATES, WAITING_STATES, AgentReply
 from orchestrator_flows.errors import AgentFailure, FailureCode
 
@@ -48,7 +48,7 @@ def _envelope(raw: bytes, name: str) -> dict[str, Any]:
     try:
         # NaN, Infinity and numbers past a float's range parse in Python but can never be
         # stored as JSON and read back: refused here, with everything else the answer holds.
-        envelope = json.loads(raw, parse_constant=_non_finite, parse_float=_finite)
+        envelope = untrusted.loads(raw, parse_constant=_non_finite, parse_float=_finite)
     except UnicodeDecodeError:
         raise _malformed(name, "not UTF-8") from None
     except ValueError as exc:

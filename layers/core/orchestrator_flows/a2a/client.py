@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from orchestrator_flows import untrusted
 from orchestrator_flows.a2a import security
 from orchestrator_flows.a2a.answers import reduce_response
 from orchestrator_flows.a2a.credentials import (
@@ -193,8 +194,8 @@ class A2AClient:
                 status, raw = await self._exchange(
                     "GET", origin + CARD_PATH, None, CARD_HEADERS, "the agent card",
                     {**self._timeouts, "read": min(2.0, self.timeout_seconds)})
-            return json.loads(raw) if status == 200 else None
-        except (httpx.HTTPError, AgentFailure, ValueError):
+            return untrusted.loads(raw) if status == 200 else None
+        except (httpx.HTTPError, AgentFailure, ValueError, RecursionError):
             return None
 
     def _check_security(self, agent: Agent, card: Any) -> None:

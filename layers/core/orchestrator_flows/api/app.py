@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import Scope
 
 from orchestrator_flows.api import errors
-from orchestrator_flows.api.limits import BodyLimit
+from orchestrator_flows.api.limits import BodyLimit, UntrustedJsonRoute
 from orchestrator_flows.api.routes import ADD_ROUTE, ALL_ROUTES, RouteName
 from orchestrator_flows.records import json_schemas
 from orchestrator_flows.runtime import Runtime
@@ -25,6 +25,7 @@ def create_app(runtime: Runtime, routes: Collection[RouteName] = ALL_ROUTES) -> 
         description="Routes each turn of a customer-service call to the A2A agent of its stage.",
     )
     app.state.runtime = runtime
+    app.router.route_class = UntrustedJsonRoute
     errors.install(app)
     for name in ALL_ROUTES:  # in the table's order, whatever order they were asked in
         if name in routes:
