@@ -4,6 +4,7 @@ that answers as a test tells it, and counts the connections it accepts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -262,3 +263,80 @@ async def test_an_answer_compressed_unasked_is_decoded_by_the_a2a_client(
     assert reply.text == "x" * 12
     assert b"accept-encoding" not in seen[0].lower()
     assert too_large.value.code is FailureCode.RESPONSE_TOO_LARGE
+
+
+@dataclass
+class StreamingServer:
+    """Answers each request with a chunked head and a first chunk at once, and the rest only
+    once `go` is set; tells when a connection was closed by the client."""
+
+    url: str = ""
+    accepted: int = 0
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    closed_by_client: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connection(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                             b"transfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
+                await writer.drain()
+                waiting = asyncio.ensure_future(self.go.wait())
+                gone = asyncio.ensure_future(reader.read(1))
+                done, _ = await asyncio.wait({waiting, gone},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if gone in done:
+                    waiting.cancel()
+                    self.closed_by_client.set()
+                    return
+                gone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gone  # no longer waiting on the reader
+                writer.write(b"9\r\n\ndata: 2\n\r\n0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_client.set()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def streaming_server() -> AsyncIterator[StreamingServer]:
+    state = StreamingServer()
+    server = await asyncio.start_server(state.connection, "127.0.0.1", 0)
+    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    yield state
+    server.close()
+
+
+async def test_a_streamed_answer_arrives_as_sent_and_its_connection_is_kept(
+    streaming_server: StreamingServer,
+) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        for _ in range(2):
+            streaming_server.go.clear()
+            async with client.stream("POST", streaming_server.url, content=b"{}",
+                                     extensions={"stream": True}) as response:
+                chunks = response.aiter_raw()
+                assert await anext(chunks) == b"data: 1\n"  # before the rest is even sent
+                streaming_server.go.set()
+                assert b"".join([chunk async for chunk in chunks]) == b"\ndata: 2\n"
+    assert streaming_server.accepted == 1
+
+
+async def test_a_streamed_answer_left_before_its_end_closes_its_connection(
+    streaming_server: StreamingServer,
+) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        async with client.stream("POST", streaming_server.url, content=b"{}",
+                                 extensions={"stream": True}) as response:
+            assert await anext(response.aiter_raw()) == b"data: 1\n"
+        await asyncio.wait_for(streaming_server.closed_by_client.wait(), 5)
+        streaming_server.go.set()
+        async with client.stream("POST", streaming_server.url, content=b"{}",
+                                 extensions={"stream": True}) as response:
+            assert await response.aread() == b"data: 1\n\ndata: 2\n"
+    assert streaming_server.accepted == 2

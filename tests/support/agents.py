@@ -4,12 +4,13 @@ Starlette servers for answers the SDK would never produce (garbage, huge bodies,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from a2a.helpers.proto_helpers import new_text_part
+from a2a.helpers.proto_helpers import new_data_part, new_text_part
 from a2a.server.agent_execution.context import RequestContext
 from a2a.server.events.event_queue import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
@@ -55,6 +56,103 @@ class EndingExecutor(DemoExecutor):
         await end(message)
 
 
+class ChunkedExecutor(DemoExecutor):
+    """Streams its work as a streaming agent does: a working status with a first word, then
+    its answer as artifact chunks appended one to the next, then (unless `finish` is False)
+    completed. `pause` between events; `stall` seconds of silence after the first word."""
+
+    def __init__(self, chunks: list[str], *, first_word: str = "Let me check that for you.",
+                 pause: float = 0.0, stall: float = 0.0, finish: bool = True,
+                 data: dict[str, Any] | None = None) -> None:
+        super().__init__("chunked")
+        self.chunks = chunks
+        self.first_word = first_word
+        self.pause = pause
+        self.stall = stall
+        self.finish = finish
+        self.data = data or {}
+        self._released = asyncio.Event()
+        self._running = 0
+        self._idle = asyncio.Event()
+
+    async def release(self, *, stop: bool = True) -> None:
+        """Wait (5 s at most) until every execution has returned, first telling them to stop
+        stalling and streaming (they then cancel their task): nothing of the agent's is left
+        running, nor any task of it open, once its test is done."""
+        if stop:
+            self._released.set()
+        if self._running:
+            await asyncio.wait_for(self._idle.wait(), 5)
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        self._running += 1
+        self._idle.clear()
+        try:
+            await self._stream(context, event_queue)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+
+    async def _stream(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.task_id
+        assert context.context_id
+        assert context.message
+        if context.current_task is None:
+            await event_queue.enqueue_event(Task(
+                id=context.task_id, context_id=context.context_id,
+                status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED),
+                history=[context.message]))
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.start_work(updater.new_agent_message([new_text_part(self.first_word)]))
+        for index, chunk in enumerate(self.chunks):
+            wait = self.stall if index == 0 else 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), wait + self.pause)
+            if self._released.is_set():
+                await updater.cancel()
+                return
+            await updater.add_artifact([new_text_part(chunk)], artifact_id="answer",
+                                       name="answer", append=index > 0,
+                                       last_chunk=index == len(self.chunks) - 1)
+        if self.data:
+            await updater.add_artifact([new_data_part(self.data)], artifact_id="data")
+        if self.finish:
+            await updater.complete()
+
+
+@dataclass
+class DropAfter:
+    """ASGI middleware that breaks a streamed answer: after `chunks` chunks of its body, the
+    connection is dropped mid-stream (the app fails, and the server aborts the answer)."""
+
+    app: ASGIApp
+    chunks: int
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent = 0
+
+        async def counting(message: MutableMapping[str, Any]) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body" and message.get("body"):
+                if sent == self.chunks:
+                    raise DroppedOnPurpose
+                sent += 1
+            await send(message)
+
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, counting)
+        except DroppedOnPurpose:
+            raise ConnectionAbortedError("dropped mid-stream on purpose") from None
+
+
+class DroppedOnPurpose(Exception):
+    pass
+
+
 async def read_body(receive: Receive) -> tuple[bytes, Receive]:
     """A request's whole body, and a `receive` that hands it on to the app behind."""
     chunks = []
@@ -64,8 +162,15 @@ async def read_body(receive: Receive) -> tuple[bytes, Receive]:
         if not message.get("more_body"):
             break
     body = b"".join(chunks)
+    replayed = False
 
     async def replay() -> dict[str, Any]:
+        # The body once; then what the server says (a streaming answer listens for the
+        # client's disconnect, and must wait for it, not be handed the body forever).
+        nonlocal replayed
+        if replayed:
+            return dict(await receive())
+        replayed = True
         return {"type": "http.request", "body": body, "more_body": False}
 
     return body, replay

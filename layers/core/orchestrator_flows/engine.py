@@ -461,7 +461,8 @@ def _answered(agent: str, reply: AgentReply, started: float) -> AgentResponse:
 
 def _failed(agent: str, failure: AgentFailure, started: float) -> AgentResponse:
     return AgentResponse(
-        agent=agent, text="", data={}, state=failure.detail.get("task_state"),
+        agent=agent, text=failure.arrived[0], data=failure.arrived[1],
+        state=failure.detail.get("task_state"),
         task_id=failure.detail.get("task_id"), context_id=None, error=failure.to_json(),
         latency_ms=_since(started), attempts=failure.attempts)
 

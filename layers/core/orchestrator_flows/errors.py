@@ -138,6 +138,9 @@ class FailureCode(StrEnum):
     UNAVAILABLE = "agent_unavailable"  # its circuit is open: not called
     # Its credentials could not be had, or it refused them (401/403, after one fresh try).
     AUTH_FAILED = "agent_auth_failed"
+    # A streamed answer that ended, stalled or broke before the task finished or waited: the
+    # agent had the message and began, so it is not sent again; what arrived is recorded.
+    STREAM_BROKEN = "agent_stream_broken"
 
     def retried(self, http_status: int | None = None) -> bool:
         """Worth another try within the step's deadline: the agent could not be reached or
@@ -160,10 +163,11 @@ class FailureCode(StrEnum):
 
 _RETRIED = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT})
 _TRIPS_BREAKER = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.HTTP_ERROR,
-                            FailureCode.BAD_RESPONSE, FailureCode.RESPONSE_TOO_LARGE})
-# Refused credentials never reached the task: it is still open.
+                            FailureCode.BAD_RESPONSE, FailureCode.RESPONSE_TOO_LARGE,
+                            FailureCode.STREAM_BROKEN})
+# Refused credentials never reached the task: it is still open. A broken stream left it alive.
 _KEEPS_TASK = frozenset({FailureCode.UNREACHABLE, FailureCode.TIMEOUT, FailureCode.UNAVAILABLE,
-                         FailureCode.AUTH_FAILED})
+                         FailureCode.AUTH_FAILED, FailureCode.STREAM_BROKEN})
 
 
 class AgentFailure(OrchestratorError):
@@ -176,6 +180,9 @@ class AgentFailure(OrchestratorError):
         self.message = message
         self.detail = detail
         self.attempts: tuple[Attempt, ...] = ()  # each try, in order (set by the client)
+        # What the agent had said when its streamed answer broke: text and data (unmasked,
+        # like an answer; the engine masks it with the step).
+        self.arrived: tuple[str, dict[str, Any]] = ("", {})
 
     @property
     def retried(self) -> bool:

@@ -100,6 +100,17 @@ class MutualTls:
     secret: SecretRef
 
 
+@dataclass(frozen=True)
+class StreamPolicy:
+    """How a streaming agent is called. `enabled`: with SendStreamingMessage (message/stream)
+    when its card says it streams; off, always with SendMessage. `idle_seconds`: the longest
+    wait for the stream's next event (within the step's deadline) before it counts as
+    stalled."""
+
+    enabled: bool = True
+    idle_seconds: float = 10.0
+
+
 VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MAX_WEIGHT = 10_000
 
@@ -126,6 +137,7 @@ class Agent:
     mtls: MutualTls | None = None
     versions: tuple[AgentVersion, ...] = ()  # none: one deployment, at `url`
     version: str | None = None  # set on the agent as one of its versions (`at`)
+    stream: StreamPolicy = field(default_factory=StreamPolicy)
     _at: Mapping[str, Agent] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ from orchestrator_flows.flow import (
     OAuth2ClientCredentials,
     RetryPolicy,
     Stage,
+    StreamPolicy,
     check_url,
     secret_ref,
 )
@@ -103,6 +104,12 @@ class _VersionSpec(BaseModel):
     a2a_version: A2AVersion | None = None
 
 
+class _StreamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, strict=True)
+    idle_seconds: float = Field(10.0, gt=0, le=600)
+
+
 class _AgentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str | None = None
@@ -112,6 +119,7 @@ class _AgentSpec(BaseModel):
     circuit_breaker: _BreakerSpec | None = None
     auth: _AuthSpec | None = None
     mtls: _MtlsSpec | None = None
+    streaming: _StreamSpec | None = None
 
 
 class _StageSpec(BaseModel):
@@ -340,6 +348,8 @@ def _agent(name: str, spec: _AgentSpec) -> Agent:
         MutualTls(secret_ref(spec.mtls.secret, f"agents.{name}.mtls.secret"))
         if spec.mtls is not None else None,
         versions,
+        stream=StreamPolicy(spec.streaming.enabled, spec.streaming.idle_seconds)
+        if spec.streaming is not None else StreamPolicy(),
     )
 
 

@@ -27,15 +27,15 @@ FAILED_STATES = {"failed": FailureCode.TASK_FAILED, "rejected": FailureCode.TASK
 
 def reduce_response(raw: bytes, rpc_id: str, version: str, name: str) -> AgentReply:
     """Reduce a JSON-RPC answer to text, data, state and task ids, or raise AgentFailure."""
-    result = _result(_envelope(raw, name), rpc_id, name)
+    result = result_of(check_envelope(raw, name), rpc_id, name)
     if isinstance(result.get("task"), dict):
-        return _from_task(result["task"], version, name)
+        return from_task(result["task"], version, name)
     if isinstance(result.get("message"), dict):
-        return _from_message(result["message"], version, name)
+        return from_message(result["message"], version, name)
     if result.get("kind") == "task":
-        return _from_task(result, version, name)
+        return from_task(result, version, name)
     if result.get("kind") == "message":
-        return _from_message(result, version, name)
+        return from_message(result, version, name)
     raise _malformed(name, "result is neither a task nor a message")
 
 
@@ -43,7 +43,7 @@ def _malformed(name: str, why: str) -> AgentFailure:
     return AgentFailure(FailureCode.BAD_RESPONSE, f"agent {name} sent a malformed answer: {why}")
 
 
-def _envelope(raw: bytes, name: str) -> dict[str, Any]:
+def check_envelope(raw: bytes, name: str) -> dict[str, Any]:
     """The parsed JSON-RPC 2.0 envelope, fit to be stored and read back."""
     try:
         # NaN, Infinity and numbers past a float's range parse in Python but can never be
@@ -64,7 +64,7 @@ def _envelope(raw: bytes, name: str) -> dict[str, Any]:
     return envelope
 
 
-def _result(envelope: dict[str, Any], rpc_id: str, name: str) -> dict[str, Any]:
+def result_of(envelope: dict[str, Any], rpc_id: str, name: str) -> dict[str, Any]:
     """The envelope's result object; a JSON-RPC error object raises agent_rpc_error."""
     if "error" in envelope:
         error = envelope["error"] if isinstance(envelope["error"], dict) else {}
@@ -86,36 +86,36 @@ def _result(envelope: dict[str, Any], rpc_id: str, name: str) -> dict[str, Any]:
     return result
 
 
-def _from_message(message: dict[str, Any], version: str, name: str) -> AgentReply:
+def from_message(message: dict[str, Any], version: str, name: str) -> AgentReply:
     """A direct message: the agent's work is done."""
     if not isinstance(message.get("parts"), list):
         raise _malformed(name, "message without parts")
     texts: list[str] = []
     data: dict[str, Any] = {}
-    _collect(message["parts"], texts, data)
-    return AgentReply("\n".join(texts), data, "completed", _an_id(message.get("taskId")),
-                      _an_id(message.get("contextId")), version)
+    parts_of(message["parts"], texts, data)
+    return AgentReply("\n".join(texts), data, "completed", tidy_id(message.get("taskId")),
+                      tidy_id(message.get("contextId")), version)
 
 
-def _from_task(task: dict[str, Any], version: str, name: str) -> AgentReply:
+def from_task(task: dict[str, Any], version: str, name: str) -> AgentReply:
     """A task: finished, waiting for the caller, or one of the ways it fails."""
     status = task.get("status")
-    task_id = _an_id(task.get("id"))
+    task_id = tidy_id(task.get("id"))
     if task_id is None or not isinstance(status, dict):
         raise _malformed(name, f"task without an id (a string of 1 to {MAX_ID_LENGTH} "
                          "characters) or without a status")
     if not isinstance(status.get("state"), str):
         raise _malformed(name, "task status without state")
-    state = _normalise_state(status["state"])[:MAX_STATE_LENGTH]
+    state = normalise_state(status["state"])[:MAX_STATE_LENGTH]
     texts: list[str] = []
     data: dict[str, Any] = {}
     message = status.get("message")
     if isinstance(message, dict):
-        _collect(message.get("parts"), texts, data)
+        parts_of(message.get("parts"), texts, data)
     artifacts = task.get("artifacts")
     for artifact in artifacts if isinstance(artifacts, list) else []:
         if isinstance(artifact, dict):
-            _collect(artifact.get("parts"), texts, data)
+            parts_of(artifact.get("parts"), texts, data)
     text = "\n".join(texts)
     if state in FAILED_STATES:
         raise AgentFailure(
@@ -130,15 +130,15 @@ def _from_task(task: dict[str, Any], version: str, name: str) -> AgentReply:
             f"agent {name} returned the task in state {state!r}, not finished nor waiting",
             task_id=task_id, task_state=state,
         )
-    return AgentReply(text, data, state, task_id, _an_id(task.get("contextId")), version)
+    return AgentReply(text, data, state, task_id, tidy_id(task.get("contextId")), version)
 
 
-def _normalise_state(state: str) -> str:
+def normalise_state(state: str) -> str:
     """`TASK_STATE_INPUT_REQUIRED` (1.0) and `input-required` (0.3) both become `input-required`."""
     return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
 
 
-def _collect(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
+def parts_of(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
     if not isinstance(parts, list):
         return
     for part in parts:
@@ -158,7 +158,7 @@ def _collect(parts: Any, texts: list[str], data: dict[str, Any]) -> None:
                                     [] if values is None else [values]), value]
 
 
-def _an_id(value: Any) -> str | None:
+def tidy_id(value: Any) -> str | None:
     """A task or context id as the agent gave it, if it is one: a string of sensible length."""
     return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 

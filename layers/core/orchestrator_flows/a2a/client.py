@@ -23,12 +23,13 @@ from orchestrator_flows.a2a.credentials import (
     SecretStore,
 )
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
+from orchestrator_flows.a2a.streams import ServerSentEvents, StreamFold
 from orchestrator_flows.a2a.transport import CertificateRefused, LeanTransport, ReadBody
-from orchestrator_flows.a2a.wire import CARD_PATH, rpc_body, version_from_card
+from orchestrator_flows.a2a.wire import CARD_PATH, card_streams, rpc_body, version_from_card
 from orchestrator_flows.errors import AgentFailure, FailureCode
 from orchestrator_flows.flow import Agent
 from orchestrator_flows.records import Attempt
-from orchestrator_flows.timeouts import deadline_at
+from orchestrator_flows.timeouts import deadline_at, deadline_in
 
 MAX_BODY_BYTES = 1 << 20
 # Below common server keep-alive timeouts (uvicorn: 5 s) so an idle connection is dropped here
@@ -40,6 +41,8 @@ KEEPALIVE_SECONDS = 2.0
 USER_AGENT = b"orchestrator-flows"
 RPC_HEADERS = ((b"content-type", b"application/json"), (b"accept", b"application/json"),
                (b"user-agent", USER_AGENT))
+STREAM_HEADERS = ((b"content-type", b"application/json"), (b"accept", b"text/event-stream"),
+                  (b"user-agent", USER_AGENT))
 CARD_HEADERS = ((b"accept", b"application/json"), (b"user-agent", USER_AGENT))
 Header = tuple[bytes, bytes]
 # Told when an agent's card asks for credentials the flow does not configure: the agent's name
@@ -75,6 +78,7 @@ class A2AClient:
         self._urls: dict[str, httpx.URL] = {}
         self._cards: dict[str, asyncio.Future[Any]] = {}  # by origin: the card, or None
         self._known_versions: dict[str, str] = {}  # by agent URL, once read
+        self._card_streams: dict[str, bool] = {}  # by agent URL: its card says it streams
         self._checked: set[str] = set()  # agents whose card's security was looked at
         self._on_unmet_auth = on_unmet_auth
         self._secrets = secrets
@@ -132,6 +136,7 @@ class A2AClient:
         deadline = clock() + self.timeout_seconds
         policy = request.agent.retry
         attempts: list[Attempt] = []
+        streams: list[StreamFold] = []  # each try's stream, if the agent streams
         started = clock()
         try:
             async with deadline_at(deadline):
@@ -139,7 +144,7 @@ class A2AClient:
                 for attempt in range(1, policy.attempts + 1):
                     started = clock()
                     try:
-                        reply = await self._send(request, version)
+                        reply = await self._send(request, version, streams)
                     except AgentFailure as failure:
                         attempts.append(_attempt(failure.outcome, clock() - started))
                         pause = policy.backoff(attempt)
@@ -153,11 +158,12 @@ class A2AClient:
                     return reply.tried(tuple(attempts))
                 raise AssertionError("unreachable: the last try returns or raises")
         except TimeoutError as exc:
-            attempts.append(_attempt(FailureCode.TIMEOUT.value, clock() - started))
             timed_out = AgentFailure(
                 FailureCode.TIMEOUT,
                 f"agent {request.agent.name} did not answer within {self.timeout_seconds:g} s",
-            )
+            ) if not streams or not streams[-1].opened else streams[-1].broken(
+                f"the step's deadline of {self.timeout_seconds:g} s passed before it ended")
+            attempts.append(_attempt(timed_out.outcome, clock() - started))
             timed_out.attempts = tuple(attempts)
             raise timed_out from exc
 
@@ -207,16 +213,37 @@ class A2AClient:
         if unmet is not None and self._on_unmet_auth is not None:
             self._on_unmet_auth(agent.name, unmet)
 
-    async def _send(self, request: AgentRequest, version: str) -> AgentReply:
+    def _streams(self, agent: Agent) -> bool:
+        """Whether the agent is called with a streaming request: its card, once read, says it
+        streams, and the flow file does not turn that off. (A pinned agent's card is read in
+        the background on its first call; an agent continuing a task may not have had its
+        card read by this process yet: it is asked for now, and used when it is in.)"""
+        if not agent.stream.enabled:
+            return False
+        streams = self._card_streams.get(agent.url)
+        if streams is None:
+            card = self._card(agent)
+            if not card.done():
+                return False
+            streams = self._card_streams[agent.url] = card_streams(_result(card))
+        return streams
+
+    async def _send(self, request: AgentRequest, version: str,
+                    streams: list[StreamFold]) -> AgentReply:
         rpc_id = str(next(self._rpc_ids))  # only matches the answer to its request
-        body = _compact_json(rpc_body(request, version, rpc_id)).encode()
-        headers = (*RPC_HEADERS, (b"a2a-version", version.encode()))
         agent = request.agent
+        fold = None
+        if self._streams(agent):
+            fold = StreamFold(rpc_id, version, agent.name, agent.stream.idle_seconds)
+            streams.append(fold)
+        body = _compact_json(rpc_body(request, version, rpc_id, fold is not None)).encode()
+        headers = (*(RPC_HEADERS if fold is None else STREAM_HEADERS),
+                   (b"a2a-version", version.encode()))
         credentials = self.credentials(agent)
         if credentials is None:
-            status, raw = await self._post(agent, body, headers, None)
+            status, raw = await self._post(agent, body, headers, None, fold)
         else:
-            status, raw = await self._post_with(agent, credentials, body, headers)
+            status, raw = await self._post_with(agent, credentials, body, headers, fold)
         if status in (401, 403):
             asked = ("refused the orchestrator's credentials" if credentials is not None
                      and credentials.has_headers else "asks for credentials the flow does not "
@@ -226,10 +253,13 @@ class A2AClient:
         if status >= 400:
             raise AgentFailure(FailureCode.HTTP_ERROR,
                                f"agent {agent.name} answered HTTP {status}", http_status=status)
+        if fold is not None and fold.opened:
+            return fold.reply()
         return reduce_response(raw, rpc_id, version, agent.name)
 
     async def _post_with(self, agent: Agent, credentials: AgentCredentials, body: bytes,
-                         headers: tuple[Header, ...]) -> tuple[int, bytes]:
+                         headers: tuple[Header, ...],
+                         fold: StreamFold | None) -> tuple[int, bytes]:
         """The request with the agent's credentials; on a 401 (or a refused certificate) they
         are read afresh and the request sent once more."""
         refused_headers: tuple[Header, ...] | None = None
@@ -242,7 +272,7 @@ class A2AClient:
                 raise AgentFailure(FailureCode.AUTH_FAILED,
                                    f"agent {agent.name}: no credentials: {exc}") from None
             try:
-                status, raw = await self._post(agent, body, (*headers, *extra), tls)
+                status, raw = await self._post(agent, body, (*headers, *extra), tls, fold)
             except AgentFailure as failure:
                 if failure.code is FailureCode.AUTH_FAILED and not again:
                     refused_tls = tls  # the certificate was refused
@@ -254,12 +284,13 @@ class A2AClient:
         return status, raw
 
     async def _post(self, agent: Agent, body: bytes, headers: tuple[Header, ...],
-                    tls: ssl.SSLContext | None) -> tuple[int, bytes]:
+                    tls: ssl.SSLContext | None,
+                    fold: StreamFold | None = None) -> tuple[int, bytes]:
         name = agent.name
         try:
             async with self._slots:
                 return await self._exchange("POST", agent.url, body, headers, f"agent {name}",
-                                            self._timeouts, tls)
+                                            self._timeouts, tls, fold)
         except httpx.TimeoutException as exc:
             raise AgentFailure(FailureCode.TIMEOUT,
                                f"agent {name} at {agent.url} timed out: {exc!r}") from exc
@@ -277,9 +308,11 @@ class A2AClient:
     async def _exchange(
         self, method: str, url: str, body: bytes | None, headers: tuple[Header, ...], what: str,
         timeouts: dict[str, float | None], tls: ssl.SSLContext | None = None,
+        fold: StreamFold | None = None,
     ) -> tuple[int, bytes]:
         """One request through the transport: the answer's status and its body, read up to
-        the cap (an error answer's body is not read)."""
+        the cap (an error answer's body is not read). An answer streamed as events, to a
+        request with a `fold`, is read into the fold (the body returned is then empty)."""
         target = self._urls.get(url)
         if target is None:
             target = self._urls[url] = httpx.URL(url)
@@ -289,18 +322,53 @@ class A2AClient:
         framing = [(b"host", target.netloc)]
         if body is not None:
             framing.append((b"content-length", b"%d" % len(body)))
+        extensions: dict[str, Any] = {"timeout": timeouts}
+        if tls is not None:
+            extensions["ssl_context"] = tls
+        if fold is not None:
+            extensions["stream"] = True
         request = httpx.Request(method, target, headers=[*framing, *headers],
-                                stream=httpx.ByteStream(body or b""),
-                                extensions={"timeout": timeouts} if tls is None else
-                                {"timeout": timeouts, "ssl_context": tls})
+                                stream=httpx.ByteStream(body or b""), extensions=extensions)
         request.read()  # a bytes body: nothing to wait for, and `content` then readable
         response = await self.transport.handle_async_request(request)
         try:
             if response.status_code >= 400:
                 return response.status_code, b""
+            if fold is not None and response.headers.get("content-type", "").startswith(
+                    "text/event-stream"):
+                await self._read_stream(response, fold, what)
+                return response.status_code, b""
             return response.status_code, await self._read_capped(response, what)
         finally:
             await response.aclose()
+
+    async def _read_stream(self, response: httpx.Response, fold: StreamFold,
+                           what: str) -> None:
+        """The events of a streamed answer folded in, until the answer is complete; each
+        awaited at most the agent's idle time. Past the head, whatever ends the stream early
+        is a broken stream (the agent has the message), and the whole is capped as a
+        buffered answer is."""
+        fold.opened = True
+        events = ServerSentEvents()
+        chunks = response.aiter_bytes().__aiter__()
+        size = 0
+        try:
+            while True:
+                try:
+                    async with deadline_in(fold.idle_seconds):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    raise fold.broken("it ended before the task did") from None
+                except TimeoutError:
+                    raise fold.broken(f"nothing came for {fold.idle_seconds:g} s") from None
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _too_large(what, self.max_body_bytes)
+                for data in events.feed(chunk):
+                    if fold.add(data):
+                        return
+        except httpx.HTTPError as exc:
+            raise fold.broken(f"the connection broke ({type(exc).__name__})") from exc
 
     async def _read_capped(self, response: httpx.Response, what: str) -> bytes:
         cap = self.max_body_bytes

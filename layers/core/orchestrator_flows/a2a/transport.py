@@ -10,6 +10,9 @@ there, which the client reports as too large), keep-alive until `keepalive_secon
 through an `ssl.SSLContext` (a request's own, for a client certificate, in its `ssl_context`
 extension; its connections are pooled apart). Concurrency is bounded above it, by the A2A
 client's queue. Failures are httpx's own exceptions, so the client maps them as before.
+
+A request with the `stream` extension set (a streaming agent's Server-Sent Events) gets its
+response as soon as the head is in, and its body as it arrives (`LiveBody`), with the same cap.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httptools
@@ -53,6 +56,49 @@ class ReadBody(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         yield self.body
+
+
+class LiveBody(httpx.AsyncByteStream):
+    """An answer's body read as it arrives, for a streamed answer: the connection goes back to
+    the pool once the body has ended, and is closed if the body is left before its end."""
+
+    def __init__(self, transport: LeanTransport, connection: _Connection, origin: _Origin,
+                 answer: _Answer) -> None:
+        self._transport = transport
+        self._connection = connection
+        self._origin = origin
+        self._answer = answer
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        answer = self._answer
+        assert answer.parser is not None
+        while True:
+            if answer.body:
+                chunks, answer.body = answer.body, []
+                for chunk in chunks:
+                    yield chunk
+            if answer.finished():
+                break
+            try:
+                data = await self._connection.reader.read(READ_SIZE)
+                if not data:
+                    if not answer.delimited_by_close():
+                        raise httpx.RemoteProtocolError("the answer was cut short")
+                    answer.complete = True
+                    continue
+                answer.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
+            except OSError as exc:
+                raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+        self._transport._release(self._connection, self._origin, answer)
+        self._open = False
+
+    async def aclose(self) -> None:
+        if self._open:  # left mid-body: the connection is in an unknown state
+            self._open = False
+            self._connection.close()
 
 
 class _Answer:
@@ -96,6 +142,10 @@ class _Answer:
         """The whole answer is in, or as much of it as is kept."""
         return self.complete or self.cut
 
+    def head_finished(self) -> bool:
+        """A streamed answer's head is in (or, for a short one, all of it)."""
+        return self.headers_done or self.finished()
+
     def on_message_complete(self) -> None:
         self.complete = True
         # Asked here: llhttp answers it only within the message's callbacks.
@@ -121,17 +171,18 @@ class LeanTransport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80),
                   request.extensions.get("ssl_context"))
         timeouts = request.extensions.get("timeout", {})
+        streamed = bool(request.extensions.get("stream"))
         head = self._head(request)
         body = request.content  # the A2A client sends a bytes body, read
         reused = self._take(origin)
         if reused is not None:
             try:
-                return await self._exchange(reused, origin, head, body, timeouts)
+                return await self._exchange(reused, origin, head, body, timeouts, streamed)
             except _StaleConnection:
                 pass  # the agent closed it while it was idle: nothing was answered; once more
         connection = await self._connect(origin, timeouts.get("connect"))
         try:
-            return await self._exchange(connection, origin, head, body, timeouts)
+            return await self._exchange(connection, origin, head, body, timeouts, streamed)
         except _StaleConnection:
             if origin[3] is not None:
                 # TLS 1.3 tells a refused client certificate only after the handshake, by an
@@ -179,19 +230,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def _exchange(self, connection: _Connection, origin: _Origin,
-                        head: bytes, body: bytes,
-                        timeouts: dict[str, float | None]) -> httpx.Response:
+                        head: bytes, body: bytes, timeouts: dict[str, float | None],
+                        streamed: bool = False) -> httpx.Response:
         answer = _Answer(self.max_body_bytes)
         parser = answer.parser = httptools.HttpResponseParser(answer)
         # One deadline for the whole exchange (httpx's read timeout): a scope per read would
         # cost more than the read on loopback. None: the caller's own deadline bounds it.
         read_seconds = timeouts.get("read")
+        until = answer.head_finished if streamed else answer.finished
         try:
             if read_seconds is None:
-                await self._converse(connection, answer, head + body)
+                await self._converse(connection, answer, head + body, until)
             else:
                 async with asyncio.timeout(read_seconds):
-                    await self._converse(connection, answer, head + body)
+                    await self._converse(connection, answer, head + body, until)
         except _StaleConnection:
             connection.close()
             raise
@@ -211,21 +263,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             connection.close()  # cancelled mid-answer: the connection is in an unknown state
             raise
+        if streamed and not answer.finished():
+            return httpx.Response(parser.get_status_code(), headers=answer.headers,
+                                  stream=LiveBody(self, connection, origin, answer),
+                                  extensions={"http_version": b"HTTP/1.1"})
+        self._release(connection, origin, answer)
+        return httpx.Response(parser.get_status_code(), headers=answer.headers,
+                              stream=ReadBody(b"".join(answer.body), answer.encoded),
+                              extensions={"http_version": b"HTTP/1.1"})
+
+    def _release(self, connection: _Connection, origin: _Origin, answer: _Answer) -> None:
+        """A connection whose answer has been read: kept for the next, or closed."""
         if answer.cut or not answer.keep_alive:
             connection.close()
         else:
             connection.idle_since = time.monotonic()
             self._idle[origin].append(connection)
-        return httpx.Response(parser.get_status_code(), headers=answer.headers,
-                              stream=ReadBody(b"".join(answer.body), answer.encoded),
-                              extensions={"http_version": b"HTTP/1.1"})
 
     @staticmethod
-    async def _converse(connection: _Connection, answer: _Answer, request: bytes) -> None:
+    async def _converse(connection: _Connection, answer: _Answer, request: bytes,
+                        until: Callable[[], bool]) -> None:
         connection.writer.write(request)
         await connection.writer.drain()
         assert answer.parser is not None
-        while not answer.finished():
+        while not until():
             data = await connection.reader.read(READ_SIZE)
             if not data:
                 if not answer.received:

@@ -10,8 +10,10 @@ CARD_PATH = "/.well-known/agent-card.json"
 DEFAULT_VERSION = "1.0"
 
 
-def rpc_body(request: AgentRequest, version: str, rpc_id: str) -> dict[str, Any]:
-    """`SendMessage` (1.0) or `message/send` (0.3), carrying the caller's text as one part."""
+def rpc_body(request: AgentRequest, version: str, rpc_id: str,
+             streaming: bool = False) -> dict[str, Any]:
+    """`SendMessage` (1.0) or `message/send` (0.3), carrying the caller's text as one part;
+    `SendStreamingMessage` or `message/stream` when `streaming`."""
     if version == "0.3":
         message: dict[str, Any] = {
             "kind": "message",
@@ -21,7 +23,7 @@ def rpc_body(request: AgentRequest, version: str, rpc_id: str) -> dict[str, Any]
             "parts": [{"kind": "text", "text": request.text}],
             "metadata": request.metadata,
         }
-        method = "message/send"
+        method = "message/stream" if streaming else "message/send"
     else:
         message = {
             "role": "ROLE_USER",
@@ -30,7 +32,7 @@ def rpc_body(request: AgentRequest, version: str, rpc_id: str) -> dict[str, Any]
             "parts": [{"text": request.text}],
             "metadata": request.metadata,
         }
-        method = "SendMessage"
+        method = "SendStreamingMessage" if streaming else "SendMessage"
     if request.task_id is not None:
         message["taskId"] = request.task_id
     return {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": {"message": message}}
@@ -51,3 +53,9 @@ def version_from_card(card: Any) -> str:
     if versions and all(v == "0.3" or v.startswith("0.3.") for v in versions):
         return "0.3"
     return DEFAULT_VERSION
+
+
+def card_streams(card: Any) -> bool:
+    """Whether an agent card says the agent streams (`capabilities.streaming`, both forms)."""
+    capabilities = card.get("capabilities") if isinstance(card, dict) else None
+    return isinstance(capabilities, dict) and capabilities.get("streaming") is True

@@ -138,12 +138,13 @@ class DemoExecutor(AgentExecutor):
             await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
 
-def agent_card(name: str, url: str, protocol_versions: Sequence[str] = ("1.0",)) -> AgentCard:
+def agent_card(name: str, url: str, protocol_versions: Sequence[str] = ("1.0",),
+               streaming: bool = False) -> AgentCard:
     return AgentCard(
         name=f"Acme {name} agent",
         description=f"Demo {name} agent for Orchestrator Flows",
         version="1.0.0",
-        capabilities=AgentCapabilities(streaming=False, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=streaming, push_notifications=False),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain", "application/json"],
         skills=[AgentSkill(id=name, name=name, description=f"The {name} stage of a call",
@@ -160,7 +161,7 @@ def card_v03(card: AgentCard, url: str) -> dict[str, Any]:
     return {
         "name": card.name, "description": card.description, "version": card.version,
         "url": url, "protocolVersion": "0.3.0", "preferredTransport": "JSONRPC",
-        "capabilities": {"streaming": False, "pushNotifications": False},
+        "capabilities": {"streaming": card.capabilities.streaming, "pushNotifications": False},
         "defaultInputModes": list(card.default_input_modes),
         "defaultOutputModes": list(card.default_output_modes),
         "skills": [{"id": s.id, "name": s.name, "description": s.description,
@@ -174,9 +175,11 @@ def build_agent_app(
     *,
     protocol_versions: Sequence[str] = ("1.0",),
     executor: AgentExecutor | None = None,
+    streaming: bool = False,
 ) -> Starlette:
-    """One agent as an ASGI app; `protocol_versions` is what its card advertises."""
-    card = agent_card(name, url, protocol_versions)
+    """One agent as an ASGI app; `protocol_versions` is what its card advertises, `streaming`
+    whether it says it streams (SendStreamingMessage / message/stream)."""
+    card = agent_card(name, url, protocol_versions, streaming)
     handler = DefaultRequestHandler(
         agent_executor=executor or DemoExecutor(name),
         task_store=InMemoryTaskStore(),
