@@ -31,7 +31,7 @@ from orchestrator_flows.flow import (
 from orchestrator_flows.local.serving import serving
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
-from tests.support.agents import build_agent_app
+from tests.support.agents import Recorder, build_agent_app
 from tests.support.auth_agents import Gate, Pki, TokenEndpoint, make_pki
 from tests.support.scripted import body
 
@@ -125,6 +125,33 @@ async def test_a_rotated_secret_is_read_again_once_after_a_401(serve: Serve, aws
     await client.send(request(agent))
     assert gate.refusals == 1
     assert len(secrets.reads) == 2  # the new one is kept
+
+
+async def test_a_streaming_agent_gets_the_credentials_and_a_401_is_refreshed_once(
+    serve: Serve, aws: Any
+) -> None:
+    aws["secrets"].create_secret(Name="of/billing-token", SecretString="old-token")
+    gate = Gate(accepted={"Bearer old-token"})
+    front: dict[str, Recorder] = {}
+
+    def make(url: str) -> Recorder:
+        front["r"] = Recorder(gate.guard(build_agent_app("billing", url, streaming=True)))
+        return front["r"]
+
+    url: str = await serve(make)
+    secrets = CountingSecrets()
+    client = A2AClient(timeout_seconds=5, secrets=secrets)
+    agent = Agent("billing", url, auth=BearerAuth(SecretRef("secretsmanager",
+                                                            "of/billing-token")))
+    assert (await client.send(request(agent))).state == "completed"
+    aws["secrets"].put_secret_value(SecretId="of/billing-token", SecretString="new-token")
+    gate.accepted = {"Bearer new-token"}
+    reply = await client.send(request(agent))
+    assert reply.state == "completed"
+    assert "bill" in reply.text
+    assert [r["json"]["method"] for r in front["r"].requests] == ["SendStreamingMessage"] * 3
+    assert gate.seen == ["Bearer old-token", "Bearer old-token", "Bearer new-token"]
+    assert [fresh for _, fresh in secrets.reads] == [False, True]
 
 
 async def test_a_wrong_secret_is_agent_auth_failed_after_one_fresh_read(

@@ -16,7 +16,8 @@ import pytest
 from orchestrator_flows.a2a.transport import LeanTransport
 from tests.support.redis_servers import _make_tls_material
 
-Handler = Callable[[bytes], Awaitable[bytes | None]]  # request head+body -> raw answer, or close
+# Request head and body -> the raw answer (or its parts, sent apart), or None to close.
+Handler = Callable[[bytes], Awaitable[bytes | list[bytes] | None]]
 
 
 class ThenClose(bytes):
@@ -59,8 +60,11 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Server]]]:
                     raw = await handler(await read_request(reader))
                     if raw is None:
                         break
-                    writer.write(raw)
-                    await writer.drain()
+                    for part in raw if isinstance(raw, list) else [raw]:
+                        writer.write(part)
+                        await writer.drain()
+                        if isinstance(raw, list):
+                            await asyncio.sleep(0.05)  # each part in a read of its own
                     if isinstance(raw, ThenClose):
                         break
             except (asyncio.IncompleteReadError, ConnectionError):
@@ -233,7 +237,7 @@ async def test_an_answer_compressed_unasked_is_decoded_by_the_a2a_client(
     serve: Callable[..., Awaitable[Server]],
 ) -> None:
     """The client asks for no compression; an agent that gzips its answer anyway is still
-    read (through httpx's decoder), and the cap applies to what it decodes to."""
+    read, and the cap applies to what it decodes to."""
     import gzip
     import json
 
@@ -263,6 +267,77 @@ async def test_an_answer_compressed_unasked_is_decoded_by_the_a2a_client(
     assert reply.text == "x" * 12
     assert b"accept-encoding" not in seen[0].lower()
     assert too_large.value.code is FailureCode.RESPONSE_TOO_LARGE
+
+
+async def test_a_compressed_answer_is_inflated_no_further_than_the_cap(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    """16 MiB of spaces gzip to 16 KiB, under a 20,000-byte cap: refused as too large having
+    inflated just past the cap, not all of it."""
+    import gzip
+    import tracemalloc
+
+    from orchestrator_flows.a2a import A2AClient, AgentRequest
+    from orchestrator_flows.errors import AgentFailure, FailureCode
+    from orchestrator_flows.flow import Agent, RetryPolicy
+
+    bomb = gzip.compress(b" " * (16 << 20))
+    assert len(bomb) < 20_000
+
+    async def handler(request: bytes) -> bytes:
+        return answer(bomb, b"content-encoding: gzip")
+
+    server = await serve(handler)
+    client = A2AClient(timeout_seconds=5, max_body_bytes=20_000)
+    agent = Agent("gzip", server.url, "1.0", RetryPolicy(attempts=1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(AgentFailure) as too_large:
+            await client.send(AgentRequest(agent, "hi", {}, "ctx-1"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await client.aclose()
+    assert too_large.value.code is FailureCode.RESPONSE_TOO_LARGE
+    assert peak < 4 << 20
+
+
+async def test_an_interim_answer_is_passed_over_and_the_connection_kept_in_step(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    """103 Early Hints before each answer: each request gets its own answer, over one
+    connection (an interim answer taken for the answer would leave the real one queued for
+    the next request)."""
+    answered = 0
+
+    async def handler(request: bytes) -> list[bytes]:
+        nonlocal answered
+        answered += 1
+        return [b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n",
+                answer(b'{"n": %d}' % answered)]
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        replies = [(await client.post(server.url, content=b"{}")).json() for _ in range(3)]
+        streamed = await client.send(client.build_request(
+            "POST", server.url, content=b"{}", extensions={"stream": True}), stream=True)
+        await streamed.aread()
+    assert replies == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert (streamed.status_code, streamed.json()) == (200, {"n": 4})
+    assert server.accepted == 1
+
+
+async def test_an_answer_switching_protocols_is_a_protocol_error(
+    serve: Callable[..., Awaitable[Server]],
+) -> None:
+    async def handler(request: bytes) -> bytes:
+        return ThenClose(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                         b"connection: upgrade\r\n\r\n")
+
+    server = await serve(handler)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(server.url, content=b"{}")
 
 
 @dataclass

@@ -37,11 +37,32 @@ def test_events_are_read_in_every_line_ending() -> None:
     assert read([STREAM]) == [b'{"a":\n 1}', b"second", b"third"]
 
 
-@given(st.lists(st.integers(0, len(STREAM)), max_size=12))
-def test_events_are_the_same_however_the_bytes_are_split(cuts: list[int]) -> None:
-    points = [0, *sorted(cuts), len(STREAM)]
-    chunks = [STREAM[a:b] for a, b in itertools.pairwise(points)]
-    assert read(chunks) == [b'{"a":\n 1}', b"second", b"third"]
+ENDS_IN_CR = STREAM.removesuffix(b"data: unfinished") + b"data: last\r\r"
+
+
+@given(st.sampled_from([STREAM, ENDS_IN_CR]),
+       st.lists(st.integers(0, len(ENDS_IN_CR)), max_size=12))
+def test_events_are_the_same_however_the_bytes_are_split(stream: bytes, cuts: list[int]) -> None:
+    """Even a last event ended by CR CR at the very end of the stream."""
+    points = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
+    expected = [b'{"a":\n 1}', b"second", b"third"] + ([b"last"] if stream == ENDS_IN_CR else [])
+    assert read(chunks) == expected
+
+
+def test_an_event_ended_by_cr_is_read_before_the_next_chunk_comes() -> None:
+    events = ServerSentEvents()
+    assert events.feed(b"data: 1\r\r") == [b"1"]
+    assert events.feed(b"\ndata: 2\n\n") == [b"2"]  # that LF ended nothing more
+
+
+def test_a_byte_order_mark_and_empty_events_are_no_data() -> None:
+    assert read([b"\xef\xbb", b"\xbfdata: 1\n\ndata:\n\ndata: 2\n\n"]) == [b"1", b"2"]
+
+
+def test_a_long_line_dripped_in_small_chunks_is_one_event() -> None:
+    line = b"data: " + b"x" * 100_000 + b"\n\n"
+    assert read([line[i:i + 3] for i in range(0, len(line), 3)]) == [b"x" * 100_000]
 
 
 def event(result: dict[str, Any], rpc_id: str = "1") -> bytes:
@@ -104,6 +125,30 @@ def test_a_broken_stream_keeps_what_had_arrived(version: str, results: list[Any]
     assert failure.code.keeps_task
     assert failure.code.trips_breaker
     assert not failure.retried
+
+
+def test_many_chunks_appended_to_one_artifact_are_all_kept_in_order() -> None:
+    fold = StreamFold("1", "1.0", "agent", 5)
+    fold.add(event({"task": TASK}))
+    for index in range(2_000):
+        fold.add(event({"artifactUpdate": {"taskId": "task-1", "append": index > 0,
+                                           "artifact": {"artifactId": "a", "parts": [
+                                               text(str(index))]}}}))
+    fold.add(event({"statusUpdate": {"taskId": "task-1", "status": {
+        "state": "TASK_STATE_COMPLETED"}}}))
+    assert fold.reply().text == "\n".join(str(i) for i in range(2_000))
+
+
+def test_an_artifact_sent_again_without_append_replaces_the_one_with_its_id() -> None:
+    fold = StreamFold("1", "1.0", "agent", 5)
+    fold.add(event({"task": {**TASK, "artifacts": [{"artifactId": "a", "parts": [
+        text("draft")]}]}}))
+    for artifact_id, value in [("b", "kept"), ("a", "final"), (["odd"], "odd id")]:
+        fold.add(event({"artifactUpdate": {"taskId": "task-1", "artifact": {
+            "artifactId": artifact_id, "parts": [text(value)]}}}))
+    fold.add(event({"statusUpdate": {"taskId": "task-1", "status": {
+        "state": "TASK_STATE_COMPLETED"}}}))
+    assert fold.reply().text == "final\nkept\nodd id"
 
 
 def test_a_message_ends_the_stream_and_is_the_answer() -> None:

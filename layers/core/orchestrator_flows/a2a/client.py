@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import ssl
+import zlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -334,7 +335,7 @@ class A2AClient:
         try:
             if response.status_code >= 400:
                 return response.status_code, b""
-            if fold is not None and response.headers.get("content-type", "").startswith(
+            if fold is not None and response.headers.get("content-type", "").lower().startswith(
                     "text/event-stream"):
                 await self._read_stream(response, fold, what)
                 return response.status_code, b""
@@ -349,6 +350,9 @@ class A2AClient:
         is a broken stream (the agent has the message), and the whole is capped as a
         buffered answer is."""
         fold.opened = True
+        if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            raise AgentFailure(FailureCode.BAD_RESPONSE,
+                               f"{what} sent a compressed stream, which it was not asked for")
         events = ServerSentEvents()
         chunks = response.aiter_bytes().__aiter__()
         size = 0
@@ -381,12 +385,19 @@ class A2AClient:
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise _too_large(what, cap)
+        if response.is_stream_consumed:  # built read (an in-process transport): decoded
+            if len(response.content) > cap:
+                raise _too_large(what, cap)
+            return response.content
         buffer = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_raw():
             buffer += chunk
             if len(buffer) > cap:
                 raise _too_large(what, cap)
-        return bytes(buffer)
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return bytes(buffer)
+        return _decompressed(bytes(buffer), encoding, what, cap)
 
 
 def _result(done: asyncio.Future[Any]) -> Any:
@@ -404,6 +415,29 @@ def _certificate_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _decompressed(body: bytes, encoding: str, what: str, cap: int) -> bytes:
+    """A body the agent compressed though it was not asked to, decompressed no further than
+    just past the cap: a few KiB of gzip can stand for a GiB, which is never built here."""
+    tries: tuple[int, ...]
+    if encoding in ("gzip", "x-gzip"):
+        tries = (16 + zlib.MAX_WBITS,)
+    elif encoding == "deflate":  # zlib-wrapped as RFC 9110 says, or raw as some servers send
+        tries = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    else:
+        raise AgentFailure(FailureCode.BAD_RESPONSE,
+                           f"{what} answered in an encoding it was not asked for")
+    for wbits in tries:
+        try:
+            plain = zlib.decompressobj(wbits).decompress(body, cap + 1)
+        except zlib.error:
+            continue
+        if len(plain) > cap:
+            raise _too_large(what, cap)
+        return plain
+    raise AgentFailure(FailureCode.BAD_RESPONSE, f"{what} answered a body that does not "
+                       f"decompress as {encoding}")
 
 
 def _too_large(what: str, cap: int) -> AgentFailure:

@@ -29,6 +29,7 @@ from orchestrator_flows.errors import AgentFailure, FailureCode
 # Where a task's stream ends: finished, failed, or waiting for the caller.
 ENDING_STATES = OK_STATES | WAITING_STATES | set(FAILED_STATES)
 _FIELD = b"data:"
+_LONGEST_STATE = MAX_STATE_LENGTH + len("TASK_STATE_")
 
 
 class ServerSentEvents:
@@ -37,25 +38,49 @@ class ServerSentEvents:
     and comments are ignored)."""
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._pending: list[bytes] = []  # an unfinished line, in the chunks it came in
         self._data: list[bytes] = []
+        self._after_cr = False  # the last chunk ended in CR: an LF first in this one is its pair
+        self._started = False  # a first line has been read
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        text = self._pending + chunk
-        # A CR at the end may be the first half of a CRLF: kept until the next chunk.
-        cut = len(text) - 1 if text.endswith(b"\r") else len(text)
-        lines = text[:cut].replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        self._pending = lines.pop() + text[cut:]  # an unfinished line
+        if not chunk:
+            return []
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = False
+        if b"\n" not in chunk and b"\r" not in chunk:
+            # No line ends here: kept whole, not joined again with every chunk (an agent
+            # dripping one long line would otherwise cost the square of its length).
+            if chunk:
+                self._pending.append(chunk)
+            return []
+        text = b"".join((*self._pending, chunk))
+        # A CR ends its line at once (an event ended by CR CR is not held back until more
+        # comes); should the next chunk begin with LF, that LF was the rest of a CRLF.
+        self._after_cr = text.endswith(b"\r")
+        lines = _lines(text)
+        if not self._started:
+            self._started = True
+            lines[0] = lines[0].removeprefix(b"\xef\xbb\xbf")  # a byte order mark is no data
+        rest = lines.pop()  # an unfinished line
+        self._pending = [rest] if rest else []
         events = []
         for line in lines:
             if not line:
                 if self._data:
-                    events.append(b"\n".join(self._data))
+                    data = b"\n".join(self._data)
                     self._data = []
+                    if data:  # an event with an empty data field carries nothing
+                        events.append(data)
             elif line.startswith(_FIELD):
                 value = line[len(_FIELD):]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
         return events
+
+
+def _lines(text: bytes) -> list[bytes]:
+    return text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
 
 
 class StreamFold:
@@ -70,6 +95,7 @@ class StreamFold:
         self.events = 0
         self.task: dict[str, Any] | None = None
         self.message: dict[str, Any] | None = None
+        self._artifact_at: dict[str, int] = {}  # where each artifact (by string id) is kept
 
     def add(self, data: bytes) -> bool:
         """Fold one event's data in; whether the answer is complete. Raises AgentFailure for
@@ -78,7 +104,10 @@ class StreamFold:
         self.events += 1
         kind, event = _event(result)
         if kind == "task":
-            self.task = {**event, "artifacts": list(_artifacts(event))}
+            self.task = {**event, "artifacts": []}
+            self._artifact_at = {}
+            for artifact in _artifacts(event):
+                self._keep_artifact(self.task["artifacts"], artifact)
         elif kind == "message":
             if self.task is None:
                 self.message = event
@@ -142,26 +171,30 @@ class StreamFold:
 
     def _state(self) -> str:
         state = self._status().get("state")
-        return normalise_state(state) if isinstance(state, str) else ""
+        # Cut first: a state is short, and it is looked at after every event.
+        return normalise_state(state[:_LONGEST_STATE]) if isinstance(state, str) else ""
 
-    @staticmethod
-    def _fold_artifact(task: dict[str, Any], event: dict[str, Any]) -> None:
+    def _fold_artifact(self, task: dict[str, Any], event: dict[str, Any]) -> None:
         artifact = event.get("artifact")
-        if not isinstance(artifact, dict):
-            return
-        artifacts: list[dict[str, Any]] = task["artifacts"]
-        same = next((i for i, known in enumerate(artifacts)
-                     if known.get("artifactId") == artifact.get("artifactId")), None)
-        if same is None:
-            artifacts.append(artifact)
-        elif event.get("append") is True:
-            parts = artifacts[same].get("parts")
+        if isinstance(artifact, dict):
+            self._keep_artifact(task["artifacts"], artifact, append=event.get("append") is True)
+
+    def _keep_artifact(self, artifacts: list[dict[str, Any]], artifact: dict[str, Any],
+                       append: bool = False) -> None:
+        """An artifact added, or put in place of the one with its id, or (`append`) its parts
+        added to that one's. Found by id in a dict and extended in place: a scan of the list
+        per event, or a copy per append, would cost the square of what an agent streams."""
+        key = artifact.get("artifactId")
+        at = self._artifact_at.get(key) if isinstance(key, str) else None
+        if at is None:
+            if isinstance(key, str):
+                self._artifact_at[key] = len(artifacts)
+            artifacts.append(_owned(artifact))
+        elif append:
             more = artifact.get("parts")
-            artifacts[same] = {**artifacts[same], "parts": [
-                *(parts if isinstance(parts, list) else []),
-                *(more if isinstance(more, list) else [])]}
+            artifacts[at]["parts"].extend(more if isinstance(more, list) else [])
         else:
-            artifacts[same] = artifact
+            artifacts[at] = _owned(artifact)
 
 
 # A 1.0 event is an object under one of these keys; a 0.3 event says its `kind`.
@@ -184,3 +217,9 @@ def _event(result: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
 def _artifacts(task: dict[str, Any]) -> list[dict[str, Any]]:
     found = task.get("artifacts")
     return [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+
+def _owned(artifact: dict[str, Any]) -> dict[str, Any]:
+    """An artifact with a list of parts of the fold's own, to extend."""
+    parts = artifact.get("parts")
+    return {**artifact, "parts": list(parts) if isinstance(parts, list) else []}

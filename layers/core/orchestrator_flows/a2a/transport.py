@@ -28,6 +28,8 @@ import httptools
 import httpx
 
 READ_SIZE = 65_536
+# An answer httptools cannot parse, or one switching protocols (101, which no agent may send).
+_PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 # Where a connection goes, and with which client certificate (None: the transport's context).
 _Origin = tuple[str, str, int, ssl.SSLContext | None]
 
@@ -75,9 +77,10 @@ class LiveBody(httpx.AsyncByteStream):
         assert answer.parser is not None
         while True:
             if answer.body:
+                # What one read brought, as one chunk: an agent sending tiny HTTP chunks
+                # costs no more per byte than one sending large ones.
                 chunks, answer.body = answer.body, []
-                for chunk in chunks:
-                    yield chunk
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if answer.finished():
                 break
             try:
@@ -88,8 +91,8 @@ class LiveBody(httpx.AsyncByteStream):
                     answer.complete = True
                     continue
                 answer.parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
+            except _PARSER_ERRORS as exc:
+                raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc!r}") from None
             except OSError as exc:
                 raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
         self._transport._release(self._connection, self._origin, answer)
@@ -131,7 +134,8 @@ class _Answer:
         self.body.append(body)
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        if not self._interim():
+            self.headers_done = True
 
     def delimited_by_close(self) -> bool:
         """An answer with neither a length nor chunks ends where the connection does."""
@@ -147,10 +151,20 @@ class _Answer:
         return self.headers_done or self.finished()
 
     def on_message_complete(self) -> None:
+        if self._interim():
+            # 100 Continue, 103 Early Hints: the answer itself follows on the connection.
+            self.headers.clear()
+            self.encoded = False
+            return
         self.complete = True
         # Asked here: llhttp answers it only within the message's callbacks.
         assert self.parser is not None
         self.keep_alive = self.parser.should_keep_alive()
+
+    def _interim(self) -> bool:
+        assert self.parser is not None
+        status: int = self.parser.get_status_code()
+        return 100 <= status < 200 and status != 101
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -250,9 +264,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             connection.close()
             raise httpx.ReadTimeout("the agent did not answer in time") from None
-        except httptools.HttpParserError as exc:
+        except _PARSER_ERRORS as exc:
             connection.close()
-            raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc}") from None
+            raise httpx.RemoteProtocolError(f"not an HTTP answer: {exc!r}") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             connection.close()
             # A TLS alert is the agent refusing the connection (our client certificate, in
