@@ -18,7 +18,7 @@ from tests.support.redis_servers import (
     start_tls,
 )
 
-pytest_plugins = ["tests.support.agent_fixtures"]
+pytest_plugins = ["tests.support.agent_fixtures", "tests.support.archive_table"]
 
 
 @pytest.fixture(scope="session")

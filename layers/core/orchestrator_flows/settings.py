@@ -41,6 +41,8 @@ VARIABLES = {
     "xray_daemon_address": "AWS_XRAY_DAEMON_ADDRESS",
     "agent_secrets_max_age_seconds": "AGENT_SECRETS_MAX_AGE_SECONDS",
     "agent_allow_http": "AGENT_ALLOW_HTTP",
+    "archive_table": "ARCHIVE_TABLE",
+    "retention_days": "RETENTION_DAYS",
 }
 
 
@@ -80,6 +82,12 @@ class Settings(BaseModel):
     # A call is a conversation, not a stream: past this many steps it is looping.
     max_steps_per_call: int = Field(
         default=200, ge=1, le=100_000, description="how many steps a call may take")
+    archive_table: str | None = Field(
+        default=None, min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the DynamoDB table of archived calls (read by `orchestrator-flows "
+        "verify`); unset: no archive")
+    retention_days: int = Field(
+        default=90, ge=1, le=3650, description="how long an archived call is kept, in days")
     # Powertools' own variables, read here so that nothing else reads the environment.
     service_name: str = Field(
         default="orchestrator-flows", min_length=1,

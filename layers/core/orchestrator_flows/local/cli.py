@@ -58,6 +58,11 @@ import of functions/<function>/app.py, the function's environment, a realistic c
 the handler's response. The same event files work with `sam local invoke` where Docker exists."""
 
 
+VERIFY = """Recompute an archived call's hash chain from the archive (ARCHIVE_TABLE) and report
+the first step whose content, place or hash does not hold. Exit status: 0 the chain holds, 1 it
+is broken, 2 the call is not archived or the archive cannot be read."""
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown, descriptions kept as written."""
 
@@ -90,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
                         "env.json (e.g. events/env.json) or KEY=VALUE lines")
     invoke.add_argument("--functions-dir", type=Path, default=Path("functions"),
                         help="where the functions' folders are")
+    verify = command("verify", "verify an archived call's hash chain", VERIFY)
+    verify.add_argument("call_identify_id", help="the call's id")
     return root
 
 
@@ -106,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from orchestrator_flows.local.serving import serve
 
             return serve(Settings.from_env(), args.host, args.port)
+        if args.command == "verify":
+            return asyncio.run(_verify(Settings.from_env(), args.call_identify_id))
         if args.command == "agents":
             from orchestrator_flows.local.demo_agents import serve_agents
 
@@ -119,6 +128,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"configuration error: {exc}")
     except (InvokeError, PortTaken) as exc:
         return _fail(str(exc))
+
+
+async def _verify(settings: Settings, call_identify_id: str) -> int:
+    import boto3
+
+    from orchestrator_flows.archive import ArchiveUnavailable, DynamoArchive, verify_call
+
+    if settings.archive_table is None:
+        return _fail("ARCHIVE_TABLE is not set: there is no archive to verify against")
+    archive = DynamoArchive(boto3.client("dynamodb"), settings.archive_table,
+                            settings.retention_days)
+    try:
+        verdict = await verify_call(archive, call_identify_id)
+    except ArchiveUnavailable as exc:
+        return _fail(str(exc))
+    if verdict is None:
+        return _fail(f"call {call_identify_id} is not in the archive {settings.archive_table}")
+    print(verdict.describe())
+    return 0 if verdict.ok else 1
 
 
 def _fail(message: str) -> int:

@@ -1,0 +1,303 @@
+"""The archive: a call's record kept after Redis lets it go, in one DynamoDB table per stack.
+
+Layout (one table, one partition per call, so a call is read with one Query in step order):
+
+- the call: PK `CALL#<id>`, SK `CALL`; account_id, eci, current_flow_id, completed_flows,
+  status, created_at, updated_at, step_count, head, archived_at, progress; GSI1PK
+  `ACCOUNT#<account>`, GSI1SK `<updated_at>#<id>`.
+- a step: PK `CALL#<id>`, SK `STEP#000001`; step (its canonical JSON, masked as stored), hash.
+
+Every item carries `expires_at` (epoch seconds, the table's TTL attribute): RETENTION_DAYS after
+the call was archived. The account index (GSI1, sparse: only call items have its keys) lists an
+account's calls newest first.
+
+Writes are idempotent and race-free. A step item is written once (`attribute_not_exists`): a
+second archiver writing the same step finds it there with the same hash and goes on; a different
+hash is a conflict, reported, never overwritten. The call item is written last and only moves
+forward (a condition on its `progress`: step count, then status, then time), so a late or
+repeated archiver never takes it back. A reader trusts the call item: the steps it counts are
+all written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from orchestrator_flows.archive.chain import (
+    Link,
+    Verdict,
+    canonical,
+    chained,
+    genesis,
+    verify,
+)
+from orchestrator_flows.errors import OrchestratorError
+
+CallStatus = Literal["active", "complete", "ended"]
+# How far a call item has moved on, as the order its updates come in: never backwards.
+_STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "ended": 2}
+CALL_SK = "CALL"
+STEP_PREFIX = "STEP#"
+ACCOUNT_PREFIX = "ACCOUNT#"
+DAY_SECONDS = 86_400
+# Steps written at once by one archiver (each a conditional PutItem).
+WRITERS = 8
+
+
+class ArchiveUnavailable(OrchestratorError):
+    """The archive could not be written or read (DynamoDB down, throttled, denied)."""
+
+
+class ArchiveConflict(OrchestratorError):
+    """A step already archived with another content than the one being archived."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedCall:
+    call_identify_id: str
+    account_id: str
+    eci: str
+    current_flow_id: int
+    completed_flows: tuple[int, ...]
+    status: CallStatus
+    created_at: str
+    updated_at: str
+    step_count: int
+    head: str  # the last step's hash (the genesis for a call without steps)
+    archived_at: int = 0  # epoch seconds of the write that brought it here
+
+    @property
+    def progress(self) -> str:
+        """What the call item's condition compares: a later archive of a call has a greater
+        one (more steps; or as many, and complete or ended; or as many, later)."""
+        return f"{self.step_count:06d}:{_STATUS_RANK[self.status]}:{self.updated_at}"
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    calls: tuple[ArchivedCall, ...]
+    cursor: str | None  # the next page's, or None when this is the last
+
+
+class Archive(Protocol):
+    async def archive(self, call: ArchivedCall, steps: Sequence[str]) -> ArchivedCall: ...
+
+    async def call(self, call_identify_id: str) -> ArchivedCall | None: ...
+
+    async def steps(self, call_identify_id: str) -> list[Link]: ...
+
+    async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage: ...
+
+
+async def verify_call(archive: Archive, call_identify_id: str) -> Verdict | None:
+    """Recompute an archived call's chain; None when the archive does not hold the call."""
+    call = await archive.call(call_identify_id)
+    if call is None:
+        return None
+    return verify(call_identify_id, await archive.steps(call_identify_id), call.head,
+                  call.step_count)
+
+
+def links_of(call: ArchivedCall, steps: Sequence[str]) -> list[Link]:
+    """The chain of a call's whole trail (as Redis stores it)."""
+    return chained(call.call_identify_id, [canonical(step) for step in steps])
+
+
+class DynamoArchive:
+    """The archive in DynamoDB, through a boto3 client (thread-safe; its calls run in worker
+    threads so that the event loop never waits on them)."""
+
+    def __init__(self, client: Any, table: str, retention_days: int,
+                 clock: Any = time.time) -> None:
+        self._client = client
+        self._table = table
+        self._retention_seconds = retention_days * DAY_SECONDS
+        self._clock = clock
+        self._writers = asyncio.Semaphore(WRITERS)
+
+    async def archive(self, call: ArchivedCall, steps: Sequence[str]) -> ArchivedCall:
+        """Write the call's steps not yet archived, then the call item; returns what was
+        written. Safe to repeat, and to run beside another archiver of the same call."""
+        links = links_of(call, steps)
+        if len(links) != call.step_count:
+            raise ArchiveConflict(f"call {call.call_identify_id} counts {call.step_count} "
+                                  f"steps but {len(links)} were given")
+        now = int(self._clock())
+        done = await self.call(call.call_identify_id)
+        start = done.step_count if done is not None else 0
+        if done is not None and start:
+            # What is archived must be where this trail leads (checked at its last step the
+            # archive holds): else the trail is another one, and nothing is written.
+            upto = min(start, len(links))
+            archived = done.head if upto == start else await self._step_hash(
+                call.call_identify_id, upto)
+            if upto and links[upto - 1].hash != archived:
+                raise ArchiveConflict(
+                    f"call {call.call_identify_id}'s trail differs from what was archived of "
+                    f"it up to step {upto}; nothing was written")
+            if start > len(links):
+                return done  # an archiver behind the archive: it has nothing to add
+        outcomes = await asyncio.gather(*(self._put_step(call.call_identify_id, item, now)
+                                          for item in links[start:]), return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed  # the first step's, in step order; the call item is not written
+        written = ArchivedCall(
+            call.call_identify_id, call.account_id, call.eci, call.current_flow_id,
+            call.completed_flows, call.status, call.created_at, call.updated_at,
+            call.step_count, links[-1].hash if links else genesis(call.call_identify_id), now)
+        await self._put_call(written)
+        return written
+
+    async def call(self, call_identify_id: str) -> ArchivedCall | None:
+        found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
+                                Key=_key(call_identify_id, CALL_SK))
+        item = found.get("Item")
+        return _call_from(item) if item else None
+
+    async def steps(self, call_identify_id: str) -> list[Link]:
+        links: list[Link] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = await self._run(
+                "query", TableName=self._table, ConsistentRead=True,
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
+                ExpressionAttributeValues={":pk": {"S": _pk(call_identify_id)},
+                                           ":steps": {"S": STEP_PREFIX}},
+                **({"ExclusiveStartKey": start} if start else {}))
+            links += [Link(int(item["SK"]["S"][len(STEP_PREFIX):]), item["step"]["S"],
+                           item["hash"]["S"]) for item in page.get("Items", [])]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return links
+
+    async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage:
+        options: dict[str, Any] = {}
+        if cursor is not None:
+            options["ExclusiveStartKey"] = _decode_cursor(cursor, account_id)
+        page = await self._run(
+            "query", TableName=self._table, IndexName="GSI1", ScanIndexForward=False,
+            Limit=limit, KeyConditionExpression="GSI1PK = :account",
+            ExpressionAttributeValues={":account": {"S": ACCOUNT_PREFIX + account_id}},
+            **options)
+        last = page.get("LastEvaluatedKey")
+        return CallPage(tuple(_call_from(item) for item in page.get("Items", [])),
+                        _encode_cursor(last) if last else None)
+
+    async def _step_hash(self, call_identify_id: str, number: int) -> str | None:
+        found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
+                                Key=_key(call_identify_id, _sk(number)))
+        value = found.get("Item", {}).get("hash", {}).get("S")
+        return value if isinstance(value, str) else None
+
+    async def _put_step(self, call_identify_id: str, item: Link, now: int) -> None:
+        async with self._writers:
+            try:
+                await self._run(
+                    "put_item", TableName=self._table,
+                    Item={**_key(call_identify_id, _sk(item.number)),
+                          "step": {"S": item.step}, "hash": {"S": item.hash},
+                          "expires_at": {"N": str(now + self._retention_seconds)}},
+                    ConditionExpression="attribute_not_exists(SK)")
+            except _ConditionFailed:
+                if await self._step_hash(call_identify_id, item.number) != item.hash:
+                    raise ArchiveConflict(
+                        f"step {item.number} of call {call_identify_id} is archived with "
+                        "another content; it was left as it is") from None
+
+    async def _put_call(self, call: ArchivedCall) -> None:
+        item = {
+            **_key(call.call_identify_id, CALL_SK),
+            "account_id": {"S": call.account_id}, "eci": {"S": call.eci},
+            "current_flow_id": {"N": str(call.current_flow_id)},
+            "completed_flows": {"S": json.dumps(list(call.completed_flows))},
+            "status": {"S": call.status}, "created_at": {"S": call.created_at},
+            "updated_at": {"S": call.updated_at}, "step_count": {"N": str(call.step_count)},
+            "head": {"S": call.head}, "archived_at": {"N": str(call.archived_at)},
+            "progress": {"S": call.progress},
+            "expires_at": {"N": str(call.archived_at + self._retention_seconds)},
+            "GSI1PK": {"S": ACCOUNT_PREFIX + call.account_id},
+            "GSI1SK": {"S": f"{call.updated_at}#{call.call_identify_id}"},
+        }
+        # Already as far as this, or further: it only moves forward.
+        with contextlib.suppress(_ConditionFailed):
+            await self._run("put_item", TableName=self._table, Item=item,
+                            ConditionExpression="attribute_not_exists(PK) OR progress < :p",
+                            ExpressionAttributeValues={":p": {"S": call.progress}})
+
+    async def _run(self, operation: str, **arguments: Any) -> dict[str, Any]:
+        method = getattr(self._client, operation)
+        try:
+            result: dict[str, Any] = await asyncio.to_thread(method, **arguments)
+        except Exception as exc:
+            if _is_condition_failure(exc):
+                raise _ConditionFailed from None
+            raise ArchiveUnavailable(f"the archive table {self._table} could not be used: "
+                                     f"{type(exc).__name__}") from exc
+        return result
+
+
+class _ConditionFailed(Exception):
+    pass
+
+
+def _is_condition_failure(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code == "ConditionalCheckFailedException"
+
+
+def _pk(call_identify_id: str) -> str:
+    return f"CALL#{call_identify_id}"
+
+
+def _sk(number: int) -> str:
+    return f"{STEP_PREFIX}{number:06d}"
+
+
+def _key(call_identify_id: str, sort_key: str) -> dict[str, dict[str, str]]:
+    return {"PK": {"S": _pk(call_identify_id)}, "SK": {"S": sort_key}}
+
+
+def _call_from(item: dict[str, Any]) -> ArchivedCall:
+    status = item["status"]["S"]
+    return ArchivedCall(
+        item["PK"]["S"].removeprefix("CALL#"), item["account_id"]["S"], item["eci"]["S"],
+        int(item["current_flow_id"]["N"]), tuple(json.loads(item["completed_flows"]["S"])),
+        status if status in _STATUS_RANK else "active", item["created_at"]["S"],
+        item["updated_at"]["S"], int(item["step_count"]["N"]), item["head"]["S"],
+        int(item["archived_at"]["N"]))
+
+
+def _encode_cursor(last: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(
+        {"c": last["PK"]["S"], "u": last["GSI1SK"]["S"]}, separators=(",", ":")).encode()
+    ).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, account_id: str) -> dict[str, Any]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        pk, sort = raw["c"], raw["u"]
+        if not (isinstance(pk, str) and isinstance(sort, str)):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor("the cursor is not one this route gave") from exc
+    return {"PK": {"S": pk}, "SK": {"S": CALL_SK},
+            "GSI1PK": {"S": ACCOUNT_PREFIX + account_id}, "GSI1SK": {"S": sort}}
+
+
+class InvalidCursor(OrchestratorError):
+    """A page cursor that this archive did not give."""
