@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from orchestrator_flows.archive.chain import (
     Link,
     Verdict,
@@ -241,7 +243,7 @@ class DynamoArchive:
         method = getattr(self._client, operation)
         try:
             result: dict[str, Any] = await asyncio.to_thread(method, **arguments)
-        except Exception as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _is_condition_failure(exc):
                 raise _ConditionFailed from None
             raise ArchiveUnavailable(f"the archive table {self._table} could not be used: "
