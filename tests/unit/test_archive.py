@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator_flows.archive import (
+from orchestrator_flows.archive.chain import genesis
+from orchestrator_flows.archive.store import (
     ArchiveConflict,
     ArchivedCall,
     ArchiveUnavailable,
     DynamoArchive,
     InvalidCursor,
-    genesis,
     verify_call,
 )
 from tests.support.archive_table import TABLE

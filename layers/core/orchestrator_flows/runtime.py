@@ -17,6 +17,7 @@ from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import Backend, SessionStore
 
 if TYPE_CHECKING:
+    from orchestrator_flows.archive.index import ArchiveIndex
     from orchestrator_flows.engine import AgentCaller, Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,15 @@ class Storage:
         )
         return cls.embedded()
 
+    def archive_index(self, settings: Settings) -> ArchiveIndex | None:
+        """Where calls are scheduled for the archive, if there is one: beside the calls."""
+        if settings.archive_table is None:
+            return None
+        from orchestrator_flows.archive.index import MemoryArchiveIndex, RedisArchiveIndex
+
+        connection = getattr(self.calls, "connection", None)
+        return RedisArchiveIndex(connection) if connection is not None else MemoryArchiveIndex()
+
     async def close(self) -> None:
         await self.calls.close()  # the breakers' store shares its connection or nothing
 
@@ -92,7 +102,9 @@ class Runtime:
         storage = storage or Storage.of(settings)
         observer = observer or SilentObserver()
         store = SessionStore(backend=storage.calls, ttl_seconds=settings.session_ttl_seconds,
-                             lease_seconds=settings.claim_lease_seconds)
+                             lease_seconds=settings.claim_lease_seconds,
+                             archive_index=storage.archive_index(settings),
+                             archive_idle_seconds=settings.archive_idle_seconds)
         orchestrator = None
         if route_turns:
             from orchestrator_flows.breaker import Breakers

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator_flows.errors import SettingsError
 
@@ -43,6 +50,7 @@ VARIABLES = {
     "agent_allow_http": "AGENT_ALLOW_HTTP",
     "archive_table": "ARCHIVE_TABLE",
     "retention_days": "RETENTION_DAYS",
+    "archive_idle_seconds": "ARCHIVE_IDLE_SECONDS",
 }
 
 
@@ -88,6 +96,9 @@ class Settings(BaseModel):
         "verify`); unset: no archive")
     retention_days: int = Field(
         default=90, ge=1, le=3650, description="how long an archived call is kept, in days")
+    archive_idle_seconds: int = Field(
+        default=2700, ge=60, le=7 * 24 * 3600,
+        description="a call with no turn for this long is archived (below SESSION_TTL_SECONDS)")
     # Powertools' own variables, read here so that nothing else reads the environment.
     service_name: str = Field(
         default="orchestrator-flows", min_length=1,
@@ -117,6 +128,18 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _archived_before_expiry(self) -> Settings:
+        # An idle call is archived before Redis lets it go (the sweeper runs every few
+        # minutes: a margin of at least five).
+        if self.archive_table is not None and (
+                self.archive_idle_seconds > self.session_ttl_seconds - 300):
+            raise ValueError(
+                f"ARCHIVE_IDLE_SECONDS ({self.archive_idle_seconds}) must be at least 300 below "
+                f"SESSION_TTL_SECONDS ({self.session_ttl_seconds}): an idle call must be "
+                "archived before it expires")
+        return self
 
     @property
     def claim_lease_seconds(self) -> float:

@@ -1,17 +1,5 @@
-"""Call records that outlive Redis: the DynamoDB archive, its hash chain, and its readers."""
+"""Call records that outlive Redis: the DynamoDB archive (`store`), its hash chain (`chain`),
+the index of calls due to be archived (`index`) and the sweeper that archives them (`sweeper`).
 
-from orchestrator_flows.archive.chain import Link, Verdict, canonical, chained, genesis, verify
-from orchestrator_flows.archive.store import (
-    Archive,
-    ArchiveConflict,
-    ArchivedCall,
-    ArchiveUnavailable,
-    CallPage,
-    DynamoArchive,
-    InvalidCursor,
-    verify_call,
-)
-
-__all__ = ["Archive", "ArchiveConflict", "ArchiveUnavailable", "ArchivedCall", "CallPage",
-           "DynamoArchive", "InvalidCursor", "Link", "Verdict", "canonical", "chained",
-           "genesis", "verify", "verify_call"]
+Nothing is imported here: a function that only schedules calls (every turn) must not pay for
+botocore at its cold start."""

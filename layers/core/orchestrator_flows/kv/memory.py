@@ -59,6 +59,11 @@ class Keyspace:
         else:
             self.put(key, [item], ttl_seconds)
 
+    def expire(self, key: str, ttl_seconds: float) -> None:
+        entry = self._entry(key)
+        if entry is not None:
+            entry.expires_at = self.now() + ttl_seconds
+
     def delete(self, *keys: str) -> None:
         for key in keys:
             self._data.pop(key, None)

@@ -73,6 +73,14 @@ class MemoryBackend:
             self.keyspace.put(keys.ended, "1", ended_seconds)
         return existed
 
+    async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
+        space = self.keyspace
+        if not space.exists(keys.state):
+            return False
+        for key in (keys.state, keys.steps, keys.replies):
+            space.expire(key, ttl_seconds)
+        return True
+
     async def ping(self) -> None:
         return None
 

@@ -42,6 +42,10 @@ class Backend(Protocol):
         """Remove the call's keys and mark it ended for `ended_seconds`; whether it existed."""
         ...
 
+    async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
+        """Renew the TTL of the call's keys; whether the call exists."""
+        ...
+
     async def ping(self) -> None:
         """Whether the store answers (readiness); raises StoreUnavailable when it does not."""
         ...

@@ -126,6 +126,18 @@ end
 return existed
 """
 
+TOUCH = """
+-- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] replies hash; ARGV[1] TTL, seconds
+-- -> 1 if the session exists (its keys' TTL renewed)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+for i = 1, 3 do
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+
 # A claim must run this long before its client gives up, to be sure its answer is still
 # awaited when it arrives (and to absorb the error of measuring the server's clock).
 LATE_MARGIN_SECONDS = 0.25
@@ -144,6 +156,7 @@ class RedisBackend:
         self._release = connection.script(RELEASE)
         self._read = connection.script(READ)
         self._delete = connection.script(DELETE)
+        self._touch = connection.script(TOUCH)
         # The server's clock minus this one's, in ms, as the last claim measured it.
         self._clock_offset_ms = 0.0
 
@@ -230,6 +243,12 @@ class RedisBackend:
             resend=False,
         )
         return existed == 1
+
+    async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
+        alive: int = await self.connection.run(
+            "touch", lambda: self._touch(keys=[keys.state, keys.steps, keys.replies],
+                                         args=[ttl_seconds]))
+        return alive == 1
 
     async def ping(self) -> None:
         await self.connection.run("ping", self.connection.client.ping)

@@ -13,11 +13,15 @@ the answer under the key with the step.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import math
 import random
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from orchestrator_flows.errors import (
     ClaimLost,
@@ -30,6 +34,11 @@ from orchestrator_flows.store.codec import ReplyRecord, session_fields, session_
 from orchestrator_flows.store.keys import CallKeys
 from orchestrator_flows.store.port import Backend
 from orchestrator_flows.store.results import Busy, Ended, Recorded
+
+if TYPE_CHECKING:
+    from orchestrator_flows.archive.index import ArchiveIndex
+
+logger = logging.getLogger("orchestrator_flows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +77,15 @@ class Replay:
 
 
 class SessionStore:
-    def __init__(self, *, backend: Backend, ttl_seconds: int, lease_seconds: float) -> None:
+    def __init__(self, *, backend: Backend, ttl_seconds: int, lease_seconds: float,
+                 archive_index: ArchiveIndex | None = None,
+                 archive_idle_seconds: int = 2700) -> None:
         self.backend = backend
         self.ttl_seconds = ttl_seconds
         self.lease_ms = int(lease_seconds * 1000)
+        # With an archive: each commit schedules its call there, sent beside the commit.
+        self.archive_index = archive_index
+        self.archive_idle_ms = archive_idle_seconds * 1000
 
     @overload
     async def claim(self, call_identify_id: str) -> Claim: ...
@@ -117,7 +131,7 @@ class SessionStore:
         if claim.idempotency is not None and answer is not None:
             record = ReplyRecord(session.is_complete, claim.idempotency.fingerprint, answer)
             reply = (claim.idempotency.digest, record.encode())
-        steps = await self.backend.commit(
+        committing = self.backend.commit(
             claim.keys,
             claim.token,
             self.ttl_seconds,
@@ -126,6 +140,11 @@ class SessionStore:
             return_steps=session.is_complete,
             reply=reply,
         )
+        if self.archive_index is None:
+            steps = await committing
+        else:
+            steps = await self._commit_and_schedule(claim.call_identify_id, committing,
+                                                    session.is_complete)
         if steps is None:
             raise ClaimLost(
                 f"the claim on call {claim.call_identify_id} expired before the step was "
@@ -133,8 +152,34 @@ class SessionStore:
             )
         return steps if session.is_complete else None
 
+    async def _commit_and_schedule(self, call_identify_id: str,
+                                   committing: Awaitable[list[str] | None],
+                                   complete: bool) -> list[str] | None:
+        """The commit and the call's archive schedule, sent together: two commands in flight
+        at once (on a cluster, most often to two nodes), not one more round trip after the
+        commit. A complete call is due at once, a going one when it has been idle long enough.
+        A schedule that fails loses no step (the commit stands): the call is scheduled again
+        by its next turn, and its TTL is the one it had."""
+        assert self.archive_index is not None
+        now_ms = int(time.time() * 1000)
+        due = now_ms if complete else now_ms + self.archive_idle_ms
+        steps, scheduled = await asyncio.gather(
+            committing, self.archive_index.schedule(call_identify_id, due),
+            return_exceptions=True)
+        if isinstance(steps, BaseException):
+            raise steps
+        if isinstance(scheduled, BaseException):
+            logger.warning("call %s was not scheduled for the archive: %s", call_identify_id,
+                           type(scheduled).__name__)
+        return steps
+
     async def release(self, claim: Claim) -> None:
         await self.backend.release(claim.keys, claim.token)
+
+    async def keep_alive(self, call_identify_id: str) -> bool:
+        """Renew the TTL of the call's keys (a call the archive could not take yet must not
+        expire); whether the call is still there."""
+        return await self.backend.touch(CallKeys.of(call_identify_id), self.ttl_seconds)
 
     async def get(self, call_identify_id: str) -> tuple[Session, list[str]] | None:
         """The call's state and its steps (as stored), or None."""

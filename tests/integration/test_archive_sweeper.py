@@ -1,0 +1,161 @@
+"""Calls reach the archive: each commit schedules its call beside it, and the sweeper archives
+what is due — a completed call at once, a going one once idle — against a real Redis
+(standalone and cluster) and moto's DynamoDB, with the sweeper's clock moved on. Two sweepers at
+once write each step once; an archive that is down loses nothing and keeps the call alive."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from orchestrator_flows.archive.index import SHARDS, shard_key
+from orchestrator_flows.archive.store import DynamoArchive, verify_call
+from orchestrator_flows.archive.sweeper import GRACE_MS, Sweeper
+from orchestrator_flows.runtime import Runtime, Storage
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store import CallKeys
+from tests.support.archive_table import TABLE
+from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn
+
+IDLE = 600
+TTL = 3600
+
+
+@dataclass
+class Harness:
+    runtime: Runtime
+    raw: Redis | RedisCluster
+    archive: DynamoArchive
+    dynamodb: Any
+
+    def sweeper(self, *, later: float = 0.0, archive: Any = None) -> Sweeper:
+        """A sweeper whose clock is `later` seconds ahead (past the grace)."""
+        return Sweeper(store=self.runtime.store, index=self.runtime.store.archive_index,  # type: ignore[arg-type]
+                       archive=archive or self.archive,
+                       clock=lambda: time.time() + later + GRACE_MS / 1000 + 1)
+
+    async def play(self, call: str, intents: tuple[str, ...]) -> None:
+        for intent in intents:
+            await self.runtime.turns.handle_turn(turn(intent, call=call))
+
+    async def scheduled(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for shard in range(SHARDS):
+            entries: list[Any] = await self.raw.zrange(shard_key(shard), 0, -1,
+                                                        withscores=True)
+            found |= {str(member): int(score) for member, score in entries}
+        return found
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def harness(request: pytest.FixtureRequest, dynamodb: Any) -> AsyncIterator[Harness]:
+    mode = request.param
+    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
+    settings = Settings(redis_url=url, redis_mode=mode, archive_table=TABLE,
+                        archive_idle_seconds=IDLE, session_ttl_seconds=TTL)
+    raw: Redis | RedisCluster = (RedisCluster.from_url(url, decode_responses=True)
+                                 if mode == "cluster" else
+                                 Redis.from_url(url, decode_responses=True))
+    await raw.flushall()
+    runtime = Runtime.build(settings, storage=Storage.of(settings), agents=ScriptedAgents())
+    yield Harness(runtime, raw, DynamoArchive(dynamodb, TABLE, 90), dynamodb)
+    await runtime.aclose()
+    await raw.aclose()
+
+
+async def test_a_completed_call_is_archived_at_the_next_sweep(harness: Harness) -> None:
+    await harness.play("DONE-1", STAGE_INTENTS)
+    assert set(await harness.scheduled()) == {"DONE-1"}
+    report = await harness.sweeper().run()
+    assert (report.archived, report.failed) == (1, 0)
+    call = await harness.archive.call("DONE-1")
+    assert call is not None
+    assert (call.status, call.step_count, call.account_id) == ("complete", 5, "ACC-1")
+    verdict = await verify_call(harness.archive, "DONE-1")
+    assert verdict is not None
+    assert verdict.ok
+    assert await harness.scheduled() == {}
+
+
+async def test_a_going_call_is_archived_once_idle_and_again_after_more_turns(
+    harness: Harness,
+) -> None:
+    await harness.play("GOING-1", STAGE_INTENTS[:2])
+    assert (await harness.sweeper().run()).archived == 0  # not idle yet
+    assert await harness.archive.call("GOING-1") is None
+    report = await harness.sweeper(later=IDLE).run()
+    assert report.archived == 1
+    first = await harness.archive.call("GOING-1")
+    assert first is not None
+    assert (first.status, first.step_count) == ("active", 2)
+    await harness.play("GOING-1", STAGE_INTENTS[2:])  # the caller came back: scheduled again
+    assert (await harness.sweeper().run()).archived == 1
+    last = await harness.archive.call("GOING-1")
+    assert last is not None
+    assert (last.status, last.step_count) == ("complete", 5)
+    assert [link.number for link in await harness.archive.steps("GOING-1")] == [1, 2, 3, 4, 5]
+
+
+async def test_two_sweepers_at_once_write_each_step_once(harness: Harness) -> None:
+    for index in range(6):
+        await harness.play(f"TWICE-{index}", STAGE_INTENTS)
+    reports = await asyncio.gather(harness.sweeper().run(), harness.sweeper().run())
+    assert sum(r.archived for r in reports) >= 6  # a call both took is archived by both
+    items = harness.dynamodb.scan(TableName=TABLE)["Items"]
+    assert len(items) == 6 * (1 + 5)
+    assert len({(i["PK"]["S"], i["SK"]["S"]) for i in items}) == len(items)
+    assert await harness.scheduled() == {}
+
+
+async def test_an_archive_that_is_down_loses_nothing_and_keeps_the_call_alive(
+    harness: Harness,
+) -> None:
+    await harness.play("DOWN-1", STAGE_INTENTS)
+    keys = CallKeys.of("DOWN-1")
+    await harness.raw.expire(keys.state, 30)  # about to expire
+    down = DynamoArchive(harness.dynamodb, "no-such-table", 90)
+    report = await harness.sweeper(archive=down).run()
+    assert (report.archived, report.failed, report.kept_alive) == (0, 1, 1)
+    assert await harness.raw.ttl(keys.state) > TTL - 60  # renewed, not left to run out
+    assert set(await harness.scheduled()) == {"DOWN-1"}  # still due
+    assert (await harness.sweeper().run()).archived == 1  # the archive is back
+    assert await harness.archive.call("DOWN-1") is not None
+
+
+async def test_a_due_call_that_is_gone_from_redis_leaves_the_index(harness: Harness) -> None:
+    await harness.play("GONE-1", STAGE_INTENTS)
+    keys = CallKeys.of("GONE-1")
+    await harness.raw.delete(keys.state, keys.steps, keys.replies)  # expired
+    report = await harness.sweeper().run()
+    assert (report.gone, report.archived) == (1, 0)
+    assert await harness.scheduled() == {}
+
+
+async def test_a_call_rescheduled_after_the_sweeper_read_it_stays_due(harness: Harness) -> None:
+    index = harness.runtime.store.archive_index
+    assert index is not None
+    await index.schedule("MOVED-1", 1_000)
+    assert not await index.done("MOVED-1", 999)
+    assert await harness.scheduled() == {"MOVED-1": 1_000}
+    assert await index.done("MOVED-1", 1_000)
+
+
+async def test_the_lag_is_how_long_the_oldest_due_call_has_waited(harness: Harness) -> None:
+    await harness.play("LAG-1", STAGE_INTENTS)
+    report = await harness.sweeper(later=120, archive=DynamoArchive(
+        harness.dynamodb, "no-such-table", 90)).run()
+    assert 115 <= report.lag_seconds <= 130
+
+
+def test_idle_must_leave_time_to_archive_before_the_ttl() -> None:
+    with pytest.raises(ValueError, match="ARCHIVE_IDLE_SECONDS"):
+        Settings(archive_table=TABLE, archive_idle_seconds=3500, session_ttl_seconds=3600)
+    Settings(archive_idle_seconds=3500, session_ttl_seconds=3600)  # no archive: no bound
+
