@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from orchestrator_flows.archive.sweeper import GRACE_MS, Sweeper
 from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import CallKeys
+from orchestrator_flows.store.session_store import ARCHIVE_REFRESH_MS
 from tests.support.archive_table import TABLE
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn
 
@@ -34,12 +35,17 @@ class Harness:
     raw: Redis | RedisCluster
     archive: DynamoArchive
     dynamodb: Any
+    now: float = field(default_factory=time.time)  # the clock of turns and sweepers
 
-    def sweeper(self, *, later: float = 0.0, archive: Any = None) -> Sweeper:
-        """A sweeper whose clock is `later` seconds ahead (past the grace)."""
-        return Sweeper(store=self.runtime.store, index=self.runtime.store.archive_index,  # type: ignore[arg-type]
-                       archive=archive or self.archive,
-                       clock=lambda: time.time() + later + GRACE_MS / 1000 + 1)
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sweeper(self, *, archive: Any = None) -> Sweeper:
+        """A sweeper on the harness's clock, run past the grace."""
+        index = self.runtime.store.archive_index
+        assert index is not None
+        return Sweeper(store=self.runtime.store, index=index, archive=archive or self.archive,
+                       clock=lambda: self.now + GRACE_MS / 1000 + 1)
 
     async def play(self, call: str, intents: tuple[str, ...]) -> None:
         for intent in intents:
@@ -65,7 +71,9 @@ async def harness(request: pytest.FixtureRequest, dynamodb: Any) -> AsyncIterato
                                  Redis.from_url(url, decode_responses=True))
     await raw.flushall()
     runtime = Runtime.build(settings, storage=Storage.of(settings), agents=ScriptedAgents())
-    yield Harness(runtime, raw, DynamoArchive(dynamodb, TABLE, 90), dynamodb)
+    harness = Harness(runtime, raw, DynamoArchive(dynamodb, TABLE, 90), dynamodb)
+    runtime.store.clock = lambda: harness.now
+    yield harness
     await runtime.aclose()
     await raw.aclose()
 
@@ -87,20 +95,78 @@ async def test_a_completed_call_is_archived_at_the_next_sweep(harness: Harness) 
 async def test_a_going_call_is_archived_once_idle_and_again_after_more_turns(
     harness: Harness,
 ) -> None:
-    await harness.play("GOING-1", STAGE_INTENTS[:2])
-    assert (await harness.sweeper().run()).archived == 0  # not idle yet
+    await harness.play("GOING-1", STAGE_INTENTS[:1])
+    harness.advance(ARCHIVE_REFRESH_MS / 1000 + 60)
+    await harness.play("GOING-1", STAGE_INTENTS[1:2])  # the idle-due moment moves on
+    harness.advance(IDLE - 60)
+    assert (await harness.sweeper().run()).archived == 0  # idle, but not for long enough
     assert await harness.archive.call("GOING-1") is None
-    report = await harness.sweeper(later=IDLE).run()
-    assert report.archived == 1
+    harness.advance(120)
+    assert (await harness.sweeper().run()).archived == 1
     first = await harness.archive.call("GOING-1")
     assert first is not None
     assert (first.status, first.step_count) == ("active", 2)
-    await harness.play("GOING-1", STAGE_INTENTS[2:])  # the caller came back: scheduled again
+    assert await harness.scheduled() == {}
+    harness.advance(60)
+    await harness.play("GOING-1", STAGE_INTENTS[2:3])  # the caller came back: due again
+    assert set(await harness.scheduled()) == {"GOING-1"}
+    harness.advance(IDLE)
+    assert (await harness.sweeper().run()).archived == 1
+    later = await harness.archive.call("GOING-1")
+    assert later is not None
+    assert (later.status, later.step_count) == ("active", 3)
+    await harness.play("GOING-1", STAGE_INTENTS[3:])
     assert (await harness.sweeper().run()).archived == 1
     last = await harness.archive.call("GOING-1")
     assert last is not None
     assert (last.status, last.step_count) == ("complete", 5)
     assert [link.number for link in await harness.archive.steps("GOING-1")] == [1, 2, 3, 4, 5]
+
+
+async def test_a_call_is_scheduled_at_its_first_turn_and_its_last_not_at_every_turn(
+    harness: Harness,
+) -> None:
+    index = harness.runtime.store.archive_index
+    assert index is not None
+    sent: list[int] = []
+    schedule = index.schedule
+
+    async def counted(call_identify_id: str, due_ms: int) -> None:
+        sent.append(due_ms)
+        await schedule(call_identify_id, due_ms)
+
+    index.schedule = counted  # type: ignore[method-assign]
+    for intent in STAGE_INTENTS:
+        await harness.play("FEW-1", (intent,))
+        harness.advance(30)
+    first_turn = int((harness.now - 5 * 30) * 1000)
+    assert sent == [first_turn + IDLE * 1000, first_turn + 4 * 30_000]
+
+
+async def test_a_schedule_that_fails_loses_no_step_and_the_next_turn_schedules_again(
+    harness: Harness,
+) -> None:
+    from orchestrator_flows.errors import StoreUnavailable
+
+    index = harness.runtime.store.archive_index
+    assert index is not None
+    schedule = index.schedule
+    failures = [StoreUnavailable("index down")]
+
+    async def flaky(call_identify_id: str, due_ms: int) -> None:
+        if failures:
+            raise failures.pop()
+        await schedule(call_identify_id, due_ms)
+
+    index.schedule = flaky  # type: ignore[method-assign]
+    await harness.play("FLAKY-1", STAGE_INTENTS[:1])
+    assert await harness.scheduled() == {}
+    steps = await harness.runtime.store.get("FLAKY-1")
+    assert steps is not None
+    assert len(steps[1]) == 1  # the step stands
+    harness.advance(5)
+    await harness.play("FLAKY-1", STAGE_INTENTS[1:2])  # within the refresh window, yet sent
+    assert set(await harness.scheduled()) == {"FLAKY-1"}
 
 
 async def test_two_sweepers_at_once_write_each_step_once(harness: Harness) -> None:
@@ -149,9 +215,10 @@ async def test_a_call_rescheduled_after_the_sweeper_read_it_stays_due(harness: H
 
 async def test_the_lag_is_how_long_the_oldest_due_call_has_waited(harness: Harness) -> None:
     await harness.play("LAG-1", STAGE_INTENTS)
-    report = await harness.sweeper(later=120, archive=DynamoArchive(
+    harness.advance(120)
+    report = await harness.sweeper(archive=DynamoArchive(
         harness.dynamodb, "no-such-table", 90)).run()
-    assert 115 <= report.lag_seconds <= 130
+    assert report.lag_seconds == pytest.approx(120, abs=1)
 
 
 def test_idle_must_leave_time_to_archive_before_the_ttl() -> None:

@@ -59,6 +59,12 @@ class Keyspace:
         else:
             self.put(key, [item], ttl_seconds)
 
+    def set_field(self, key: str, field: str, value: str) -> None:
+        """HSET on an existing hash, its TTL kept."""
+        entry = self._entry(key)
+        if entry is not None and isinstance(entry.value, dict):
+            entry.value[field] = value
+
     def expire(self, key: str, ttl_seconds: float) -> None:
         entry = self._entry(key)
         if entry is not None:

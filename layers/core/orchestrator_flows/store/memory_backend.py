@@ -73,6 +73,9 @@ class MemoryBackend:
             self.keyspace.put(keys.ended, "1", ended_seconds)
         return existed
 
+    async def unschedule(self, keys: CallKeys) -> None:
+        self.keyspace.set_field(keys.state, "archive_due", "0")
+
     async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
         space = self.keyspace
         if not space.exists(keys.state):

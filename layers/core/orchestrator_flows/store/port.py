@@ -42,6 +42,10 @@ class Backend(Protocol):
         """Remove the call's keys and mark it ended for `ended_seconds`; whether it existed."""
         ...
 
+    async def unschedule(self, keys: CallKeys) -> None:
+        """Clear when the call is due in the archive's index (its next turn schedules it)."""
+        ...
+
     async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
         """Renew the TTL of the call's keys; whether the call exists."""
         ...

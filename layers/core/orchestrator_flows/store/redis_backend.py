@@ -126,6 +126,15 @@ end
 return existed
 """
 
+UNSCHEDULE = """
+-- KEYS[1] state hash. Clears when the call is due in the archive's index (the schedule sent
+-- with the commit failed): its next turn schedules it again. Never creates the hash.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'archive_due', '0')
+end
+return 0
+"""
+
 TOUCH = """
 -- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] replies hash; ARGV[1] TTL, seconds
 -- -> 1 if the session exists (its keys' TTL renewed)
@@ -157,6 +166,7 @@ class RedisBackend:
         self._read = connection.script(READ)
         self._delete = connection.script(DELETE)
         self._touch = connection.script(TOUCH)
+        self._unschedule = connection.script(UNSCHEDULE)
         # The server's clock minus this one's, in ms, as the last claim measured it.
         self._clock_offset_ms = 0.0
 
@@ -243,6 +253,10 @@ class RedisBackend:
             resend=False,
         )
         return existed == 1
+
+    async def unschedule(self, keys: CallKeys) -> None:
+        await self.connection.run("unschedule",
+                                  lambda: self._unschedule(keys=[keys.state], args=[]))
 
     async def touch(self, keys: CallKeys, ttl_seconds: int) -> bool:
         alive: int = await self.connection.run(

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
@@ -28,6 +28,7 @@ from orchestrator_flows.errors import (
     IdempotencyKeyReused,
     SessionEnded,
     StepInProgress,
+    StoreUnavailable,
 )
 from orchestrator_flows.session import Session
 from orchestrator_flows.store.codec import ReplyRecord, session_fields, session_from_fields
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from orchestrator_flows.archive.index import ArchiveIndex
 
 logger = logging.getLogger("orchestrator_flows")
+# The state hash's field holding when the call is due in the archive's index (epoch ms).
+ARCHIVE_DUE_FIELD = "archive_due"
+# How far the due moment may lag behind the turns before a commit moves it (5 minutes): a call
+# whose turns come closer than that is scheduled once, not at every turn.
+ARCHIVE_REFRESH_MS = 300_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class Claim:
     token: str
     session: Session | None
     idempotency: Idempotency | None = None
+    archive_due_ms: int = 0  # when the call is due in the archive's index, as last scheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +90,10 @@ class SessionStore:
         self.backend = backend
         self.ttl_seconds = ttl_seconds
         self.lease_ms = int(lease_seconds * 1000)
-        # With an archive: each commit schedules its call there, sent beside the commit.
+        # With an archive: commits schedule their call there, sent beside the commit.
         self.archive_index = archive_index
         self.archive_idle_ms = archive_idle_seconds * 1000
+        self.clock: Callable[[], float] = time.time  # what "now" the schedule is taken from
 
     @overload
     async def claim(self, call_identify_id: str) -> Claim: ...
@@ -118,8 +126,12 @@ class SessionStore:
                     f"another step of call {call_identify_id} is in progress",
                     retry_after_seconds=retry_after_seconds(remaining_ms, self.lease_ms),
                 )
-        session = session_from_fields(call_identify_id, result.state) if result.state else None
-        return Claim(call_identify_id, keys, token, session, idempotency)
+        if not result.state:
+            return Claim(call_identify_id, keys, token, None, idempotency)
+        due = result.state.get(ARCHIVE_DUE_FIELD, "0")
+        return Claim(call_identify_id, keys, token,
+                     session_from_fields(call_identify_id, result.state), idempotency,
+                     int(due) if due.isdigit() else 0)
 
     async def commit(
         self, claim: Claim, session: Session, step: str, answer: str | None = None
@@ -131,20 +143,21 @@ class SessionStore:
         if claim.idempotency is not None and answer is not None:
             record = ReplyRecord(session.is_complete, claim.idempotency.fingerprint, answer)
             reply = (claim.idempotency.digest, record.encode())
+        fields = session_fields(session)
+        due = self._archive_due(claim, session)
+        if due is not None:
+            fields[ARCHIVE_DUE_FIELD] = str(due)
         committing = self.backend.commit(
             claim.keys,
             claim.token,
             self.ttl_seconds,
             step,
-            session_fields(session),
+            fields,
             return_steps=session.is_complete,
             reply=reply,
         )
-        if self.archive_index is None:
-            steps = await committing
-        else:
-            steps = await self._commit_and_schedule(claim.call_identify_id, committing,
-                                                    session.is_complete)
+        steps = await (committing if due is None else
+                       self._commit_and_schedule(claim, committing, due))
         if steps is None:
             raise ClaimLost(
                 f"the claim on call {claim.call_identify_id} expired before the step was "
@@ -152,25 +165,41 @@ class SessionStore:
             )
         return steps if session.is_complete else None
 
-    async def _commit_and_schedule(self, call_identify_id: str,
-                                   committing: Awaitable[list[str] | None],
-                                   complete: bool) -> list[str] | None:
-        """The commit and the call's archive schedule, sent together: two commands in flight
-        at once (on a cluster, most often to two nodes), not one more round trip after the
-        commit. A complete call is due at once, a going one when it has been idle long enough.
-        A schedule that fails loses no step (the commit stands): the call is scheduled again
-        by its next turn, and its TTL is the one it had."""
+    def _archive_due(self, claim: Claim, session: Session) -> int | None:
+        """When the call falls due in the archive's index, if this commit must say so: when it
+        completes the call (due at once), and otherwise only when the due moment it would set
+        is more than ARCHIVE_REFRESH_MS past the one the index holds. A due moment left a
+        little early only has an idle call archived a little sooner (and archived again should
+        it go on); it is never late, so a call is archived before it expires. Most calls are
+        scheduled twice, at their first turn and their last."""
+        if self.archive_index is None:
+            return None
+        now_ms = int(self.clock() * 1000)
+        if session.is_complete:
+            return now_ms
+        due = now_ms + self.archive_idle_ms
+        return due if due - claim.archive_due_ms > ARCHIVE_REFRESH_MS else None
+
+    async def _commit_and_schedule(self, claim: Claim, committing: Awaitable[list[str] | None],
+                                   due: int) -> list[str] | None:
+        """The commit and the call's schedule, sent together: two commands in flight at once
+        (on a cluster, most often to two nodes), not one more round trip after the commit. A
+        schedule that fails loses no step (the commit stands); the due moment the commit
+        recorded is then cleared, so that the call's next turn schedules it again."""
         assert self.archive_index is not None
-        now_ms = int(time.time() * 1000)
-        due = now_ms if complete else now_ms + self.archive_idle_ms
         steps, scheduled = await asyncio.gather(
-            committing, self.archive_index.schedule(call_identify_id, due),
+            committing, self.archive_index.schedule(claim.call_identify_id, due),
             return_exceptions=True)
         if isinstance(steps, BaseException):
             raise steps
         if isinstance(scheduled, BaseException):
-            logger.warning("call %s was not scheduled for the archive: %s", call_identify_id,
-                           type(scheduled).__name__)
+            logger.warning("call %s was not scheduled for the archive: %s",
+                           claim.call_identify_id, type(scheduled).__name__)
+            try:
+                await self.backend.unschedule(claim.keys)
+            except StoreUnavailable:
+                logger.warning("call %s: its schedule could not be cleared either",
+                               claim.call_identify_id)
         return steps
 
     async def release(self, claim: Claim) -> None:
