@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -226,3 +227,53 @@ def test_idle_must_leave_time_to_archive_before_the_ttl() -> None:
         Settings(archive_table=TABLE, archive_idle_seconds=3500, session_ttl_seconds=3600)
     Settings(archive_idle_seconds=3500, session_ttl_seconds=3600)  # no archive: no bound
 
+
+
+@pytest.fixture
+async def api(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    from orchestrator_flows.api import create_app
+
+    harness.runtime.archives.opened = harness.archive
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(harness.runtime)),
+                                 base_url="http://api") as client:
+        yield client
+
+
+async def test_delete_archives_the_call_as_ended_before_its_keys_go(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("DEL-1", STAGE_INTENTS[:3])
+    assert (await api.delete("/session/DEL-1")).status_code == 204
+    call = await harness.archive.call("DEL-1")
+    assert call is not None
+    assert (call.status, call.step_count) == ("ended", 3)
+    assert [link.number for link in await harness.archive.steps("DEL-1")] == [1, 2, 3]
+    assert (await api.get("/session/DEL-1")).status_code == 404
+    assert not await harness.raw.exists(CallKeys.of("DEL-1").claim)
+
+
+async def test_delete_with_the_archive_down_leaves_the_call_as_it_was(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("DEL-2", STAGE_INTENTS[:2])
+    harness.runtime.archives.opened = DynamoArchive(harness.dynamodb, "no-such-table", 90)
+    refused = await api.delete("/session/DEL-2")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "archive_unavailable"
+    assert len((await api.get("/session/DEL-2/steps")).json()["steps"]) == 2
+    assert not await harness.raw.exists(CallKeys.of("DEL-2").claim)  # released
+    await harness.play("DEL-2", STAGE_INTENTS[2:3])  # the call goes on
+
+
+async def test_delete_while_a_turn_is_in_flight_is_409_and_an_unknown_call_404(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("DEL-3", STAGE_INTENTS[:1])
+    held = await harness.runtime.store.claim("DEL-3")
+    busy = await api.delete("/session/DEL-3")
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "step_in_progress"
+    await harness.runtime.store.release(held)
+    assert (await api.delete("/session/NOBODY")).status_code == 404
+    assert not await harness.raw.exists(CallKeys.of("NOBODY").claim)
+    assert await harness.archive.call("NOBODY") is None

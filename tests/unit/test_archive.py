@@ -15,11 +15,11 @@ from orchestrator_flows.archive.chain import genesis
 from orchestrator_flows.archive.store import (
     ArchiveConflict,
     ArchivedCall,
-    ArchiveUnavailable,
     DynamoArchive,
     InvalidCursor,
     verify_call,
 )
+from orchestrator_flows.errors import ArchiveUnavailable
 from tests.support.archive_table import TABLE
 
 NOW = 1_780_000_000

@@ -13,6 +13,7 @@ OrchestratorError
 │   ├── AccountMismatch           403 account_mismatch
 │   └── SessionNotFound           404 session_not_found
 ├── StoreUnavailable          503 store_unavailable
+├── ArchiveUnavailable        503 archive_unavailable (DELETE archives a call before its keys go)
 ├── ClaimLost                 the turn answers 200, status error, code claim_lost; nothing written
 ├── UnstorableStep            a step that could not be read back as JSON; recorded as a bad answer
 ├── AgentFailure              an agent call without a usable answer (a FailureCode); recorded as
@@ -97,6 +98,12 @@ class StoreUnavailable(OrchestratorError):
     """The session store could not be reached or did not answer in time."""
 
     code = "store_unavailable"
+
+
+class ArchiveUnavailable(OrchestratorError):
+    """The archive could not be written or read (DynamoDB down, throttled, denied)."""
+
+    code = "archive_unavailable"
 
 
 class FlowConfigError(OrchestratorError):

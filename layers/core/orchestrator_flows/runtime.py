@@ -18,6 +18,7 @@ from orchestrator_flows.store import Backend, SessionStore
 
 if TYPE_CHECKING:
     from orchestrator_flows.archive.index import ArchiveIndex
+    from orchestrator_flows.archive.store import Archive
     from orchestrator_flows.engine import AgentCaller, Orchestrator
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,23 @@ class Storage:
         await self.calls.close()  # the breakers' store shares its connection or nothing
 
 
+@dataclass(slots=True)
+class Archives:
+    """The archive (ARCHIVE_TABLE), opened on first use: boto3 is imported only by a process
+    that reads or writes it, never at the cold start of one that does not."""
+
+    table: str | None
+    retention_days: int
+    opened: Archive | None = None
+
+    def get(self) -> Archive | None:
+        if self.opened is None and self.table is not None:
+            from orchestrator_flows.archive.store import open_archive
+
+            self.opened = open_archive(self.table, self.retention_days)
+        return self.opened
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     settings: Settings
@@ -86,6 +104,7 @@ class Runtime:
     observer: Observer
     orchestrator: Orchestrator | None  # None where no turn is routed (read-only functions)
     agents: AgentCaller | None
+    archives: Archives
 
     @classmethod
     def build(
@@ -96,6 +115,7 @@ class Runtime:
         storage: Storage | None = None,
         agents: AgentCaller | None = None,
         observer: Observer | None = None,
+        archive: Archive | None = None,
     ) -> Runtime:
         """Everything, from `settings`; `storage`, `agents` and `observer` replace the defaults
         (Redis or embedded, the A2A client, silence). A broken flow file fails here."""
@@ -128,7 +148,8 @@ class Runtime:
                 max_steps=settings.max_steps_per_call,
             )
         return cls(settings=settings, storage=storage, store=store, observer=observer,
-                   orchestrator=orchestrator, agents=agents)
+                   orchestrator=orchestrator, agents=agents,
+                   archives=Archives(settings.archive_table, settings.retention_days, archive))
 
     @property
     def turns(self) -> Orchestrator:

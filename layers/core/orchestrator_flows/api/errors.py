@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator_flows.api.models import error_body
 from orchestrator_flows.errors import (
     AccountMismatch,
+    ArchiveUnavailable,
     IdempotencyKeyReused,
     IntentNotAllowed,
     RequestRefused,
@@ -63,6 +64,14 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
     count_refusal(request.app, request.url.path, exc.code)
     return JSONResponse(error_body(exc.code, "the session store is unavailable; retry shortly"),
                         status_code=503, headers={"Retry-After": "1"})
+
+
+async def archive_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ArchiveUnavailable)
+    logger.error("archive unavailable: %s", exc)
+    return JSONResponse(error_body(exc.code, "the archive is unavailable, so the call was left "
+                                   "as it was; retry shortly"),
+                        status_code=503, headers={"Retry-After": "5"})
 
 
 async def invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -122,6 +131,7 @@ def _methods_of(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestRefused, refused)
     app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(ArchiveUnavailable, archive_unavailable)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -158,10 +158,15 @@ def add_delete_session(app: FastAPI) -> None:
         status_code=204,
         summary="End the call: remove every key of it (a marker stays for the session TTL "
         "so that a late turn cannot start it again)",
-        responses={**COMMON_ERRORS, **_doc(404, "session_not_found")},
+        responses={**COMMON_ERRORS, **_doc(404, "session_not_found"),
+                   **_doc(409, "step_in_progress (with an archive: a turn of the call is in "
+                          "flight; retry after Retry-After)"),
+                   **_doc(503, "store_unavailable, or archive_unavailable: the call could not "
+                          "be archived and was left as it was")},
     )
     async def delete(request: Request, call_identify_id: CallId) -> Response:
-        await end_session(request.app.state.runtime.store, call_identify_id)
+        runtime = request.app.state.runtime
+        await end_session(runtime.store, call_identify_id, runtime.archives.get())
         return Response(status_code=204)
 
 

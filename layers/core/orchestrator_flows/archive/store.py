@@ -41,7 +41,7 @@ from orchestrator_flows.archive.chain import (
     genesis,
     verify,
 )
-from orchestrator_flows.errors import OrchestratorError
+from orchestrator_flows.errors import ArchiveUnavailable, OrchestratorError
 
 CallStatus = Literal["active", "complete", "ended"]
 # How far a call item has moved on, as the order its updates come in: never backwards.
@@ -52,10 +52,6 @@ ACCOUNT_PREFIX = "ACCOUNT#"
 DAY_SECONDS = 86_400
 # Steps written at once by one archiver (each a conditional PutItem).
 WRITERS = 8
-
-
-class ArchiveUnavailable(OrchestratorError):
-    """The archive could not be written or read (DynamoDB down, throttled, denied)."""
 
 
 class ArchiveConflict(OrchestratorError):
@@ -101,6 +97,13 @@ class Archive(Protocol):
     async def steps(self, call_identify_id: str) -> list[Link]: ...
 
     async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage: ...
+
+
+def open_archive(table: str, retention_days: int) -> DynamoArchive:
+    """The stack's archive, through a boto3 client of the function's region and role."""
+    import boto3
+
+    return DynamoArchive(boto3.client("dynamodb"), table, retention_days)
 
 
 async def verify_call(archive: Archive, call_identify_id: str) -> Verdict | None:

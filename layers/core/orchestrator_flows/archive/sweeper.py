@@ -16,12 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator_flows.archive.index import SHARDS, ArchiveIndex
-from orchestrator_flows.archive.store import (
-    Archive,
-    ArchiveConflict,
-    ArchivedCall,
-    ArchiveUnavailable,
-)
+from orchestrator_flows.archive.store import Archive, ArchiveConflict, ArchivedCall
+from orchestrator_flows.errors import ArchiveUnavailable
 from orchestrator_flows.session import Session
 from orchestrator_flows.store import SessionStore
 

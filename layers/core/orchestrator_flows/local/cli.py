@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _verify(settings: Settings, call_identify_id: str) -> int:
     import boto3
 
-    from orchestrator_flows.archive.store import ArchiveUnavailable, DynamoArchive, verify_call
+    from orchestrator_flows.archive.store import DynamoArchive, verify_call
+    from orchestrator_flows.errors import ArchiveUnavailable
 
     if settings.archive_table is None:
         return _fail("ARCHIVE_TABLE is not set: there is no archive to verify against")
