@@ -248,8 +248,27 @@ async def test_delete_archives_the_call_as_ended_before_its_keys_go(
     assert call is not None
     assert (call.status, call.step_count) == ("ended", 3)
     assert [link.number for link in await harness.archive.steps("DEL-1")] == [1, 2, 3]
-    assert (await api.get("/session/DEL-1")).status_code == 404
     assert not await harness.raw.exists(CallKeys.of("DEL-1").claim)
+    read = (await api.get("/session/DEL-1")).json()  # from the archive now
+    assert (read["source"], len(read["steps"]), read["is_complete"]) == ("archive", 3, False)
+
+
+async def test_reads_fall_back_to_the_archive_once_redis_lets_the_call_go(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("READ-1", STAGE_INTENTS)
+    live = (await api.get("/session/READ-1")).json()
+    live_steps = (await api.get("/session/READ-1/steps")).json()
+    assert (live["source"], live_steps["source"]) == ("live", "live")
+    assert (await harness.sweeper().run()).archived == 1
+    keys = CallKeys.of("READ-1")
+    await harness.raw.delete(keys.state, keys.steps, keys.replies)  # its TTL ran out
+    archived = (await api.get("/session/READ-1")).json()
+    archived_steps = (await api.get("/session/READ-1/steps")).json()
+    assert (archived["source"], archived_steps["source"]) == ("archive", "archive")
+    assert {**archived, "source": "live"} == live
+    assert {**archived_steps, "source": "live"} == live_steps
+    assert (await api.get("/session/NEVER-1")).status_code == 404
 
 
 async def test_delete_with_the_archive_down_leaves_the_call_as_it_was(

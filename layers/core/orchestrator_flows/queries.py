@@ -6,30 +6,55 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from orchestrator_flows.errors import SessionEnded, SessionNotFound
-from orchestrator_flows.records import SessionState, StepsResponse, load_steps, session_state
+from orchestrator_flows.records import (
+    SessionState,
+    Step,
+    StepsResponse,
+    load_steps,
+    session_state,
+)
 from orchestrator_flows.store import SessionStore
 
 if TYPE_CHECKING:
-    from orchestrator_flows.archive.store import Archive
+    from orchestrator_flows.archive.store import Archive, ArchivedCall
 
 
 def _not_found(call_identify_id: str) -> SessionNotFound:
     return SessionNotFound(f"no session for call {call_identify_id}")
 
 
-async def get_session(store: SessionStore, call_identify_id: str) -> SessionState:
+async def get_session(store: SessionStore, call_identify_id: str,
+                      archive: Archive | None = None) -> SessionState:
+    """The call as Redis holds it; once Redis no longer does, as the archive does."""
     found = await store.get(call_identify_id)
-    if found is None:
-        raise _not_found(call_identify_id)
-    session, steps = found
-    return session_state(session, load_steps(steps))
+    if found is not None:
+        session, steps = found
+        return session_state(session, load_steps(steps))
+    call, archived = await _from_archive(archive, call_identify_id)
+    return SessionState(
+        call_identify_id=call_identify_id, account_id=call.account_id, eci=call.eci,
+        current_flow_id=call.current_flow_id, completed_flows=call.completed_flows,
+        is_complete=call.is_complete, steps=archived, created_at=call.created_at,
+        updated_at=call.updated_at, source="archive")
 
 
-async def get_steps(store: SessionStore, call_identify_id: str) -> StepsResponse:
+async def get_steps(store: SessionStore, call_identify_id: str,
+                    archive: Archive | None = None) -> StepsResponse:
     found = await store.get(call_identify_id)
-    if found is None:
+    if found is not None:
+        return StepsResponse(call_identify_id=call_identify_id, steps=load_steps(found[1]))
+    _, archived = await _from_archive(archive, call_identify_id)
+    return StepsResponse(call_identify_id=call_identify_id, steps=archived, source="archive")
+
+
+async def _from_archive(archive: Archive | None, call_identify_id: str
+                        ) -> tuple[ArchivedCall, tuple[Step, ...]]:
+    """The archived call and its steps (as many as its call item counts), or 404."""
+    call = await archive.call(call_identify_id) if archive is not None else None
+    if call is None or archive is None:
         raise _not_found(call_identify_id)
-    return StepsResponse(call_identify_id=call_identify_id, steps=load_steps(found[1]))
+    links = await archive.steps(call_identify_id)
+    return call, load_steps([link.step for link in links[:call.step_count]])
 
 
 async def end_session(store: SessionStore, call_identify_id: str,

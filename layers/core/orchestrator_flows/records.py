@@ -69,6 +69,11 @@ class Step:
     ] = None
 
 
+Source = Literal["live", "archive"]
+SOURCE = ("live: the call as Redis holds it; archive: from the archive, once Redis no longer "
+          "holds the call")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionState:
     """A call's public state and its audit trail, oldest step first."""
@@ -82,6 +87,7 @@ class SessionState:
     steps: tuple[Step, ...]
     created_at: str
     updated_at: str
+    source: Annotated[Source, Field(description=SOURCE)] = "live"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +109,7 @@ class TurnResponse:
 class StepsResponse:
     call_identify_id: str
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    source: Annotated[Source, Field(description=SOURCE)] = "live"
 
 
 Record = AgentResponse | Step | SessionState | TurnResponse | StepsResponse

@@ -69,8 +69,8 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
 async def archive_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ArchiveUnavailable)
     logger.error("archive unavailable: %s", exc)
-    return JSONResponse(error_body(exc.code, "the archive is unavailable, so the call was left "
-                                   "as it was; retry shortly"),
+    return JSONResponse(error_body(exc.code, "the archive is unavailable (a call to be ended "
+                                   "is left as it was); retry shortly"),
                         status_code=503, headers={"Retry-After": "5"})
 
 

@@ -130,12 +130,13 @@ def add_get_session(app: FastAPI) -> None:
     @app.get(
         ROUTES["get_session"].path,
         response_model=None,
-        summary="The call's session state",
+        summary="The call's session state (from the archive once Redis no longer holds it)",
         responses={**_answers(SessionState, "the call's state and its trail"),
                    **COMMON_ERRORS, **_doc(404, "session_not_found")},
     )
     async def read_session(request: Request, call_identify_id: CallId) -> Response:
-        return _json(await get_session(request.app.state.runtime.store, call_identify_id))
+        runtime = request.app.state.runtime
+        return _json(await get_session(runtime.store, call_identify_id, runtime.archives.get()))
 
 
 def add_get_steps(app: FastAPI) -> None:
@@ -143,12 +144,14 @@ def add_get_steps(app: FastAPI) -> None:
     @app.get(
         ROUTES["get_steps"].path,
         response_model=None,
-        summary="The call's audit trail, oldest first",
+        summary="The call's audit trail, oldest first (from the archive once Redis no longer "
+        "holds it)",
         responses={**_answers(StepsResponse, "the call's steps, oldest first"),
                    **COMMON_ERRORS, **_doc(404, "session_not_found")},
     )
     async def read_steps(request: Request, call_identify_id: CallId) -> Response:
-        return _json(await get_steps(request.app.state.runtime.store, call_identify_id))
+        runtime = request.app.state.runtime
+        return _json(await get_steps(runtime.store, call_identify_id, runtime.archives.get()))
 
 
 def add_delete_session(app: FastAPI) -> None:
