@@ -189,8 +189,10 @@ async def test_get_session_answers_the_session_state(api: httpx.AsyncClient) -> 
     await api.post("/orchestrate", json=body("greeting", text="hello there"))
     state = (await api.get("/session/CALL-1")).json()
     assert set(state) == {"call_identify_id", "account_id", "eci", "current_flow_id",
-                          "completed_flows", "is_complete", "steps", "created_at", "updated_at"}
-    assert (state["current_flow_id"], state["completed_flows"]) == (2, [1])
+                          "completed_flows", "is_complete", "steps", "created_at", "updated_at",
+                          "source"}
+    assert (state["current_flow_id"], state["completed_flows"], state["source"]) == (
+        2, [1], "live")
     assert state["steps"][0]["input_message"] == "hello there"
 
 
