@@ -141,4 +141,5 @@ def test_serve_says_its_store_and_each_agent_and_is_ready(tmp_path: Path) -> Non
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert "session store: embedded in-memory" in output
+    assert "archive: off (ARCHIVE_TABLE is not set)" in output
     assert f"agent greeting  {env['AGENT_URL_GREETING']}  NOT REACHABLE" in output

@@ -59,6 +59,10 @@ def serve(settings: Settings, host: str, port: int) -> int:
     runtime = Runtime.build(settings)  # a broken flow file never starts
     flow = runtime.turns.flow
     logger.info("session store: %s", _store_of(settings))
+    logger.info("archive: %s", f"DynamoDB table {settings.archive_table} (calls are scheduled "
+                "for it; the sweeper archives them)" if settings.archive_table else
+                "off (ARCHIVE_TABLE is not set): calls live only as long as the session store "
+                "keeps them")
     logger.info("flow %s: %d stages, %d agents", flow.source, len(flow.stages), len(flow.agents))
     for agent in flow.agents.values():
         reachable = _reachable(agent.url)
