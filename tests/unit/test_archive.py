@@ -33,7 +33,7 @@ def step(number: int, text: str = "hello") -> str:
 def call(steps: int, *, status: str = "active", call_id: str = "CALL-1",
          account: str = "ACC-1", updated_at: str = "2026-12-04T10:00:00Z") -> ArchivedCall:
     return ArchivedCall(call_id, account, "ECI-1", min(steps + 1, 5), tuple(range(1, steps + 1)),
-                        status, "2026-12-04T09:00:00Z", updated_at, steps, "")  # type: ignore[arg-type]
+                        status, "2026-12-04T09:00:00Z", updated_at, steps)  # type: ignore[arg-type]
 
 
 def archive_of(client: Any, retention_days: int = 90) -> DynamoArchive:

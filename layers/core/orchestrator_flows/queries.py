@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from orchestrator_flows.errors import SessionEnded, SessionNotFound
@@ -50,8 +49,7 @@ async def get_steps(store: SessionStore, call_identify_id: str,
 async def _from_archive(archive: Archive | None, call_identify_id: str
                         ) -> tuple[ArchivedCall, tuple[Step, ...]]:
     """The archived call and its steps (as many as its call item counts), or 404."""
-    call = await archive.call(call_identify_id) if archive is not None else None
-    if call is None or archive is None:
+    if archive is None or (call := await archive.call(call_identify_id)) is None:
         raise _not_found(call_identify_id)
     links = await archive.steps(call_identify_id)
     return call, load_steps([link.step for link in links[:call.step_count]])
@@ -71,7 +69,7 @@ async def end_session(store: SessionStore, call_identify_id: str,
 
 async def _archive_before_delete(store: SessionStore, call_identify_id: str,
                                  archive: Archive) -> None:
-    from orchestrator_flows.archive.sweeper import archived_call
+    from orchestrator_flows.archive.store import ArchivedCall
 
     try:
         claim = await store.claim(call_identify_id)
@@ -82,8 +80,7 @@ async def _archive_before_delete(store: SessionStore, call_identify_id: str,
         if found is None:
             raise _not_found(call_identify_id)
         session, steps = found
-        await archive.archive(dataclasses.replace(archived_call(session), status="ended"),
-                              steps)
+        await archive.archive(ArchivedCall.of(session, "ended"), steps)
     except BaseException:
         await store.release(claim)  # the call stays as it was
         raise

@@ -25,9 +25,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -42,6 +43,7 @@ from orchestrator_flows.archive.chain import (
     verify,
 )
 from orchestrator_flows.errors import ArchiveUnavailable, OrchestratorError
+from orchestrator_flows.session import Session
 
 CallStatus = Literal["active", "complete", "ended"]
 # How far a call item has moved on, as the order its updates come in: never backwards.
@@ -69,8 +71,19 @@ class ArchivedCall:
     created_at: str
     updated_at: str
     step_count: int
-    head: str  # the last step's hash (the genesis for a call without steps)
-    archived_at: int = 0  # epoch seconds of the write that brought it here
+    # Set by the archive when it writes the call: the last step's hash (the genesis for a call
+    # without steps), and the epoch seconds of that write.
+    head: str = ""
+    archived_at: int = 0
+
+    @classmethod
+    def of(cls, session: Session, status: CallStatus | None = None) -> ArchivedCall:
+        """The call item of a session as Redis holds it: complete or active, unless `status`
+        says otherwise (a call being deleted is `ended`)."""
+        return cls(session.call_identify_id, session.account_id, session.eci,
+                   session.current_flow_id, tuple(session.completed_flows),
+                   status or ("complete" if session.is_complete else "active"),
+                   session.created_at, session.updated_at, session.step_count)
 
     @property
     def progress(self) -> str:
@@ -125,7 +138,7 @@ class DynamoArchive:
     threads so that the event loop never waits on them)."""
 
     def __init__(self, client: Any, table: str, retention_days: int,
-                 clock: Any = time.time) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._table = table
         self._retention_seconds = retention_days * DAY_SECONDS
@@ -159,10 +172,9 @@ class DynamoArchive:
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
             raise failed  # the first step's, in step order; the call item is not written
-        written = ArchivedCall(
-            call.call_identify_id, call.account_id, call.eci, call.current_flow_id,
-            call.completed_flows, call.status, call.created_at, call.updated_at,
-            call.step_count, links[-1].hash if links else genesis(call.call_identify_id), now)
+        written = dataclasses.replace(
+            call, head=links[-1].hash if links else genesis(call.call_identify_id),
+            archived_at=now)
         await self._put_call(written)
         return written
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from orchestrator_flows.archive.index import SHARDS, ArchiveIndex
 from orchestrator_flows.archive.store import Archive, ArchiveConflict, ArchivedCall
 from orchestrator_flows.errors import ArchiveUnavailable
-from orchestrator_flows.session import Session
 from orchestrator_flows.store import SessionStore
 
 # A call is swept this long after it fell due, never sooner: its turn's commit, sent together
@@ -33,13 +32,6 @@ class SweepReport:
     failed: int = 0
     kept_alive: int = 0
     lag_seconds: float = 0.0  # how long the oldest call still due has been due
-
-
-def archived_call(session: Session) -> ArchivedCall:
-    return ArchivedCall(
-        session.call_identify_id, session.account_id, session.eci, session.current_flow_id,
-        tuple(session.completed_flows), "complete" if session.is_complete else "active",
-        session.created_at, session.updated_at, session.step_count, "")
 
 
 class Sweeper:
@@ -79,7 +71,7 @@ class Sweeper:
             return
         session, steps = found
         try:
-            await self.archive.archive(archived_call(session), steps)
+            await self.archive.archive(ArchivedCall.of(session), steps)
         except (ArchiveUnavailable, ArchiveConflict):
             report.failed += 1
             if await self.store.keep_alive(call_identify_id):
