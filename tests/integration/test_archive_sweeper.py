@@ -16,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from orchestrator_flows.archive.index import SHARDS, shard_key
+from orchestrator_flows.archive.index import SHARDS, Scheduled, shard_key
 from orchestrator_flows.archive.store import DynamoArchive, verify_call
 from orchestrator_flows.archive.sweeper import GRACE_MS, Sweeper
 from orchestrator_flows.runtime import Runtime, Storage
@@ -57,7 +57,7 @@ class Harness:
         for shard in range(SHARDS):
             entries: list[Any] = await self.raw.zrange(shard_key(shard), 0, -1,
                                                         withscores=True)
-            found |= {str(member): int(score) for member, score in entries}
+            found |= {str(member).split(" ")[0]: int(score) for member, score in entries}
         return found
 
 
@@ -132,9 +132,9 @@ async def test_a_call_is_scheduled_at_its_first_turn_and_its_last_not_at_every_t
     sent: list[int] = []
     schedule = index.schedule
 
-    async def counted(call_identify_id: str, due_ms: int) -> None:
-        sent.append(due_ms)
-        await schedule(call_identify_id, due_ms)
+    async def counted(call: Scheduled) -> None:
+        sent.append(call.due_ms)
+        await schedule(call)
 
     index.schedule = counted  # type: ignore[method-assign]
     for intent in STAGE_INTENTS:
@@ -154,10 +154,10 @@ async def test_a_schedule_that_fails_loses_no_step_and_the_next_turn_schedules_a
     schedule = index.schedule
     failures = [StoreUnavailable("index down")]
 
-    async def flaky(call_identify_id: str, due_ms: int) -> None:
+    async def flaky(call: Scheduled) -> None:
         if failures:
             raise failures.pop()
-        await schedule(call_identify_id, due_ms)
+        await schedule(call)
 
     index.schedule = flaky  # type: ignore[method-assign]
     await harness.play("FLAKY-1", STAGE_INTENTS[:1])
@@ -208,10 +208,12 @@ async def test_a_due_call_that_is_gone_from_redis_leaves_the_index(harness: Harn
 async def test_a_call_rescheduled_after_the_sweeper_read_it_stays_due(harness: Harness) -> None:
     index = harness.runtime.store.archive_index
     assert index is not None
-    await index.schedule("MOVED-1", 1_000)
-    assert not await index.done("MOVED-1", 999)
+    await index.schedule(Scheduled("MOVED-1", "ACC-1", 1_000))
+    assert not await index.done(Scheduled("MOVED-1", "ACC-1", 999))
     assert await harness.scheduled() == {"MOVED-1": 1_000}
-    assert await index.done("MOVED-1", 1_000)
+    assert await index.of_account("ACC-1", 10) == ["MOVED-1"]
+    assert await index.done(Scheduled("MOVED-1", "ACC-1", 1_000))
+    assert await index.of_account("ACC-1", 10) == []
 
 
 async def test_the_lag_is_how_long_the_oldest_due_call_has_waited(harness: Harness) -> None:

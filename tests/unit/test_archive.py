@@ -112,7 +112,7 @@ async def test_a_step_archived_with_other_content_is_a_conflict_and_is_not_overw
     # Another archiver that has not seen the call item yet writes the steps themselves: the
     # first one that differs is refused, and nothing is overwritten.
     fresh = archive_of(dynamodb)
-    fresh.call = lambda _: _nothing()  # type: ignore[method-assign, assignment]
+    fresh._call_item = lambda _: _nothing()  # type: ignore[method-assign, assignment]
     with pytest.raises(ArchiveConflict, match="step 1 of call CALL-1"):
         await fresh.archive(call(3), [step(1, "rewritten"), step(2), step(3)])
     assert (await archive.steps("CALL-1"))[:2] == before

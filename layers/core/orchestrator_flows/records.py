@@ -112,7 +112,49 @@ class StepsResponse:
     source: Annotated[Source, Field(description=SOURCE)] = "live"
 
 
-Record = AgentResponse | Step | SessionState | TurnResponse | StepsResponse
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSummary:
+    """An archived call, as an account's list shows it (its steps are at /session/{id})."""
+
+    call_identify_id: str
+    eci: str
+    status: Annotated[Literal["active", "complete", "ended"], Field(
+        description="as archived: active (archived once idle), complete, or ended (DELETE)")]
+    current_flow_id: int
+    step_count: int
+    created_at: str
+    updated_at: str
+    archived_at: Annotated[str, Field(description="when the archive last wrote the call")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallsPage:
+    """One page of an account's archived calls, newest first."""
+
+    account_id: str
+    calls: tuple[CallSummary, ...]
+    next_cursor: Annotated[str | None, Field(
+        description="pass as ?cursor= for the next page; null on the last")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureReceipt:
+    """What an erasure of an account's data has done so far."""
+
+    erasure_id: str
+    account_id: str
+    status: Annotated[Literal["in_progress", "complete"], Field(
+        description="in_progress: repeat the request to go on (same erasure_id)")]
+    calls_erased: Annotated[int, Field(
+        description="calls whose records were replaced by a tombstone")]
+    live_calls_erased: Annotated[int, Field(description="of which, calls still in Redis")]
+    steps_erased: int
+    started_at: str
+    finished_at: str | None
+
+
+Record = (AgentResponse | Step | SessionState | TurnResponse | StepsResponse | CallsPage
+          | ErasureReceipt)
 
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {}
@@ -170,7 +212,7 @@ def load_steps(stored: list[str] | tuple[str, ...]) -> tuple[Step, ...]:
     return tuple(adapter.validate_json(text) for text in stored)
 
 
-RESPONSES = (TurnResponse, SessionState, StepsResponse)
+RESPONSES = (TurnResponse, SessionState, StepsResponse, CallsPage, ErasureReceipt)
 
 
 def json_schemas() -> dict[str, Any]:

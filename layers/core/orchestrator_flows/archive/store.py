@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,12 +52,20 @@ CALL_SK = "CALL"
 STEP_PREFIX = "STEP#"
 ACCOUNT_PREFIX = "ACCOUNT#"
 DAY_SECONDS = 86_400
-# Steps written at once by one archiver (each a conditional PutItem).
+# Transactions in flight at once for one archiver, each writing up to STEPS_PER_WRITE steps
+# (conditional Puts) with a check that the call was not erased: 25 steps of at most 64 KiB
+# stay well inside a transaction's 100 actions and 4 MB.
 WRITERS = 8
+STEPS_PER_WRITE = 25
+TRANSACTION_TRIES = 5
 
 
 class ArchiveConflict(OrchestratorError):
     """A step already archived with another content than the one being archived."""
+
+
+class CallErased(OrchestratorError):
+    """The call was erased (its archive holds a tombstone): it is never archived again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +161,11 @@ class DynamoArchive:
             raise ArchiveConflict(f"call {call.call_identify_id} counts {call.step_count} "
                                   f"steps but {len(links)} were given")
         now = int(self._clock())
-        done = await self.call(call.call_identify_id)
+        item = await self._call_item(call.call_identify_id)
+        if item is not None and "erasure_id" in item:
+            raise CallErased(f"call {call.call_identify_id} was erased; it is not archived "
+                             "again")
+        done = _call_from(item) if item is not None else None
         start = done.step_count if done is not None else 0
         if done is not None and start:
             # What is archived must be where this trail leads (checked at its last step the
@@ -167,11 +179,13 @@ class DynamoArchive:
                     f"it up to step {upto}; nothing was written")
             if start > len(links):
                 return done  # an archiver behind the archive: it has nothing to add
-        outcomes = await asyncio.gather(*(self._put_step(call.call_identify_id, item, now)
-                                          for item in links[start:]), return_exceptions=True)
+        new = links[start:]
+        chunks = [new[at:at + STEPS_PER_WRITE] for at in range(0, len(new), STEPS_PER_WRITE)]
+        outcomes = await asyncio.gather(*(self._put_steps(call.call_identify_id, chunk, now)
+                                          for chunk in chunks), return_exceptions=True)
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if failed is not None:
-            raise failed  # the first step's, in step order; the call item is not written
+            raise failed  # the first steps', in step order; the call item is not written
         written = dataclasses.replace(
             call, head=links[-1].hash if links else genesis(call.call_identify_id),
             archived_at=now)
@@ -179,10 +193,16 @@ class DynamoArchive:
         return written
 
     async def call(self, call_identify_id: str) -> ArchivedCall | None:
+        """The archived call; None when the archive does not hold it, or holds only its
+        tombstone (the call was erased)."""
+        item = await self._call_item(call_identify_id)
+        return _call_from(item) if item is not None and "erasure_id" not in item else None
+
+    async def _call_item(self, call_identify_id: str) -> dict[str, Any] | None:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
                                 Key=_key(call_identify_id, CALL_SK))
-        item = found.get("Item")
-        return _call_from(item) if item else None
+        item: dict[str, Any] | None = found.get("Item")
+        return item
 
     async def steps(self, call_identify_id: str) -> list[Link]:
         links: list[Link] = []
@@ -207,6 +227,9 @@ class DynamoArchive:
         page = await self._run(
             "query", TableName=self._table, IndexName="GSI1", ScanIndexForward=False,
             Limit=limit, KeyConditionExpression="GSI1PK = :account",
+            # A call being erased is no longer listed (its tombstone keeps the index's keys
+            # until the erasure is through, so that an interrupted one is found again).
+            FilterExpression="attribute_not_exists(erasure_id)",
             ExpressionAttributeValues={":account": {"S": ACCOUNT_PREFIX + account_id}},
             **options)
         last = page.get("LastEvaluatedKey")
@@ -219,20 +242,49 @@ class DynamoArchive:
         value = found.get("Item", {}).get("hash", {}).get("S")
         return value if isinstance(value, str) else None
 
-    async def _put_step(self, call_identify_id: str, item: Link, now: int) -> None:
-        async with self._writers:
-            try:
-                await self._run(
-                    "put_item", TableName=self._table,
-                    Item={**_key(call_identify_id, _sk(item.number)),
-                          "step": {"S": item.step}, "hash": {"S": item.hash},
-                          "expires_at": {"N": str(now + self._retention_seconds)}},
-                    ConditionExpression="attribute_not_exists(SK)")
-            except _ConditionFailed:
+    async def _put_steps(self, call_identify_id: str, links: Sequence[Link], now: int) -> None:
+        """Write steps not yet archived, in one transaction that also checks the call was not
+        erased (an archiver that read the call before an erasure must not write it back). A step
+        already there is checked against its hash and left out of the next try; a transaction
+        that collided with another archiver's is tried again a few times."""
+        pending = list(links)
+        for attempt in range(TRANSACTION_TRIES):
+            if not pending:
+                return
+            async with self._writers:
+                reasons = await self._transact([_not_erased(self._table, call_identify_id)] + [
+                    {"Put": {"TableName": self._table, "ConditionExpression":
+                             "attribute_not_exists(SK)", "Item": {
+                                 **_key(call_identify_id, _sk(item.number)),
+                                 "step": {"S": item.step}, "hash": {"S": item.hash},
+                                 "expires_at": {"N": str(now + self._retention_seconds)}}}}
+                    for item in pending])
+            if reasons is None:
+                return
+            if reasons[0] == "ConditionalCheckFailed":
+                raise CallErased(f"call {call_identify_id} was erased; it is not archived again")
+            there = [item for item, why in zip(pending, reasons[1:], strict=True)
+                     if why == "ConditionalCheckFailed"]
+            for item in there:
                 if await self._step_hash(call_identify_id, item.number) != item.hash:
                     raise ArchiveConflict(
                         f"step {item.number} of call {call_identify_id} is archived with "
-                        "another content; it was left as it is") from None
+                        "another content; it was left as it is")
+            pending = [item for item in pending if item not in there]
+            if not there:  # a collision with another writer: try again a little later
+                await asyncio.sleep(0.05 * (attempt + 1) * random.random())
+        if pending:
+            raise ArchiveUnavailable(f"steps of call {call_identify_id} collided with other "
+                                     f"writers {TRANSACTION_TRIES} times; not yet archived")
+
+    async def _transact(self, actions: list[dict[str, Any]]) -> list[str] | None:
+        """Run a transaction; None when it was applied, else each action's cancellation
+        reason (`None` for an action that did not refuse it)."""
+        try:
+            await self._run("transact_write_items", TransactItems=actions)
+        except _Cancelled as cancelled:
+            return cancelled.reasons
+        return None
 
     async def _put_call(self, call: ArchivedCall) -> None:
         item = {
@@ -248,32 +300,52 @@ class DynamoArchive:
             "GSI1PK": {"S": ACCOUNT_PREFIX + call.account_id},
             "GSI1SK": {"S": f"{call.updated_at}#{call.call_identify_id}"},
         }
-        # Already as far as this, or further: it only moves forward.
-        with contextlib.suppress(_ConditionFailed):
+        try:
             await self._run("put_item", TableName=self._table, Item=item,
-                            ConditionExpression="attribute_not_exists(PK) OR progress < :p",
-                            ExpressionAttributeValues={":p": {"S": call.progress}})
+                            ConditionExpression=("(attribute_not_exists(PK) OR progress < :p) "
+                                                 "AND attribute_not_exists(erasure_id)"),
+                            ExpressionAttributeValues={":p": {"S": call.progress}},
+                            ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except _ConditionFailed as refused:
+            if "erasure_id" in refused.item:
+                raise CallErased(f"call {call.call_identify_id} was erased; it is not "
+                                 "archived again") from None
+            # Else already as far as this, or further: it only moves forward.
 
     async def _run(self, operation: str, **arguments: Any) -> dict[str, Any]:
         method = getattr(self._client, operation)
         try:
             result: dict[str, Any] = await asyncio.to_thread(method, **arguments)
         except (ClientError, BotoCoreError) as exc:
-            if _is_condition_failure(exc):
-                raise _ConditionFailed from None
+            response = getattr(exc, "response", None)
+            response = response if isinstance(response, dict) else {}
+            code = response.get("Error", {}).get("Code")
+            if code == "ConditionalCheckFailedException":
+                raise _ConditionFailed(response.get("Item") or {}) from None
+            if code == "TransactionCanceledException":
+                raise _Cancelled([reason.get("Code", "None") for reason
+                                  in response.get("CancellationReasons", [])]) from None
             raise ArchiveUnavailable(f"the archive table {self._table} could not be used: "
                                      f"{type(exc).__name__}") from exc
         return result
 
 
 class _ConditionFailed(Exception):
-    pass
+    def __init__(self, item: dict[str, Any]) -> None:
+        super().__init__("the conditional request failed")
+        self.item = item  # what the item held, when the request asked for it
 
 
-def _is_condition_failure(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code == "ConditionalCheckFailedException"
+class _Cancelled(Exception):
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"the transaction was cancelled: {reasons}")
+        self.reasons = reasons
+
+
+def _not_erased(table: str, call_identify_id: str) -> dict[str, Any]:
+    """A transaction's check that the call has no tombstone."""
+    return {"ConditionCheck": {"TableName": table, "Key": _key(call_identify_id, CALL_SK),
+                               "ConditionExpression": "attribute_not_exists(erasure_id)"}}
 
 
 def _pk(call_identify_id: str) -> str:

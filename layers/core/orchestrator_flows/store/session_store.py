@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
+from orchestrator_flows.archive.index import Scheduled
 from orchestrator_flows.errors import (
     ClaimLost,
     IdempotencyKeyReused,
@@ -157,7 +158,7 @@ class SessionStore:
             reply=reply,
         )
         steps = await (committing if due is None else
-                       self._commit_and_schedule(claim, committing, due))
+                       self._commit_and_schedule(claim, session, committing, due))
         if steps is None:
             raise ClaimLost(
                 f"the claim on call {claim.call_identify_id} expired before the step was "
@@ -180,15 +181,18 @@ class SessionStore:
         due = now_ms + self.archive_idle_ms
         return due if due - claim.archive_due_ms > ARCHIVE_REFRESH_MS else None
 
-    async def _commit_and_schedule(self, claim: Claim, committing: Awaitable[list[str] | None],
+    async def _commit_and_schedule(self, claim: Claim, session: Session,
+                                   committing: Awaitable[list[str] | None],
                                    due: int) -> list[str] | None:
-        """The commit and the call's schedule, sent together: two commands in flight at once
-        (on a cluster, most often to two nodes), not one more round trip after the commit. A
+        """The commit and the call's schedule, sent together: three commands in flight at once
+        (the commit, the index's shard, the account's entry; on a cluster, most often to
+        different nodes), not one more round trip after the commit. A
         schedule that fails loses no step (the commit stands); the due moment the commit
         recorded is then cleared, so that the call's next turn schedules it again."""
         assert self.archive_index is not None
         steps, scheduled = await asyncio.gather(
-            committing, self.archive_index.schedule(claim.call_identify_id, due),
+            committing, self.archive_index.schedule(
+                Scheduled(claim.call_identify_id, session.account_id, due)),
             return_exceptions=True)
         if isinstance(steps, BaseException):
             raise steps
