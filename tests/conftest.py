@@ -18,7 +18,8 @@ from tests.support.redis_servers import (
     start_tls,
 )
 
-pytest_plugins = ["tests.support.agent_fixtures", "tests.support.archive_table"]
+pytest_plugins = ["tests.support.agent_fixtures", "tests.support.archive_table",
+                  "tests.support.archive_harness"]
 
 
 @pytest.fixture(scope="session")

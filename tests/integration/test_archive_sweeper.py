@@ -6,77 +6,21 @@ once write each step once; an archive that is down loses nothing and keeps the c
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
-from orchestrator_flows.archive.index import SHARDS, Scheduled, shard_key
+from orchestrator_flows.archive.index import Scheduled
 from orchestrator_flows.archive.store import DynamoArchive, verify_call
-from orchestrator_flows.archive.sweeper import GRACE_MS, Sweeper
-from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import CallKeys
 from orchestrator_flows.store.session_store import ARCHIVE_REFRESH_MS
+from tests.support import archive_harness
+from tests.support.archive_harness import Harness
 from tests.support.archive_table import TABLE
-from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn
+from tests.support.scripted import STAGE_INTENTS
 
-IDLE = 600
-TTL = 3600
-
-
-@dataclass
-class Harness:
-    runtime: Runtime
-    raw: Redis | RedisCluster
-    archive: DynamoArchive
-    dynamodb: Any
-    now: float = field(default_factory=time.time)  # the clock of turns and sweepers
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sweeper(self, *, archive: Any = None) -> Sweeper:
-        """A sweeper on the harness's clock, run past the grace."""
-        index = self.runtime.store.archive_index
-        assert index is not None
-        return Sweeper(store=self.runtime.store, index=index, archive=archive or self.archive,
-                       clock=lambda: self.now + GRACE_MS / 1000 + 1)
-
-    async def play(self, call: str, intents: tuple[str, ...]) -> None:
-        for intent in intents:
-            await self.runtime.turns.handle_turn(turn(intent, call=call))
-
-    async def scheduled(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for shard in range(SHARDS):
-            entries: list[Any] = await self.raw.zrange(shard_key(shard), 0, -1,
-                                                        withscores=True)
-            found |= {str(member).split(" ")[0]: int(score) for member, score in entries}
-        return found
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-async def harness(request: pytest.FixtureRequest, dynamodb: Any) -> AsyncIterator[Harness]:
-    mode = request.param
-    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
-    settings = Settings(redis_url=url, redis_mode=mode, archive_table=TABLE,
-                        archive_idle_seconds=IDLE, session_ttl_seconds=TTL)
-    raw: Redis | RedisCluster = (RedisCluster.from_url(url, decode_responses=True)
-                                 if mode == "cluster" else
-                                 Redis.from_url(url, decode_responses=True))
-    await raw.flushall()
-    runtime = Runtime.build(settings, storage=Storage.of(settings), agents=ScriptedAgents())
-    harness = Harness(runtime, raw, DynamoArchive(dynamodb, TABLE, 90), dynamodb)
-    runtime.store.clock = lambda: harness.now
-    yield harness
-    await runtime.aclose()
-    await raw.aclose()
+IDLE, TTL = archive_harness.IDLE, archive_harness.TTL
 
 
 async def test_a_completed_call_is_archived_at_the_next_sweep(harness: Harness) -> None:
@@ -229,16 +173,6 @@ def test_idle_must_leave_time_to_archive_before_the_ttl() -> None:
         Settings(archive_table=TABLE, archive_idle_seconds=3500, session_ttl_seconds=3600)
     Settings(archive_idle_seconds=3500, session_ttl_seconds=3600)  # no archive: no bound
 
-
-
-@pytest.fixture
-async def api(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    from orchestrator_flows.api import create_app
-
-    harness.runtime.archives.opened = harness.archive
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(harness.runtime)),
-                                 base_url="http://api") as client:
-        yield client
 
 
 async def test_delete_archives_the_call_as_ended_before_its_keys_go(

@@ -317,13 +317,28 @@ async def test_openapi_documents_every_route_and_its_errors(api: httpx.AsyncClie
     spec = (await api.get("/openapi.json")).json()
     paths = spec["paths"]
     assert set(paths) == {"/orchestrate", "/session/{call_identify_id}",
-                          "/session/{call_identify_id}/steps", "/healthz", "/readyz"}
+                          "/session/{call_identify_id}/steps", "/accounts/{account_id}/calls",
+                          "/accounts/{account_id}/data", "/healthz", "/readyz"}
     assert {"200", "403", "408", "409", "413", "422", "503"} <= set(paths["/orchestrate"]["post"][
         "responses"])
     assert {"204", "404", "503"} <= set(paths["/session/{call_identify_id}"]["delete"][
         "responses"])
+    assert {"200", "202", "501", "503"} <= set(paths["/accounts/{account_id}/data"]["delete"][
+        "responses"])
+    assert {"CallsPage", "ErasureReceipt"} <= set(spec["components"]["schemas"])
     assert "ErrorResponse" in json.dumps(spec["components"])
     assert (await api.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/accounts/ACC-1/calls"),
+                                              ("DELETE", "/accounts/ACC-1/data")])
+async def test_the_account_routes_without_an_archive_are_501_archive_off(
+    api: httpx.AsyncClient, method: str, path: str
+) -> None:
+    answer = await api.request(method, path)
+    assert answer.status_code == 501
+    assert error_of(answer)["code"] == "archive_off"
+    assert "ARCHIVE_TABLE" in error_of(answer)["message"]
 
 
 async def test_app_can_serve_a_subset_of_routes(runtime: Runtime) -> None:

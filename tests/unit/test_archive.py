@@ -16,10 +16,9 @@ from orchestrator_flows.archive.store import (
     ArchiveConflict,
     ArchivedCall,
     DynamoArchive,
-    InvalidCursor,
     verify_call,
 )
-from orchestrator_flows.errors import ArchiveUnavailable
+from orchestrator_flows.errors import ArchiveUnavailable, InvalidCursor
 from tests.support.archive_table import TABLE
 
 NOW = 1_780_000_000

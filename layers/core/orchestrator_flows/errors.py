@@ -11,7 +11,9 @@ OrchestratorError
 │   ├── StepLimitReached          409 step_limit_reached (with max_steps)
 │   ├── IdempotencyKeyReused      422 idempotency_key_reused
 │   ├── AccountMismatch           403 account_mismatch
-│   └── SessionNotFound           404 session_not_found
+│   ├── SessionNotFound           404 session_not_found
+│   ├── InvalidCursor             422 invalid_cursor (a page cursor this API did not give)
+│   └── ArchiveOff                501 archive_off (the account routes need ARCHIVE_TABLE)
 ├── StoreUnavailable          503 store_unavailable
 ├── ArchiveUnavailable        503 archive_unavailable (DELETE archives a call before its keys go)
 ├── ClaimLost                 the turn answers 200, status error, code claim_lost; nothing written
@@ -92,6 +94,18 @@ class AccountMismatch(RequestRefused):
 
 class SessionNotFound(RequestRefused):
     code = "session_not_found"
+
+
+class InvalidCursor(RequestRefused):
+    """A page cursor that this API did not give."""
+
+    code = "invalid_cursor"
+
+
+class ArchiveOff(RequestRefused):
+    """A route that reads or erases the archive, in a process that has none."""
+
+    code = "archive_off"
 
 
 class StoreUnavailable(OrchestratorError):

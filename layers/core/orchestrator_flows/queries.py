@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator_flows.errors import SessionEnded, SessionNotFound
+from orchestrator_flows.errors import ArchiveOff, SessionEnded, SessionNotFound
 from orchestrator_flows.records import (
+    CallsPage,
+    CallSummary,
+    ErasureReceipt,
     SessionState,
     Step,
     StepsResponse,
@@ -15,7 +18,11 @@ from orchestrator_flows.records import (
 from orchestrator_flows.store import SessionStore
 
 if TYPE_CHECKING:
+    from orchestrator_flows.archive.index import ArchiveIndex
     from orchestrator_flows.archive.store import Archive, ArchivedCall
+
+# How long one erasure request goes on erasing (API Gateway answers 503 past 30 s).
+ERASE_SECONDS = 20.0
 
 
 def _not_found(call_identify_id: str) -> SessionNotFound:
@@ -84,3 +91,40 @@ async def _archive_before_delete(store: SessionStore, call_identify_id: str,
     except BaseException:
         await store.release(claim)  # the call stays as it was
         raise
+
+
+async def list_calls(archive: Archive | None, account_id: str, limit: int,
+                     cursor: str | None) -> CallsPage:
+    """One page of the account's archived calls, newest first."""
+    if archive is None:
+        raise _archive_off()
+    from orchestrator_flows.archive.store import iso_time
+
+    page = await archive.calls_of(account_id, limit, cursor)
+    return CallsPage(account_id=account_id, next_cursor=page.cursor, calls=tuple(
+        CallSummary(call_identify_id=call.call_identify_id, eci=call.eci, status=call.status,
+                    current_flow_id=call.current_flow_id, step_count=call.step_count,
+                    created_at=call.created_at, updated_at=call.updated_at,
+                    archived_at=iso_time(call.archived_at))
+        for call in page.calls))
+
+
+async def erase_account(store: SessionStore, archive: Archive | None,
+                        account_id: str) -> ErasureReceipt:
+    """Erase a batch of the account's calls, in Redis and in the archive; the receipt."""
+    import time
+
+    from orchestrator_flows.archive.erasure import Eraser
+
+    index: ArchiveIndex | None = store.archive_index
+    if archive is None or index is None:
+        raise _archive_off()
+    eraser = Eraser(store=store, index=index, archive=archive)
+    return await eraser.erase(account_id, until=time.monotonic() + ERASE_SECONDS)
+
+
+def _archive_off() -> ArchiveOff:
+    return ArchiveOff("this deployment keeps no archive (ARCHIVE_TABLE is not set): there are "
+                      "no archived calls to list or erase, and live calls expire with their "
+                      "session TTL")
+

@@ -15,9 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator_flows.api.models import error_body
 from orchestrator_flows.errors import (
     AccountMismatch,
+    ArchiveOff,
     ArchiveUnavailable,
     IdempotencyKeyReused,
     IntentNotAllowed,
+    InvalidCursor,
     RequestRefused,
     SessionComplete,
     SessionEnded,
@@ -38,6 +40,8 @@ STATUS_OF: dict[type[RequestRefused], int] = {
     StepLimitReached: 409,
     AccountMismatch: 403,
     SessionNotFound: 404,
+    InvalidCursor: 422,
+    ArchiveOff: 501,
 }
 # Refusals counted in the StepsRejected metric: refused turns only, not reads of unknown calls.
 COUNTED_PATH = "/orchestrate"
@@ -69,8 +73,9 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
 async def archive_unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ArchiveUnavailable)
     logger.error("archive unavailable: %s", exc)
-    return JSONResponse(error_body(exc.code, "the archive is unavailable (a call to be ended "
-                                   "is left as it was); retry shortly"),
+    return JSONResponse(error_body(exc.code, "the archive is unavailable (nothing of the "
+                                   "request was lost: a call to be ended is left as it was, "
+                                   "an erasure goes on where it stopped); retry shortly"),
                         status_code=503, headers={"Retry-After": "5"})
 
 

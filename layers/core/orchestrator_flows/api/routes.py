@@ -9,16 +9,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from orchestrator_flows.api.models import ID_PATTERN, ErrorResponse, TurnRequest
-from orchestrator_flows.queries import end_session, get_session, get_steps
-from orchestrator_flows.records import SessionState, StepsResponse, TurnResponse, dump_json
+from orchestrator_flows.queries import (
+    end_session,
+    erase_account,
+    get_session,
+    get_steps,
+    list_calls,
+)
+from orchestrator_flows.records import (
+    CallsPage,
+    ErasureReceipt,
+    SessionState,
+    StepsResponse,
+    TurnResponse,
+    dump_json,
+)
 
-RouteName = Literal["orchestrate", "get_session", "get_steps", "delete_session", "healthz",
-                    "readyz"]
+RouteName = Literal["orchestrate", "get_session", "get_steps", "delete_session", "list_calls",
+                    "erase_account", "healthz", "readyz"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,8 @@ ROUTES: dict[RouteName, RouteSpec] = {
     "get_session": RouteSpec("GET", "/session/{call_identify_id}"),
     "get_steps": RouteSpec("GET", "/session/{call_identify_id}/steps"),
     "delete_session": RouteSpec("DELETE", "/session/{call_identify_id}"),
+    "list_calls": RouteSpec("GET", "/accounts/{account_id}/calls"),
+    "erase_account": RouteSpec("DELETE", "/accounts/{account_id}/data"),
     "healthz": RouteSpec("GET", "/healthz"),
     "readyz": RouteSpec("GET", "/readyz"),
 }
@@ -42,9 +57,15 @@ FUNCTIONS: dict[str, tuple[RouteName, ...]] = {
     "get_session": ("get_session", "healthz", "readyz"),
     "get_steps": ("get_steps",),
     "delete_session": ("delete_session",),
+    "list_calls": ("list_calls",),
+    "erase_account": ("erase_account",),
 }
 
 CallId = Annotated[str, Path(pattern=ID_PATTERN, description="the call's id")]
+AccountId = Annotated[str, Path(pattern=ID_PATTERN, description="the account's id")]
+PageSize = Annotated[int, Query(ge=1, le=100, description="calls per page")]
+Cursor = Annotated[str | None, Query(max_length=2048, description="the next_cursor of the "
+                                     "previous page")]
 # 1-128 printable ASCII characters, no space at either end (HTTP would strip it anyway).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,126}[\x21-\x7e])?$"
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -173,6 +194,52 @@ def add_delete_session(app: FastAPI) -> None:
         return Response(status_code=204)
 
 
+ARCHIVE_OFF = _doc(501, "archive_off: this deployment keeps no archive (ARCHIVE_TABLE unset)")
+
+
+def add_list_calls(app: FastAPI) -> None:
+
+    @app.get(
+        ROUTES["list_calls"].path,
+        response_model=None,
+        summary="An account's archived calls, newest first, by page (a call is listed once "
+        "archived: complete, ended, or idle for ARCHIVE_IDLE_SECONDS)",
+        responses={**_answers(CallsPage, "one page of the account's calls"),
+                   **COMMON_ERRORS, **ARCHIVE_OFF,
+                   **_doc(422, "invalid_request (a limit outside 1-100), or invalid_cursor: a "
+                          "cursor this route did not give"),
+                   **_doc(503, "archive_unavailable: the archive cannot be read; retry")},
+    )
+    async def calls(request: Request, account_id: AccountId, limit: PageSize = 20,
+                    cursor: Cursor = None) -> Response:
+        return _json(await list_calls(request.app.state.runtime.archives.get(), account_id,
+                                      limit, cursor))
+
+
+def add_erase_account(app: FastAPI) -> None:
+
+    @app.delete(
+        ROUTES["erase_account"].path,
+        response_model=None,
+        summary="Erase every call of the account, in Redis and in the archive (each replaced "
+        "by a tombstone keeping only ids, hashes and times), a batch per request: 202 while "
+        "calls are left (repeat the request), 200 once none is. The one route that removes "
+        "archived data: grant it only to the data-protection role.",
+        responses={**_answers(ErasureReceipt, "complete: the account holds nothing more"),
+                   202: {"description": "in_progress: a batch was erased; repeat the request",
+                         "content": {"application/json": {"schema": {
+                             "$ref": "#/components/schemas/ErasureReceipt"}}}},
+                   **COMMON_ERRORS, **ARCHIVE_OFF,
+                   **_doc(503, "store_unavailable or archive_unavailable: what was erased "
+                          "stays erased; repeat the request to go on")},
+    )
+    async def erase(request: Request, account_id: AccountId) -> Response:
+        runtime = request.app.state.runtime
+        receipt = await erase_account(runtime.store, runtime.archives.get(), account_id)
+        return Response(dump_json(receipt), media_type="application/json",
+                        status_code=200 if receipt.status == "complete" else 202)
+
+
 def add_healthz(app: FastAPI) -> None:
 
     @app.get(ROUTES["healthz"].path, summary="Liveness: the process answers (no I/O)")
@@ -199,6 +266,8 @@ ADD_ROUTE: dict[RouteName, Callable[[FastAPI], None]] = {
     "get_session": add_get_session,
     "get_steps": add_get_steps,
     "delete_session": add_delete_session,
+    "list_calls": add_list_calls,
+    "erase_account": add_erase_account,
     "healthz": add_healthz,
     "readyz": add_readyz,
 }

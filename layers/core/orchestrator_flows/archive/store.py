@@ -24,12 +24,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,7 +45,8 @@ from orchestrator_flows.archive.chain import (
     genesis,
     verify,
 )
-from orchestrator_flows.errors import ArchiveUnavailable, OrchestratorError
+from orchestrator_flows.errors import ArchiveUnavailable, InvalidCursor, OrchestratorError
+from orchestrator_flows.records import ErasureReceipt
 from orchestrator_flows.session import Session
 
 CallStatus = Literal["active", "complete", "ended"]
@@ -51,13 +55,15 @@ _STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "ended": 2}
 CALL_SK = "CALL"
 STEP_PREFIX = "STEP#"
 ACCOUNT_PREFIX = "ACCOUNT#"
+ERASURE_SK = "ERASURE"  # an account's latest erasure; each finished one also under ERASURE#<id>
 DAY_SECONDS = 86_400
 # Transactions in flight at once for one archiver, each writing up to STEPS_PER_WRITE steps
 # (conditional Puts) with a check that the call was not erased: 25 steps of at most 64 KiB
-# stay well inside a transaction's 100 actions and 4 MB.
+# stay well inside a transaction's 100 actions and 4 MB. A BatchWriteItem takes 25 at most.
 WRITERS = 8
 STEPS_PER_WRITE = 25
 TRANSACTION_TRIES = 5
+BATCH_WRITE = 25
 
 
 class ArchiveConflict(OrchestratorError):
@@ -105,6 +111,26 @@ class ArchivedCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is left of an erased call: ids, times and its chain's hashes, no content."""
+
+    call_identify_id: str
+    account_id: str
+    erasure_id: str
+    finished: bool  # its steps are deleted (else an erasure was interrupted while at it)
+    created_at: str
+    updated_at: str
+    erased_at: int
+    head: str
+    hashes: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (f"call {self.call_identify_id} was erased at {iso_time(self.erased_at)} (erasure "
+                f"{self.erasure_id}); its tombstone keeps {len(self.hashes)} step hashes, "
+                f"head {self.head}")
+
+
+@dataclass(frozen=True, slots=True)
 class CallPage:
     calls: tuple[ArchivedCall, ...]
     cursor: str | None  # the next page's, or None when this is the last
@@ -118,6 +144,22 @@ class Archive(Protocol):
     async def steps(self, call_identify_id: str) -> list[Link]: ...
 
     async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage: ...
+
+    async def tombstone(self, call_identify_id: str) -> Tombstone | None: ...
+
+    async def erasable(self, account_id: str, limit: int) -> list[str]: ...
+
+    async def mark_erasing(self, call_identify_id: str, account_id: str, erasure_id: str,
+                           live: tuple[ArchivedCall, Sequence[str]] | None) -> int | None: ...
+
+    async def finish_erasure(self, call_identify_id: str) -> int: ...
+
+    async def receipt(self, account_id: str) -> ErasureReceipt | None: ...
+
+    async def start_erasure(self, account_id: str) -> ErasureReceipt: ...
+
+    async def count_erasure(self, receipt: ErasureReceipt, calls: int, live_calls: int,
+                            steps: int, finished: bool) -> ErasureReceipt: ...
 
 
 def open_archive(table: str, retention_days: int) -> DynamoArchive:
@@ -235,6 +277,151 @@ class DynamoArchive:
         last = page.get("LastEvaluatedKey")
         return CallPage(tuple(_call_from(item) for item in page.get("Items", [])),
                         _encode_cursor(last) if last else None)
+
+    # Erasure: the one way archived data leaves before its retention runs out.
+
+    async def erasable(self, account_id: str, limit: int) -> list[str]:
+        """Up to `limit` of the account's calls the archive still holds (or is erasing)."""
+        page = await self._run(
+            "query", TableName=self._table, IndexName="GSI1", Limit=limit,
+            KeyConditionExpression="GSI1PK = :account", ProjectionExpression="PK",
+            ExpressionAttributeValues={":account": {"S": ACCOUNT_PREFIX + account_id}})
+        return [item["PK"]["S"].removeprefix("CALL#") for item in page.get("Items", [])]
+
+    async def mark_erasing(self, call_identify_id: str, account_id: str, erasure_id: str,
+                           live: tuple[ArchivedCall, Sequence[str]] | None) -> int | None:
+        """Replace the call item by its tombstone (ids, times, the steps' hashes, the head),
+        still in the account's index until `finish_erasure`; from then on nothing archives the
+        call again. The hashes are those of the live trail when Redis still holds the call
+        (`live`: its call and steps), else the archived ones. Returns the call's step count,
+        or None when another erasure marked it first, or there is nothing of it."""
+        item = await self._call_item(call_identify_id)
+        if item is not None and "erasure_id" in item:
+            return None
+        if live is not None:
+            record, hashes = live[0], [link.hash for link in links_of(*live)]
+        elif item is not None:
+            record = _call_from(item)
+            hashes = [link.hash for link in await self.steps(call_identify_id)]
+        else:
+            return None
+        now = int(self._clock())
+        tombstone = {
+            **_key(call_identify_id, CALL_SK),
+            "account_id": {"S": account_id}, "erasure_id": {"S": erasure_id},
+            "status": {"S": "erasing"}, "created_at": {"S": record.created_at},
+            "updated_at": {"S": record.updated_at}, "step_count": {"N": str(len(hashes))},
+            "hashes": {"L": [{"S": value} for value in hashes]},
+            "head": {"S": hashes[-1] if hashes else genesis(call_identify_id)},
+            "erased_at": {"N": str(now)},
+            "expires_at": {"N": str(now + self._retention_seconds)},
+            "GSI1PK": {"S": ACCOUNT_PREFIX + account_id},
+            "GSI1SK": {"S": f"{record.updated_at}#{call_identify_id}"},
+        }
+        try:
+            await self._run("put_item", TableName=self._table, Item=tombstone,
+                            ConditionExpression="attribute_not_exists(erasure_id)")
+        except _ConditionFailed:
+            return None
+        return len(hashes)
+
+    async def finish_erasure(self, call_identify_id: str) -> int:
+        """Delete every step item of a call marked erasing, then take its tombstone off the
+        account's index; how many step items were deleted. Safe to repeat."""
+        keys: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = await self._run(
+                "query", TableName=self._table, ConsistentRead=True, ProjectionExpression="PK, SK",
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
+                ExpressionAttributeValues={":pk": {"S": _pk(call_identify_id)},
+                                           ":steps": {"S": STEP_PREFIX}},
+                **({"ExclusiveStartKey": start} if start else {}))
+            keys += page.get("Items", [])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        await asyncio.gather(*(self._delete_all(keys[at:at + BATCH_WRITE])
+                               for at in range(0, len(keys), BATCH_WRITE)))
+        with contextlib.suppress(_ConditionFailed):  # not marked: nothing of it was archived
+            await self._run("update_item", TableName=self._table,
+                            Key=_key(call_identify_id, CALL_SK),
+                            UpdateExpression="SET #status = :erased REMOVE GSI1PK, GSI1SK",
+                            ConditionExpression="attribute_exists(erasure_id)",
+                            ExpressionAttributeNames={"#status": "status"},
+                            ExpressionAttributeValues={":erased": {"S": "erased"}})
+        return len(keys)
+
+    async def _delete_all(self, keys: list[dict[str, Any]]) -> None:
+        requests = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for attempt in range(TRANSACTION_TRIES):
+            async with self._writers:
+                done = await self._run("batch_write_item", RequestItems={self._table: requests})
+            requests = done.get("UnprocessedItems", {}).get(self._table, [])
+            if not requests:
+                return
+            await asyncio.sleep(0.05 * 2 ** attempt * random.random())
+        raise ArchiveUnavailable(f"{len(requests)} step items could not be deleted (throttled); "
+                                 "the erasure goes on at its next request")
+
+    async def tombstone(self, call_identify_id: str) -> Tombstone | None:
+        item = await self._call_item(call_identify_id)
+        if item is None or "erasure_id" not in item:
+            return None
+        return Tombstone(call_identify_id, item["account_id"]["S"], item["erasure_id"]["S"],
+                         item["status"]["S"] == "erased", item["created_at"]["S"],
+                         item["updated_at"]["S"], int(item["erased_at"]["N"]),
+                         item["head"]["S"], tuple(h["S"] for h in item["hashes"]["L"]))
+
+    async def receipt(self, account_id: str) -> ErasureReceipt | None:
+        """The account's latest erasure (going on, or done)."""
+        found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
+                                Key=_receipt_key(account_id))
+        item = found.get("Item")
+        return _receipt_from(item) if item else None
+
+    async def start_erasure(self, account_id: str) -> ErasureReceipt:
+        """A new erasure of the account, unless one is going on: then that one."""
+        receipt = ErasureReceipt(
+            erasure_id=uuid.uuid4().hex, account_id=account_id, status="in_progress",
+            calls_erased=0, live_calls_erased=0, steps_erased=0,
+            started_at=iso_time(self._clock()), finished_at=None)
+        try:
+            await self._run("put_item", TableName=self._table,
+                            Item=_receipt_item(receipt),
+                            ConditionExpression="attribute_not_exists(SK) OR #status = :done",
+                            ExpressionAttributeNames={"#status": "status"},
+                            ExpressionAttributeValues={":done": {"S": "complete"}})
+        except _ConditionFailed:
+            going = await self.receipt(account_id)
+            assert going is not None
+            return going
+        return receipt
+
+    async def count_erasure(self, receipt: ErasureReceipt, calls: int, live_calls: int,
+                            steps: int, finished: bool) -> ErasureReceipt:
+        """Add what a request erased to the receipt, and close it when `finished`."""
+        update = "ADD calls_erased :c, live_calls_erased :l, steps_erased :s"
+        values: dict[str, Any] = {":c": {"N": str(calls)}, ":l": {"N": str(live_calls)},
+                                  ":s": {"N": str(steps)}, ":id": {"S": receipt.erasure_id}}
+        if finished:
+            update += " SET #status = :done, finished_at = :at"
+            values |= {":done": {"S": "complete"}, ":at": {"S": iso_time(self._clock())}}
+        try:
+            found = await self._run(
+                "update_item", TableName=self._table, Key=_receipt_key(receipt.account_id),
+                UpdateExpression=update, ConditionExpression="erasure_id = :id",
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                **({"ExpressionAttributeNames": {"#status": "status"}} if finished else {}))
+        except _ConditionFailed:
+            # Another request closed it and a new erasure began: this one's work is done.
+            going = await self.receipt(receipt.account_id)
+            return going or receipt
+        done = _receipt_from(found["Attributes"])
+        if finished:  # kept beside the next erasures' receipts
+            await self._run("put_item", TableName=self._table, Item={
+                **_receipt_item(done), "SK": {"S": f"{ERASURE_SK}#{done.erasure_id}"}})
+        return done
 
     async def _step_hash(self, call_identify_id: str, number: int) -> str | None:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
@@ -380,13 +567,45 @@ def _decode_cursor(cursor: str, account_id: str) -> dict[str, Any]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         pk, sort = raw["c"], raw["u"]
-        if not (isinstance(pk, str) and isinstance(sort, str)):
+        # The key of a call item of this account's index, as `_encode_cursor` wrote it.
+        if not (isinstance(pk, str) and isinstance(sort, str) and pk.startswith("CALL#")
+                and sort.endswith("#" + pk.removeprefix("CALL#"))):
             raise ValueError
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidCursor("the cursor is not one this route gave") from exc
+        raise InvalidCursor("the cursor is not one this route gave; start again without "
+                            "one") from exc
     return {"PK": {"S": pk}, "SK": {"S": CALL_SK},
             "GSI1PK": {"S": ACCOUNT_PREFIX + account_id}, "GSI1SK": {"S": sort}}
 
 
-class InvalidCursor(OrchestratorError):
-    """A page cursor that this archive did not give."""
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+def _receipt_key(account_id: str) -> dict[str, dict[str, str]]:
+    return {"PK": {"S": ACCOUNT_PREFIX + account_id}, "SK": {"S": ERASURE_SK}}
+
+
+def _receipt_item(receipt: ErasureReceipt) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        **_receipt_key(receipt.account_id), "erasure_id": {"S": receipt.erasure_id},
+        "account_id": {"S": receipt.account_id}, "status": {"S": receipt.status},
+        "calls_erased": {"N": str(receipt.calls_erased)},
+        "live_calls_erased": {"N": str(receipt.live_calls_erased)},
+        "steps_erased": {"N": str(receipt.steps_erased)},
+        "started_at": {"S": receipt.started_at}}
+    if receipt.finished_at is not None:
+        item["finished_at"] = {"S": receipt.finished_at}
+    return item
+
+
+def _receipt_from(item: dict[str, Any]) -> ErasureReceipt:
+    return ErasureReceipt(
+        erasure_id=item["erasure_id"]["S"], account_id=item["account_id"]["S"],
+        status="complete" if item["status"]["S"] == "complete" else "in_progress",
+        calls_erased=int(item["calls_erased"]["N"]),
+        live_calls_erased=int(item["live_calls_erased"]["N"]),
+        steps_erased=int(item["steps_erased"]["N"]), started_at=item["started_at"]["S"],
+        finished_at=item["finished_at"]["S"] if "finished_at" in item else None)
+

@@ -142,8 +142,12 @@ async def _verify(settings: Settings, call_identify_id: str) -> int:
                             settings.retention_days)
     try:
         verdict = await verify_call(archive, call_identify_id)
+        tombstone = await archive.tombstone(call_identify_id) if verdict is None else None
     except ArchiveUnavailable as exc:
         return _fail(str(exc))
+    if tombstone is not None:  # nothing left to verify: say what the erasure kept
+        print(tombstone.describe())
+        return 0
     if verdict is None:
         return _fail(f"call {call_identify_id} is not in the archive {settings.archive_table}")
     print(verdict.describe())
