@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
+# The functions of the archive, whose fixtures tell a story of their own (with ARCHIVE_TABLE).
+ARCHIVE_FUNCTIONS = ("list_calls", "erase_account", "sweeper")
 
 
 def load_event(function: str, name: str) -> dict[str, Any]:
