@@ -1,4 +1,4 @@
-"""The HTTP API: the six routes to their functions, IAM authorization by default (a JWT
+"""The HTTP API: the eight routes to their functions, IAM authorization by default (a JWT
 authorizer when the context names an issuer), throttling on the default stage, JSON access logs,
 CORS only when origins are configured."""
 
@@ -80,7 +80,7 @@ class Api(Construct):
             throttle=apigwv2.ThrottleSettings(rate_limit=config.throttle_rate_limit,
                                               burst_limit=config.throttle_burst_limit),
             access_log_settings=_AccessLogs(self.access_logs))
-        for spec in FUNCTIONS:
+        for spec in (spec for spec in FUNCTIONS if spec.routes):
             integration = integrations.HttpLambdaIntegration(
                 f"{spec.name}-integration", functions.by_name[spec.name])
             for method, path in spec.routes:

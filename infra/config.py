@@ -67,6 +67,11 @@ class StackConfig(BaseModel):
     cache_max_data_gb: int = Field(5, alias="cacheMaxDataGb", ge=1, le=5000)
     cache_max_ecpu_per_second: int = Field(5000, alias="cacheMaxEcpuPerSecond", ge=1000,
                                            le=15_000_000)
+    # The archive: how long a call's record is kept, when an idle call is archived, how often
+    # the sweeper runs.
+    retention_days: int = Field(90, alias="retentionDays", ge=1, le=3650)
+    archive_idle_seconds: int = Field(2700, alias="archiveIdleSeconds", ge=60)
+    sweep_minutes: int = Field(5, alias="sweepMinutes", ge=1, le=15)
 
     @field_validator("agent_urls", "agent_auth", "agent_versions", "jwt_audience",
                      "cors_allow_origins", mode="before")
@@ -116,7 +121,21 @@ class StackConfig(BaseModel):
             raise ValueError("jwtIssuer must be an https:// URL")
         if self.throttle_burst_limit < self.throttle_rate_limit:
             raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
+        # An idle call is archived before Redis lets it go: its idle time, then up to one sweep
+        # interval and one sweep, must fit in the session TTL.
+        if self.archive_idle_seconds + 2 * self.sweep_minutes * 60 > self.session_ttl_seconds:
+            raise ValueError(
+                f"archiveIdleSeconds={self.archive_idle_seconds} and sweepMinutes="
+                f"{self.sweep_minutes} leave no time to archive an idle call before its "
+                f"session TTL ({self.session_ttl_seconds} s) runs out: idle + 2 sweeps must "
+                "fit in it")
         return self
+
+    @property
+    def is_dev(self) -> bool:
+        """A stage whose data may go with the stack (the default, `dev`); any other stage keeps
+        its data when the stack is deleted."""
+        return self.stage == "dev"
 
     @field_validator("agent_versions")
     @classmethod

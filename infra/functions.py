@@ -1,5 +1,6 @@
-"""The four Lambda functions, one per endpoint, built in one loop over their specs: each gets the
-core layer, the VPC, its own log group and only the environment its routes need."""
+"""The Lambda functions, one per endpoint and the scheduled sweeper, built in one loop over
+their specs: each gets the core layer, the VPC, its own log group, only the environment its
+routes need, and only the access to the archive its work needs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from dataclasses import dataclass
 from typing import cast
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra.archive import Access, ArchiveTable
 from infra.cache import SessionCache
-from infra.config import REDIS_MARGIN_SECONDS, ROOT, StackConfig
+from infra.config import API_GATEWAY_TIMEOUT_SECONDS, REDIS_MARGIN_SECONDS, ROOT, StackConfig
 from infra.layer import ARCHITECTURE, RUNTIME
 from infra.network import Network
 
@@ -37,9 +41,11 @@ ACCEPTED_FINDINGS = {
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str  # its folder under functions/
-    routes: tuple[tuple[str, str], ...]  # (HTTP method, path)
+    routes: tuple[tuple[str, str], ...]  # (HTTP method, path); none for the scheduled sweeper
     calls_agents: bool
     description: str
+    archive: Access = "none"
+    timeout_seconds: int = REDIS_MARGIN_SECONDS  # a read: one Redis script, or two DynamoDB reads
 
     @property
     def logical_id(self) -> str:
@@ -47,17 +53,29 @@ class FunctionSpec:
         return "".join(part.title() for part in self.name.split("_")) + "Function"
 
 
+SWEEPER = "sweeper"
 FUNCTIONS = (
     FunctionSpec("orchestrate", (("POST", "/orchestrate"),), calls_agents=True,
                  description="POST /orchestrate: one turn of a call"),
     FunctionSpec("get_session", (("GET", "/session/{call_identify_id}"), ("GET", "/healthz"),
                                  ("GET", "/readyz")),
-                 calls_agents=False,
+                 calls_agents=False, archive="read",
                  description="GET /session/{id}, GET /healthz (liveness), GET /readyz (Redis)"),
     FunctionSpec("get_steps", (("GET", "/session/{call_identify_id}/steps"),),
-                 calls_agents=False, description="GET /session/{id}/steps: the audit trail"),
+                 calls_agents=False, archive="read",
+                 description="GET /session/{id}/steps: the audit trail"),
     FunctionSpec("delete_session", (("DELETE", "/session/{call_identify_id}"),),
-                 calls_agents=False, description="DELETE /session/{id}: end a call"),
+                 calls_agents=False, archive="archive", timeout_seconds=15,
+                 description="DELETE /session/{id}: end a call (archived first)"),
+    FunctionSpec("list_calls", (("GET", "/accounts/{account_id}/calls"),),
+                 calls_agents=False, archive="list",
+                 description="GET /accounts/{id}/calls: an account's archived calls"),
+    FunctionSpec("erase_account", (("DELETE", "/accounts/{account_id}/data"),),
+                 calls_agents=False, archive="erase",
+                 timeout_seconds=API_GATEWAY_TIMEOUT_SECONDS - 1,
+                 description="DELETE /accounts/{id}/data: erase an account's calls"),
+    FunctionSpec(SWEEPER, (), calls_agents=False, archive="archive", timeout_seconds=0,
+                 description="Scheduled: archive the calls that are due"),
 )
 
 
@@ -67,7 +85,7 @@ def metrics_namespace(config: StackConfig) -> str:
 
 class Functions(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig, network: Network,
-                 cache: SessionCache, layer: lambda_.ILayerVersion,
+                 cache: SessionCache, layer: lambda_.ILayerVersion, archive: ArchiveTable,
                  agent_urls: dict[str, str]) -> None:
         super().__init__(scope, id)
         self.by_name: dict[str, lambda_.Function] = {}
@@ -76,6 +94,11 @@ class Functions(Construct):
                 "REDIS_URL": cache.redis_url,
                 "REDIS_MODE": "cluster",
                 "SESSION_TTL_SECONDS": str(config.session_ttl_seconds),
+                # Every function knows the table: orchestrate to schedule its calls in the
+                # archive's index (it has no access to the table itself).
+                "ARCHIVE_TABLE": archive.table.table_name,
+                "RETENTION_DAYS": str(config.retention_days),
+                "ARCHIVE_IDLE_SECONDS": str(config.archive_idle_seconds),
                 "POWERTOOLS_SERVICE_NAME": SERVICE,
                 "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace(config),
                 "POWERTOOLS_LOG_LEVEL": config.log_level,
@@ -106,26 +129,41 @@ class Functions(Construct):
                 layers=[layer],
                 memory_size=(config.orchestrate_memory_mb if spec.calls_agents
                              else config.read_memory_mb),
-                # A turn: the agent's deadline plus two Redis scripts; a read: one script.
-                timeout=Duration.seconds(config.function_timeout_seconds if spec.calls_agents
-                                         else REDIS_MARGIN_SECONDS),
+                timeout=Duration.seconds(self._timeout(spec, config)),
                 vpc=network.vpc,
                 vpc_subnets=network.subnets,
                 security_groups=[network.function_group],
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=log_group,
                 environment=environment,
-                reserved_concurrent_executions=(config.reserved_concurrency if spec.calls_agents
-                                                else None),
+                reserved_concurrent_executions=(
+                    config.reserved_concurrency if spec.calls_agents
+                    else 1 if spec.name == SWEEPER  # one sweep at a time (two would be safe)
+                    else None),
             )
             cast(lambda_.CfnFunction, function.node.default_child).override_logical_id(
                 spec.logical_id)
             if spec.calls_agents:
                 self._grant_agent_secrets(function, config)
+            archive.grant(function, spec.archive)
             self.by_name[spec.name] = function
+        self.sweep = events.Rule(
+            self, "SweepSchedule", schedule=events.Schedule.rate(
+                Duration.minutes(config.sweep_minutes)),
+            description="Orchestrator Flows: archive the calls that are due")
+        # Not retried: the next run takes what this one left, and overlapping runs gain nothing.
+        self.sweep.add_target(targets.LambdaFunction(self.by_name[SWEEPER], retry_attempts=0))
         Validations.of(self).acknowledge(*(
             Acknowledgment(id=f"AwsSolutions::{finding}", reason=reason)
             for finding, reason in ACCEPTED_FINDINGS.items()))
+
+    @staticmethod
+    def _timeout(spec: FunctionSpec, config: StackConfig) -> int:
+        if spec.calls_agents:  # a turn: the agent's deadline plus two Redis scripts
+            return config.function_timeout_seconds
+        if spec.name == SWEEPER:  # done before the next run starts
+            return config.sweep_minutes * 60 - 30 if config.sweep_minutes > 1 else 45
+        return spec.timeout_seconds
 
     @staticmethod
     def _grant_agent_secrets(function: lambda_.Function, config: StackConfig) -> None:

@@ -1,6 +1,7 @@
 """Alarms and a dashboard: API 5xx and p99 latency, agent errors, Lambda throttles, the cache's
-processing units and memory against their limits, and the Powertools metrics the functions emit.
-Alarms notify an SNS topic when the context names an e-mail address."""
+processing units and memory against their limits, the archive (calls the sweeper could not
+archive, how far behind it is, whether it runs at all), and the Powertools metrics the functions
+emit. Alarms notify an SNS topic when the context names an e-mail address."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from constructs import Construct
 from infra.api import Api
 from infra.cache import SessionCache
 from infra.config import StackConfig
-from infra.functions import SERVICE, Functions, metrics_namespace
+from infra.functions import SERVICE, SWEEPER, Functions, metrics_namespace
 
 FIVE_MINUTES = Duration.minutes(5)
 # Alarm before the cache's own limits throttle it.
@@ -50,15 +51,39 @@ class Monitoring(Construct):
             watched[f"Throttles-{name}"] = (
                 function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"), 1,
                 f"{name} invocations throttled")
+        sweep = Duration.minutes(max(5, config.sweep_minutes))
+        watched |= {
+            # Calls the archive could not take in two runs in a row: they stay in Redis, kept
+            # alive, until it can (DynamoDB down or throttled, or a conflicting trail).
+            "ArchiveFailures": (cloudwatch.Metric(
+                namespace=namespace, metric_name="ArchiveFailures",
+                dimensions_map={"service": SERVICE}, statistic="Sum", period=sweep), 1,
+                "calls the sweeper could not archive (kept alive in Redis until it can)"),
+            "SweeperErrors": (functions.by_name[SWEEPER].metric_errors(
+                period=sweep, statistic="Sum"), 1, "sweeper runs that failed"),
+        }
         self.alarms = [
             cloudwatch.Alarm(self, name, metric=metric, threshold=threshold,
-                             evaluation_periods=3 if "Latency" in name else 1,
+                             evaluation_periods=(3 if "Latency" in name
+                                                 else 2 if name == "ArchiveFailures" else 1),
                              comparison_operator=(
                                  cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD),
                              treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
                              alarm_description=f"Orchestrator Flows {config.stage}: {what}")
             for name, (metric, threshold, what) in watched.items()
         ]
+        # How long the oldest due call has waited, half the time between falling due (idle)
+        # and the session TTL; no figure at all means the sweeper does not run: that alarms too.
+        lag_limit = (config.session_ttl_seconds - config.archive_idle_seconds) // 2
+        self.alarms.append(cloudwatch.Alarm(
+            self, "ArchiveLag", metric=cloudwatch.Metric(
+                namespace=namespace, metric_name="ArchiveLagSeconds",
+                dimensions_map={"service": SERVICE}, statistic="Maximum", period=sweep),
+            threshold=lag_limit, evaluation_periods=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            alarm_description=f"Orchestrator Flows {config.stage}: the sweeper is {lag_limit} s "
+                              "or more behind, or has not run"))
         self.topic: sns.Topic | None = None
         if config.alarm_email is not None:
             self.topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True,
@@ -101,6 +126,14 @@ class Monitoring(Construct):
                                    left=[per("AgentErrors", "agent,kind", "Sum")]),
             cloudwatch.GraphWidget(title="Steps rejected", width=8,
                                    left=[per("StepsRejected", "code", "Sum")]),
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(title="Archive", width=12,
+                                   left=[own("ArchivedCalls", "Sum"), own("CallsGone", "Sum"),
+                                         own("ArchiveFailures", "Sum"),
+                                         own("ArchiveKeptAlive", "Sum")]),
+            cloudwatch.GraphWidget(title="Archive lag (s)", width=12,
+                                   left=[own("ArchiveLagSeconds", "Maximum")]),
         )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(

@@ -43,3 +43,12 @@ class Network(Construct):
         self.function_group = ec2.SecurityGroup(
             self, "FunctionGroup", vpc=self.vpc, allow_all_outbound=True,
             description="Orchestrator Flows functions")
+
+    def reach_dynamodb(self) -> None:
+        """A gateway endpoint for DynamoDB (free): the archive is reached without the NAT,
+        and from isolated subnets at all. Only where the stack builds the VPC: an existing one
+        is its owner's to equip."""
+        if isinstance(self.vpc, ec2.Vpc):
+            self.vpc.add_gateway_endpoint(
+                "DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB,
+                subnets=[self.subnets])

@@ -1,4 +1,5 @@
-"""The Orchestrator Flows stack: network, session cache, core layer, functions, API, monitoring."""
+"""The Orchestrator Flows stack: network, session cache, archive, core layer, functions, API,
+monitoring."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from infra.api import Api
+from infra.archive import ArchiveTable
 from infra.cache import SessionCache
 from infra.config import StackConfig, flow_agents
 from infra.functions import Functions
@@ -24,14 +26,19 @@ class OrchestratorFlowsStack(Stack):
         self.network = Network(self, "Network", config=config)
         self.cache = SessionCache(self, "SessionCache", config=config, network=self.network)
         self.layer = CoreLayer(self, "CoreLayer")
+        self.archive = ArchiveTable(self, "Archive", config=config)
+        self.network.reach_dynamodb()
         self.functions = Functions(self, "Functions", config=config, network=self.network,
                                    cache=self.cache, layer=self.layer.layer,
-                                   agent_urls=agent_urls)
+                                   archive=self.archive, agent_urls=agent_urls)
         self.api = Api(self, "Api", config=config, functions=self.functions)
         self.monitoring = Monitoring(self, "Monitoring", config=config, api=self.api,
                                      functions=self.functions, cache=self.cache)
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "RedisUrl", value=self.cache.redis_url)
+        CfnOutput(self, "ArchiveTable", value=self.archive.table.table_name,
+                  description="the DynamoDB table of archived calls (ARCHIVE_TABLE for "
+                  "`orchestrator-flows verify`)")
         if self.network.nat_ips:
             CfnOutput(self, "AgentCallerIps", value=Fn.join(",", self.network.nat_ips),
                       description="the public IPs agent calls come from (the NAT gateways'): "

@@ -11,8 +11,10 @@ from infra.config import flow_agents
 from infra.functions import FUNCTIONS
 from tests.infra.conftest import AGENTS, Synth, Synthesized
 
-READ_FUNCTIONS = ("GetSessionFunction", "GetStepsFunction", "DeleteSessionFunction")
-ALL_FUNCTIONS = ("OrchestrateFunction", *READ_FUNCTIONS)
+READ_FUNCTIONS = ("GetSessionFunction", "GetStepsFunction", "DeleteSessionFunction",
+                  "ListCallsFunction")
+ALL_FUNCTIONS = ("OrchestrateFunction", *READ_FUNCTIONS, "EraseAccountFunction",
+                 "SweeperFunction")
 
 
 def functions(stack: Synthesized) -> dict[str, dict[str, Any]]:
@@ -62,7 +64,7 @@ def test_only_orchestrate_is_told_where_the_agents_are(full_stack: Synthesized) 
     assert agents["AGENT_URL_AUTH"] == "https://auth.example.net/a2a/"
     assert agents["AGENT_URL_REFUND"] == "https://agents.example.com/refund/"
     assert env["AGENT_TIMEOUT_SECONDS"] == "15"
-    for name in READ_FUNCTIONS:
+    for name in ALL_FUNCTIONS[1:]:
         assert not [key for key in props[name]["Environment"]["Variables"]
                     if key.startswith("AGENT_")], name
 
@@ -73,16 +75,20 @@ def test_timeouts_and_memory_follow_the_config(full_stack: Synthesized) -> None:
     assert props["OrchestrateFunction"]["MemorySize"] == 512
     assert props["OrchestrateFunction"]["ReservedConcurrentExecutions"] == 50
     for name in READ_FUNCTIONS:
-        assert props[name]["Timeout"] == 5
+        assert props[name]["Timeout"] == (15 if name == "DeleteSessionFunction" else 5)
         assert props[name]["MemorySize"] == 256
         assert "ReservedConcurrentExecutions" not in props[name]
+    assert props["EraseAccountFunction"]["Timeout"] == 29  # inside API Gateway's 30 s
+    # The sweeper ends before the next run is due, and runs one at a time.
+    assert props["SweeperFunction"]["Timeout"] == 5 * 60 - 30
+    assert props["SweeperFunction"]["ReservedConcurrentExecutions"] == 1
 
 
-def test_function_roles_may_write_logs_traces_and_enis_and_nothing_else(
+def test_function_roles_may_write_logs_traces_and_enis_and_use_the_archive_as_their_work_needs(
         default_stack: Synthesized) -> None:
     roles = default_stack.resources("AWS::IAM::Role")
     function_roles = {props["Role"]["Fn::GetAtt"][0] for props in functions(default_stack).values()}
-    assert len(function_roles) == 4
+    assert len(function_roles) == 7
     for role in function_roles:
         managed = roles[role]["Properties"]["ManagedPolicyArns"]
         assert sorted(arn["Fn::Join"][1][-1] for arn in managed) == [
@@ -97,7 +103,90 @@ def test_function_roles_may_write_logs_traces_and_enis_and_nothing_else(
                          for action in ([statement["Action"]]
                                         if isinstance(statement["Action"], str)
                                         else statement["Action"]))
-        assert actions == ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+        assert [a for a in actions if not a.startswith("dynamodb:")] == [
+            "xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+
+
+def archive_access(stack: Synthesized) -> dict[str, tuple[set[str], list[Any]]]:
+    """Per function: the DynamoDB actions its role may take, and on what."""
+    (table,) = stack.resources("AWS::DynamoDB::GlobalTable")
+    role_of = {props["Role"]["Fn::GetAtt"][0]: name for name, props in functions(stack).items()}
+    found: dict[str, tuple[set[str], list[Any]]] = {name: (set(), []) for name in role_of.values()}
+    for policy in stack.resources("AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                actions = [actions] if isinstance(actions, str) else actions
+                if role["Ref"] in role_of and any(a.startswith("dynamodb:") for a in actions):
+                    assert statement["Effect"] == "Allow"
+                    resources = statement["Resource"]
+                    resources = resources if isinstance(resources, list) else [resources]
+                    assert all(table in json.dumps(r) for r in resources)
+                    found[role_of[role["Ref"]]][0].update(actions)
+                    found[role_of[role["Ref"]]][1].extend(resources)
+    return found
+
+
+def test_only_the_erasure_may_delete_archived_data_and_the_reads_may_only_read(
+        default_stack: Synthesized) -> None:
+    access = archive_access(default_stack)
+    read = {"dynamodb:GetItem", "dynamodb:Query"}
+    archive = read | {"dynamodb:PutItem", "dynamodb:ConditionCheckItem"}
+    assert {name: actions for name, (actions, _) in access.items()} == {
+        "OrchestrateFunction": set(),  # it schedules calls in Redis, never touches the table
+        "GetSessionFunction": read, "GetStepsFunction": read,
+        "ListCallsFunction": {"dynamodb:Query"},
+        "DeleteSessionFunction": archive, "SweeperFunction": archive,
+        "EraseAccountFunction": archive | {"dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                                           "dynamodb:BatchWriteItem"},
+    }
+    (index_only,) = access["ListCallsFunction"][1]
+    assert json.dumps(index_only).endswith('"/index/GSI1"]]}')
+    assert "*" not in json.dumps([resources for _, resources in access.values()])
+
+
+def test_the_archive_table_is_on_demand_recoverable_encrypted_and_expires_records(
+        default_stack: Synthesized) -> None:
+    (table,) = default_stack.resources("AWS::DynamoDB::GlobalTable").values()
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert [k["AttributeName"] for k in props["KeySchema"]] == ["PK", "SK"]
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "GSI1"
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["GSI1PK", "GSI1SK"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    (replica,) = props["Replicas"]
+    assert replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # dev: the data goes with the stack
+    assert replica.get("DeletionProtectionEnabled") is False
+    assert table["DeletionPolicy"] == "Delete"
+    for name, function in functions(default_stack).items():
+        env = function["Environment"]["Variables"]
+        assert env["ARCHIVE_TABLE"] == {"Ref": next(iter(
+            default_stack.resources("AWS::DynamoDB::GlobalTable")))}, name
+        assert (env["RETENTION_DAYS"], env["ARCHIVE_IDLE_SECONDS"]) == ("90", "2700"), name
+
+
+def test_outside_dev_the_archive_is_retained_and_protected_from_deletion(
+        full_stack: Synthesized) -> None:
+    (table,) = full_stack.resources("AWS::DynamoDB::GlobalTable").values()
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    (replica,) = table["Properties"]["Replicas"]
+    assert replica["DeletionProtectionEnabled"] is True
+
+
+def test_the_sweeper_runs_on_a_schedule_and_the_functions_reach_dynamodb_inside_the_vpc(
+        default_stack: Synthesized, full_stack: Synthesized) -> None:
+    (rule,) = default_stack.resources("AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["SweeperFunction", "Arn"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0}
+    for stack in (default_stack, full_stack):  # with a NAT, and isolated
+        (endpoint,) = stack.resources("AWS::EC2::VPCEndpoint").values()
+        assert endpoint["Properties"]["VpcEndpointType"] == "Gateway"
+        assert ".dynamodb" in json.dumps(endpoint["Properties"]["ServiceName"])
 
 
 def test_the_cache_is_valkey_serverless_and_admits_only_the_functions_on_6379(
@@ -123,12 +212,12 @@ def test_the_cache_is_valkey_serverless_and_admits_only_the_functions_on_6379(
     assert rule["SourceSecurityGroupId"] == {"Fn::GetAtt": [function_group, "GroupId"]}
 
 
-def test_the_api_routes_six_routes_to_their_functions_under_iam(
+def test_the_api_routes_eight_routes_to_their_functions_under_iam(
         default_stack: Synthesized) -> None:
     routes = {route["Properties"]["RouteKey"]: route["Properties"]
               for route in default_stack.resources("AWS::ApiGatewayV2::Route").values()}
     assert set(routes) == {f"{method} {path}" for spec in FUNCTIONS for method, path in spec.routes}
-    assert len(routes) == 6
+    assert len(routes) == 8
     integrations = default_stack.resources("AWS::ApiGatewayV2::Integration")
     for spec in FUNCTIONS:
         for method, path in spec.routes:
@@ -174,7 +263,7 @@ def test_a_jwt_issuer_in_context_replaces_iam_with_a_jwt_authorizer(
 def test_every_log_group_keeps_its_logs_for_the_configured_days(
         default_stack: Synthesized) -> None:
     log_groups = default_stack.resources("AWS::Logs::LogGroup").values()
-    assert len(log_groups) == 6  # four functions, API access, VPC flow logs
+    assert len(log_groups) == 9  # seven functions, API access, VPC flow logs
     assert {group["Properties"]["RetentionInDays"] for group in log_groups} == {30}
     for props in functions(default_stack).values():
         assert "LoggingConfig" in props
@@ -186,8 +275,16 @@ def test_alarms_watch_5xx_latency_agent_errors_throttles_and_the_cache(
               for alarm in default_stack.resources("AWS::CloudWatch::Alarm").values()
               if "MetricName" in alarm["Properties"]}
     assert set(alarms) == {"5xx", "Latency", "AgentErrors", "Throttles",
-                           "ElastiCacheProcessingUnits", "BytesUsedForCache"}
-    assert len(default_stack.resources("AWS::CloudWatch::Alarm")) == 9  # 4 throttle alarms
+                           "ElastiCacheProcessingUnits", "BytesUsedForCache", "ArchiveFailures",
+                           "Errors", "ArchiveLagSeconds"}
+    assert len(default_stack.resources("AWS::CloudWatch::Alarm")) == 15  # 7 throttle alarms
+    assert alarms["ArchiveFailures"]["EvaluationPeriods"] == 2
+    # The lag alarms at half the time between falling due and expiring, and when the sweeper
+    # publishes nothing at all (it does not run).
+    assert alarms["ArchiveLagSeconds"]["Threshold"] == (3600 - 2700) // 2
+    assert alarms["ArchiveLagSeconds"]["TreatMissingData"] == "breaching"
+    assert alarms["Errors"]["Dimensions"] == [{"Name": "FunctionName",
+                                               "Value": {"Ref": "SweeperFunction"}}]
     assert alarms["AgentErrors"]["Namespace"] == "OrchestratorFlows/dev"
     assert alarms["AgentErrors"]["Dimensions"] == [{"Name": "service",
                                                     "Value": "orchestrator-flows"}]
