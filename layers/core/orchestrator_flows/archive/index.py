@@ -97,13 +97,17 @@ class RedisArchiveIndex:
         self._done = connection.script(_DONE_IF_UNCHANGED)
 
     async def schedule(self, call: Scheduled) -> None:
-        client = self.connection.client
         shard = shard_key(shard_of(call.call_identify_id))
-        await asyncio.gather(
-            self.connection.run("archive schedule", lambda: client.zadd(
-                shard, {call.member: call.due_ms})),
-            self.connection.run("account index", lambda: client.zadd(
-                account_key(call.account_id), {call.call_identify_id: call.due_ms})))
+
+        async def both() -> Any:
+            # One pipeline, not two commands gathered: half the tasks and one write to each
+            # node (on a cluster the pipeline sends each node its own).
+            pipe = self.connection.client.pipeline(transaction=False)
+            pipe.zadd(shard, {call.member: call.due_ms})
+            pipe.zadd(account_key(call.account_id), {call.call_identify_id: call.due_ms})
+            return await pipe.execute()
+
+        await self.connection.run("archive schedule", both)
 
     async def due(self, shard: int, upto_ms: int, limit: int) -> list[Scheduled]:
         found: list[Any] = await self.connection.run(

@@ -184,9 +184,9 @@ class SessionStore:
     async def _commit_and_schedule(self, claim: Claim, session: Session,
                                    committing: Awaitable[list[str] | None],
                                    due: int) -> list[str] | None:
-        """The commit and the call's schedule, sent together: three commands in flight at once
-        (the commit, the index's shard, the account's entry; on a cluster, most often to
-        different nodes), not one more round trip after the commit. A
+        """The commit and the call's schedule, sent together: the commit and a pipeline of two
+        ZADDs (the index's shard, the account's entry; on a cluster, most often to other
+        nodes) in flight at once, not one more round trip after the commit. A
         schedule that fails loses no step (the commit stands); the due moment the commit
         recorded is then cleared, so that the call's next turn schedules it again."""
         assert self.archive_index is not None
