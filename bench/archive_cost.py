@@ -1,8 +1,8 @@
 """What scheduling calls for the archive costs a step: a commit that schedules its call sends two
-ZADDs beside it (the index's shard, the account's set). The same calls (whole ones, five turns, scripted agents so that only the orchestrator and
-Redis work) with the archive off and on, interleaved and paired within each repeat, against a
-private redis-server: the process's CPU per step, the step's p50 latency, and Redis' commands
-per step.
+ZADDs beside it (the index's shard, the account's set). The same calls (whole ones, five turns,
+scripted agents so that only the orchestrator and Redis work) with the archive off and on,
+interleaved and paired within each repeat, against a private redis-server: the process's CPU per
+step, the step's p50 latency, and Redis' commands per step.
 
     .venv/bin/python bench/archive_cost.py          # writes bench/ARCHIVE.md; about a minute
     .venv/bin/python bench/archive_cost.py --quick  # a smoke run; prints only

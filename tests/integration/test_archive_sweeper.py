@@ -6,6 +6,7 @@ once write each step once; an archive that is down loses nothing and keeps the c
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -123,6 +124,34 @@ async def test_two_sweepers_at_once_write_each_step_once(harness: Harness) -> No
     assert len(items) == 6 * (1 + 5)
     assert len({(i["PK"]["S"], i["SK"]["S"]) for i in items}) == len(items)
     assert await harness.scheduled() == {}
+
+
+async def test_turns_going_on_while_sweepers_archive_leave_exactly_one_item_per_step(
+    harness: Harness,
+) -> None:
+    """Twelve calls play their turns at once while two sweepers keep archiving whatever is due
+    (every call is idle-due on the sweepers' clock): partial trails are archived again and
+    again as they grow, and at the end each call's archive is its whole trail, once."""
+    calls = [f"BUSY-{number}" for number in range(12)]
+
+    async def sweep_while(playing: asyncio.Future[Any]) -> None:
+        while not playing.done():
+            await harness.sweeper(ahead=IDLE).run()  # every call is idle-due to it
+            await asyncio.sleep(0)
+
+    playing = asyncio.ensure_future(asyncio.gather(
+        *(harness.play(call, STAGE_INTENTS) for call in calls)))
+    await asyncio.gather(playing, sweep_while(playing), sweep_while(playing))
+    await harness.sweeper().run()
+    items = harness.dynamodb.scan(TableName=TABLE)["Items"]
+    assert len(items) == len({(i["PK"]["S"], i["SK"]["S"]) for i in items}) == 12 * (1 + 5)
+    for call in calls:
+        archived = await harness.archive.call(call)
+        assert archived is not None
+        assert (archived.status, archived.step_count) == ("complete", 5), call
+        verdict = await verify_call(harness.archive, call)
+        assert verdict is not None
+        assert verdict.ok, verdict.describe()
 
 
 async def test_an_archive_that_is_down_loses_nothing_and_keeps_the_call_alive(

@@ -38,12 +38,13 @@ class Harness:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    def sweeper(self, *, archive: Any = None) -> Sweeper:
-        """A sweeper on the harness's clock, run past the grace."""
+    def sweeper(self, *, archive: Any = None, ahead: float = 0) -> Sweeper:
+        """A sweeper on the harness's clock (`ahead` seconds ahead of it), run past the
+        grace."""
         index = self.runtime.store.archive_index
         assert index is not None
         return Sweeper(store=self.runtime.store, index=index, archive=archive or self.archive,
-                       clock=lambda: self.now + GRACE_MS / 1000 + 1)
+                       clock=lambda: self.now + ahead + GRACE_MS / 1000 + 1)
 
     def eraser(self, *, archive: Any = None, batch: int = 50) -> Eraser:
         index = self.runtime.store.archive_index

@@ -211,3 +211,42 @@ def _in_thread(run: Any) -> int:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return int(pool.submit(run).result())
+
+
+class FailingOnce:
+    """A DynamoDB client whose `fail_at`-th step transaction fails as a throttled DynamoDB would
+    (after the earlier ones were applied), then works again."""
+
+    def __init__(self, client: Any, fail_at: int) -> None:
+        self._client = client
+        self._left = fail_at
+
+    def transact_write_items(self, **arguments: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        self._left -= 1
+        if self._left == 0:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "slow down"}}, "TransactWriteItems")
+        return self._client.transact_write_items(**arguments)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_dynamodb_failing_mid_archive_loses_nothing_and_the_retry_completes_it(
+    dynamodb: Any,
+) -> None:
+    trail = [step(i) for i in range(1, 61)]  # three transactions of 25, 25 and 10 steps
+    flaky = DynamoArchive(FailingOnce(dynamodb, fail_at=2), TABLE, 90, clock=lambda: NOW)
+    with pytest.raises(ArchiveUnavailable, match="could not be used"):
+        await flaky.archive(call(60), trail)
+    written = [item for item in items(dynamodb) if item["SK"]["S"].startswith("STEP#")]
+    assert 0 < len(written) < 60  # some transactions were applied, one was not
+    assert await flaky.call("CALL-1") is None  # and the call item, written last, was not
+    done = await flaky.archive(call(60), trail)  # the next sweep
+    assert done.step_count == 60
+    assert len(items(dynamodb)) == 61
+    verdict = await verify_call(flaky, "CALL-1")
+    assert verdict is not None
+    assert verdict.ok
