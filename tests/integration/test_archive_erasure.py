@@ -7,6 +7,7 @@ read a call before its erasure does not write it back."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -18,6 +19,7 @@ from orchestrator_flows.archive.index import account_key
 from orchestrator_flows.archive.store import ArchivedCall, CallErased, DynamoArchive
 from orchestrator_flows.errors import ArchiveUnavailable, ClaimLost
 from orchestrator_flows.records import ErasureReceipt
+from orchestrator_flows.store import CallKeys
 from tests.support.archive_harness import IDLE, Harness
 from tests.support.archive_table import TABLE
 from tests.support.scripted import STAGE_INTENTS
@@ -146,7 +148,7 @@ async def test_an_interrupted_erasure_is_finished_by_the_next_request(harness: H
     assert (await harness.sweeper().run()).archived == 1
 
     class Cut(DynamoArchive):
-        async def finish_erasure(self, call_identify_id: str) -> int:
+        async def finish_erasure(self, call_identify_id: str, account_id: str) -> int:
             raise ArchiveUnavailable("throttled")
 
     with pytest.raises(ArchiveUnavailable):
@@ -218,12 +220,17 @@ async def test_a_turn_in_flight_during_the_erasure_writes_nothing(harness: Harne
     await harness.play("FLIGHT-1", STAGE_INTENTS[:1])
     store = harness.runtime.store
     claim = await store.claim("FLIGHT-1")
-    await harness.eraser().erase("ACC-1")
+    receipt = await harness.eraser().erase("ACC-1")
     assert claim.session is not None
+    harness.advance(3600)  # far enough that its commit schedules the call again, beside it
     with pytest.raises(ClaimLost):
         await store.commit(claim, claim.session, json.dumps({"step_number": 2}))
     assert await store.get("FLIGHT-1") is None
+    # The schedule sent beside the lost commit was taken back: nothing of the call is left in
+    # the index, and a repeat of the erasure answers the same receipt.
     assert not await harness.raw.exists(account_key("ACC-1"))
+    assert await harness.scheduled() == {}
+    assert await harness.eraser().erase("ACC-1") == receipt
 
 
 async def test_the_account_routes(harness: Harness, api: httpx.AsyncClient) -> None:
@@ -271,3 +278,50 @@ async def test_a_batch_left_over_answers_202(
     assert (first.status_code, first.json()["status"]) == (202, "in_progress")
     last = await api.delete("/accounts/ACC-1/data")
     assert (last.status_code, last.json()["calls_erased"]) == (200, 3)
+
+
+async def test_erasing_one_account_leaves_another_accounts_call_under_the_same_id(
+    harness: Harness,
+) -> None:
+    await harness.play("SHARED-1", STAGE_INTENTS, account="ACC-B")
+    assert (await harness.sweeper().run()).archived == 1
+    keys = CallKeys.of("SHARED-1")
+    await harness.raw.delete(keys.state, keys.steps, keys.replies)  # B's call left Redis
+    before = items_of(harness, {"SHARED-1"})
+    await harness.play("SHARED-1", STAGE_INTENTS[:2], account="ACC-A")  # the id, used again
+    receipt = await harness.eraser().erase("ACC-A")
+    assert receipt.status == "complete"
+    assert await harness.runtime.store.get("SHARED-1") is None  # A's live call: erased
+    assert items_of(harness, {"SHARED-1"}) == before  # B's archived call: untouched
+    assert (await harness.eraser().erase("ACC-B")).calls_erased == 1
+
+
+async def test_delete_of_a_call_whose_id_was_erased_ends_it_and_a_conflict_is_409(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("GONE-1", STAGE_INTENTS[:2])
+    await harness.eraser().erase("ACC-1")
+    await harness.play("GONE-2", STAGE_INTENTS[:2])
+    assert (await harness.sweeper(ahead=IDLE).run()).archived == 1
+    keys = CallKeys.of("GONE-2")
+    await harness.raw.delete(keys.state, keys.steps, keys.replies)
+    await harness.play("GONE-2", STAGE_INTENTS[:1], account="ACC-1")  # another trail, same id
+    conflict = await api.delete("/session/GONE-2")
+    assert (conflict.status_code, conflict.json()["error"]["code"]) == (409, "archive_conflict")
+    assert await harness.runtime.store.get("GONE-2") is not None  # left as it was
+    keys = CallKeys.of("GONE-1")
+    await harness.raw.delete(keys.ended)  # its ended marker ran out: the id comes back
+    await harness.play("GONE-1", STAGE_INTENTS[:1])
+    assert (await api.delete("/session/GONE-1")).status_code == 204  # ended, not archived
+    tombstone = await harness.archive.tombstone("GONE-1")
+    assert tombstone is not None
+
+
+@pytest.mark.parametrize("cursor", [
+    base64.urlsafe_b64encode(b"[" * 1000).decode(),  # nested past the parser's depth
+    base64.urlsafe_b64encode(json.dumps({"c": "CALL#X", "u": "t" * 2000 + "#X"}).encode()
+                             ).decode(),  # a sort key past DynamoDB's 1,024 bytes
+])
+async def test_hostile_cursors_are_422(api: httpx.AsyncClient, cursor: str) -> None:
+    refused = await api.get("/accounts/ACC-1/calls", params={"cursor": cursor[:2048]})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_cursor")

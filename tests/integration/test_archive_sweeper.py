@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator_flows.archive.index import Scheduled
+from orchestrator_flows.archive.index import ACCOUNT_MARGIN_MS, Scheduled, account_key
 from orchestrator_flows.archive.store import DynamoArchive, verify_call
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store import CallKeys
@@ -77,9 +77,9 @@ async def test_a_call_is_scheduled_at_its_first_turn_and_its_last_not_at_every_t
     sent: list[int] = []
     schedule = index.schedule
 
-    async def counted(call: Scheduled) -> None:
+    async def counted(call: Scheduled, now_ms: int) -> None:
         sent.append(call.due_ms)
-        await schedule(call)
+        await schedule(call, now_ms)
 
     index.schedule = counted  # type: ignore[method-assign]
     for intent in STAGE_INTENTS:
@@ -99,10 +99,10 @@ async def test_a_schedule_that_fails_loses_no_step_and_the_next_turn_schedules_a
     schedule = index.schedule
     failures = [StoreUnavailable("index down")]
 
-    async def flaky(call: Scheduled) -> None:
+    async def flaky(call: Scheduled, now_ms: int) -> None:
         if failures:
             raise failures.pop()
-        await schedule(call)
+        await schedule(call, now_ms)
 
     index.schedule = flaky  # type: ignore[method-assign]
     await harness.play("FLAKY-1", STAGE_INTENTS[:1])
@@ -181,12 +181,20 @@ async def test_a_due_call_that_is_gone_from_redis_leaves_the_index(harness: Harn
 async def test_a_call_rescheduled_after_the_sweeper_read_it_stays_due(harness: Harness) -> None:
     index = harness.runtime.store.archive_index
     assert index is not None
-    await index.schedule(Scheduled("MOVED-1", "ACC-1", 1_000))
+    now_ms = int(harness.now * 1000)
+    await index.schedule(Scheduled("MOVED-1", "ACC-1", 1_000), now_ms)
     assert not await index.done(Scheduled("MOVED-1", "ACC-1", 999))
     assert await harness.scheduled() == {"MOVED-1": 1_000}
     assert await index.of_account("ACC-1", 10) == ["MOVED-1"]
     assert await index.done(Scheduled("MOVED-1", "ACC-1", 1_000))
-    assert await index.of_account("ACC-1", 10) == []
+    # Archived, it stays in its account's set until stale (an erasure must not miss it while
+    # the archive's own index catches up): pruned by the account's next schedule a TTL on.
+    assert await index.of_account("ACC-1", 10) == ["MOVED-1"]
+    later = now_ms + TTL * 1000 + 1
+    await index.schedule(Scheduled("MOVED-2", "ACC-1", later), later)
+    assert await index.of_account("ACC-1", 10) == ["MOVED-2"]
+    ttl = await harness.raw.pttl(account_key("ACC-1"))
+    assert TTL * 1000 < ttl <= TTL * 1000 + ACCOUNT_MARGIN_MS  # the key itself expires
 
 
 async def test_the_lag_is_how_long_the_oldest_due_call_has_waited(harness: Harness) -> None:

@@ -40,7 +40,9 @@ def archive_of(client: Any, retention_days: int = 90) -> DynamoArchive:
 
 
 def items(client: Any) -> list[dict[str, Any]]:
-    return list(client.scan(TableName=TABLE)["Items"])
+    """Every item of the table (a Scan answers 1 MB a page)."""
+    pages = client.get_paginator("scan").paginate(TableName=TABLE)
+    return [item for page in pages for item in page["Items"]]
 
 
 async def test_a_call_is_one_item_and_each_step_one_more(dynamodb: Any) -> None:
@@ -248,5 +250,27 @@ async def test_dynamodb_failing_mid_archive_loses_nothing_and_the_retry_complete
     assert done.step_count == 60
     assert len(items(dynamodb)) == 61
     verdict = await verify_call(flaky, "CALL-1")
+    assert verdict is not None
+    assert verdict.ok
+
+
+async def test_a_step_longer_than_an_item_holds_is_archived_in_parts_and_read_back_whole(
+    dynamodb: Any,
+) -> None:
+    archive = archive_of(dynamodb)
+    # An agent may answer up to 1 MiB: steps of about 400 KB of text with multi-byte
+    # characters (past the 400 KB an item holds), and more than one transaction takes (4 MB).
+    long = [step(i, ("né " * 150_000)[: 300_000 + i]) for i in range(1, 9)]
+    trail = [step(0), *long]
+    trail = [json.dumps({**json.loads(text), "step_number": n}) for n, text in
+             enumerate(trail, 1)]
+    done = await archive.archive(call(len(trail)), trail)
+    assert done.step_count == 9
+    assert max(len(json.dumps(item, ensure_ascii=False).encode())
+               for item in items(dynamodb)) < 400_000
+    assert len(items(dynamodb)) > 1 + 9  # the long steps took more than one item each
+    links = await archive.steps("CALL-1")
+    assert [json.loads(link.step) for link in links] == [json.loads(text) for text in trail]
+    verdict = await verify_call(archive, "CALL-1")
     assert verdict is not None
     assert verdict.ok

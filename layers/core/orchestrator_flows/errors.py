@@ -13,6 +13,7 @@ OrchestratorError
 │   ├── AccountMismatch           403 account_mismatch
 │   ├── SessionNotFound           404 session_not_found
 │   ├── InvalidCursor             422 invalid_cursor (a page cursor this API did not give)
+│   ├── TrailConflict             409 archive_conflict (DELETE: the archive holds another trail)
 │   └── ArchiveOff                501 archive_off (the account routes need ARCHIVE_TABLE)
 ├── StoreUnavailable          503 store_unavailable
 ├── ArchiveUnavailable        503 archive_unavailable (DELETE archives a call before its keys go)
@@ -100,6 +101,13 @@ class InvalidCursor(RequestRefused):
     """A page cursor that this API did not give."""
 
     code = "invalid_cursor"
+
+
+class TrailConflict(RequestRefused):
+    """DELETE of a call whose id the archive holds with another trail: it cannot be archived,
+    so it is not ended (the sweeper's failures and alarm say the same)."""
+
+    code = "archive_conflict"
 
 
 class ArchiveOff(RequestRefused):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from orchestrator_flows.errors import ArchiveOff, SessionEnded, SessionNotFound
+from orchestrator_flows.errors import ArchiveOff, SessionEnded, SessionNotFound, TrailConflict
 from orchestrator_flows.records import (
     CallsPage,
     CallSummary,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from orchestrator_flows.archive.index import ArchiveIndex
     from orchestrator_flows.archive.store import Archive, ArchivedCall
 
+logger = logging.getLogger(__name__)
 # How long one erasure request goes on erasing (API Gateway answers 503 past 30 s).
 ERASE_SECONDS = 20.0
 
@@ -76,7 +78,7 @@ async def end_session(store: SessionStore, call_identify_id: str,
 
 async def _archive_before_delete(store: SessionStore, call_identify_id: str,
                                  archive: Archive) -> None:
-    from orchestrator_flows.archive.store import ArchivedCall
+    from orchestrator_flows.archive.store import ArchiveConflict, ArchivedCall, CallErased
 
     try:
         claim = await store.claim(call_identify_id)
@@ -87,7 +89,17 @@ async def _archive_before_delete(store: SessionStore, call_identify_id: str,
         if found is None:
             raise _not_found(call_identify_id)
         session, steps = found
-        await archive.archive(ArchivedCall.of(session, "ended"), steps)
+        try:
+            await archive.archive(ArchivedCall.of(session, "ended"), steps)
+        except CallErased:
+            # Its account's data was erased (an erasure running now, or an earlier call under
+            # the same id): nothing is archived under that id again; the call is ended.
+            logger.warning("call %s: its id belongs to an erased call; ended unarchived",
+                           call_identify_id)
+        except ArchiveConflict as exc:
+            raise TrailConflict(f"call {call_identify_id} cannot be archived: the archive "
+                                f"holds another trail under its id ({exc}); it was left as "
+                                "it was") from None
     except BaseException:
         await store.release(claim)  # the call stays as it was
         raise

@@ -73,7 +73,9 @@ class Storage:
         from orchestrator_flows.archive.index import MemoryArchiveIndex, RedisArchiveIndex
 
         connection = getattr(self.calls, "connection", None)
-        return RedisArchiveIndex(connection) if connection is not None else MemoryArchiveIndex()
+        ttl = settings.session_ttl_seconds
+        return (RedisArchiveIndex(connection, ttl) if connection is not None
+                else MemoryArchiveIndex(ttl))
 
     async def close(self) -> None:
         await self.calls.close()  # the breakers' store shares its connection or nothing

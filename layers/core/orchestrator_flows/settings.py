@@ -89,7 +89,9 @@ class Settings(BaseModel):
         default=None, description="CA bundle for rediss:// (unset: the system's)")
     # A call is a conversation, not a stream: past this many steps it is looping.
     max_steps_per_call: int = Field(
-        default=200, ge=1, le=100_000, description="how many steps a call may take")
+        default=200, ge=1, le=10_000,
+        # 10,000: an erased call's tombstone keeps each step's 32-byte hash in one 400 KB item.
+        description="how many steps a call may take")
     archive_table: str | None = Field(
         default=None, min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$",
         description="the DynamoDB table of archived calls (read by `orchestrator-flows "

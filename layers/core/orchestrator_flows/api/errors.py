@@ -27,6 +27,7 @@ from orchestrator_flows.errors import (
     StepInProgress,
     StepLimitReached,
     StoreUnavailable,
+    TrailConflict,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ STATUS_OF: dict[type[RequestRefused], int] = {
     AccountMismatch: 403,
     SessionNotFound: 404,
     InvalidCursor: 422,
+    TrailConflict: 409,
     ArchiveOff: 501,
 }
 # Refusals counted in the StepsRejected metric: refused turns only, not reads of unknown calls.

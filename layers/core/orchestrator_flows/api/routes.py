@@ -184,7 +184,8 @@ def add_delete_session(app: FastAPI) -> None:
         "so that a late turn cannot start it again)",
         responses={**COMMON_ERRORS, **_doc(404, "session_not_found"),
                    **_doc(409, "step_in_progress (with an archive: a turn of the call is in "
-                          "flight; retry after Retry-After)"),
+                          "flight; retry after Retry-After), or archive_conflict: the archive "
+                          "holds another trail under the call's id"),
                    **_doc(503, "store_unavailable, or archive_unavailable: the call could not "
                           "be archived and was left as it was")},
     )

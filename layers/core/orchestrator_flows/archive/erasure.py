@@ -4,15 +4,19 @@ replaced by a tombstone that keeps only ids, times and its chain's hashes.
 One request erases a bounded batch (ERASE_BATCH calls, and no new call past its deadline) and
 answers the erasure's receipt: `in_progress` while calls are left (the caller repeats the same
 request; the same erasure goes on), `complete` once none is. A repeat after that finds nothing
-left and answers the same receipt. Requests running together erase each call once: its tombstone
-is written on a condition, and only the request that wrote it counts it.
+left and answers the same receipt. Requests running together erase each call once, and count
+it once: its tombstone and its count in the receipt are one transaction, on conditions.
 
 The calls are found in the archive's account index (GSI1: archived calls, and calls whose
 erasure was interrupted, which keep the index's keys until it is through) and in Redis's
-account index (calls not yet archived). Each call goes in this order:
+account set (calls Redis may hold, archived or not). A call id that the archive holds for
+another account (ids are reused once Redis lets a call go) is not touched there. Each call goes
+in this order:
 
-1. its tombstone replaces the call item: from then on no archiver writes the call again (its
-   step writes and its call item check for it);
+1. its tombstone replaces the call item, and the receipt counts it: from then on no archiver
+   writes the call again (its step writes and its call item check for it), and a call id with
+   nothing of it anywhere gets an empty tombstone, so that a sweeper that read the call just
+   before it left Redis cannot archive it after the erasure;
 2. its keys in Redis are deleted (a marker stays for the session TTL, so that a late turn cannot
    start it again; a turn in flight loses its claim and writes nothing);
 3. it leaves Redis's account index;
@@ -27,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from orchestrator_flows.archive.index import ArchiveIndex
 from orchestrator_flows.archive.store import Archive, ArchivedCall
@@ -37,13 +40,6 @@ from orchestrator_flows.store import SessionStore
 # Calls erased by one request, and how many at once.
 ERASE_BATCH = 50
 CONCURRENCY = 4
-
-
-@dataclass
-class _Tally:
-    calls: int = 0
-    live_calls: int = 0
-    steps: int = 0
 
 
 class Eraser:
@@ -58,33 +54,26 @@ class Eraser:
 
     async def erase(self, account_id: str, until: float | None = None) -> ErasureReceipt:
         """Go on with the account's erasure (or begin one) for one batch; its receipt. No new
-        call is begun past `until` (a moment of `clock`)."""
+        call is begun past `until` (a moment of `clock`). Each call is counted in the receipt
+        by the request that marks it, in the same write as its tombstone."""
         todo = await self._left(account_id, self.batch)
         receipt = await self.archive.receipt(account_id)
         if not todo and receipt is not None and receipt.status == "complete":
             return receipt  # nothing was left: the same answer again
         if receipt is None or receipt.status == "complete":
             receipt = await self.archive.start_erasure(account_id)
-        tally = _Tally()
         gate = asyncio.Semaphore(CONCURRENCY)
         erasure_id = receipt.erasure_id
 
         async def erase_one(call_identify_id: str) -> None:
             async with gate:
                 if until is None or self.clock() < until:
-                    await self._erase_call(call_identify_id, account_id, erasure_id, tally)
+                    await self._erase_call(call_identify_id, account_id, erasure_id)
 
-        outcomes = await asyncio.gather(*(erase_one(call) for call in todo),
-                                        return_exceptions=True)
-        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        # What was erased is counted, even when a call of the batch could not be finished
-        # (the next request finishes it, and does not count it again).
-        finished = failed is None and not await self._left(account_id, 1)
-        receipt = await self.archive.count_erasure(receipt, tally.calls, tally.live_calls,
-                                                   tally.steps, finished)
-        if failed is not None:
-            raise failed
-        return receipt
+        await asyncio.gather(*(erase_one(call) for call in todo))
+        if not await self._left(account_id, 1):
+            return await self.archive.close_erasure(receipt)
+        return await self.archive.erasure(account_id, erasure_id)
 
     async def _left(self, account_id: str, limit: int) -> list[str]:
         """Calls of the account not yet erased, from both indexes, without repeats."""
@@ -92,19 +81,18 @@ class Eraser:
                                               self.index.of_account(account_id, limit))
         return list(dict.fromkeys(archived + live))[:limit]
 
-    async def _erase_call(self, call_identify_id: str, account_id: str, erasure_id: str,
-                          tally: _Tally) -> None:
+    async def _erase_call(self, call_identify_id: str, account_id: str,
+                          erasure_id: str) -> None:
         found = await self.store.get(call_identify_id)
         # A call id is the account's only while its session says so (an id may be used again,
         # by another account, once Redis has let the first call go).
         live = found if found is not None and found[0].account_id == account_id else None
-        steps = await self.archive.mark_erasing(
+        mark = await self.archive.mark_erasing(
             call_identify_id, account_id, erasure_id,
             (ArchivedCall.of(live[0]), live[1]) if live is not None else None)
-        if steps is not None:  # this request marked it: it counts it
-            tally.calls += 1
-            tally.steps += steps
-        if live is not None and await self.store.delete(call_identify_id) and steps is not None:
-            tally.live_calls += 1
+        if mark == "closed":
+            return  # this erasure was closed meanwhile: the account's next one takes the call
+        if live is not None:
+            await self.store.delete(call_identify_id)
         await self.index.forget(call_identify_id, account_id)
-        await self.archive.finish_erasure(call_identify_id)
+        await self.archive.finish_erasure(call_identify_id, account_id)

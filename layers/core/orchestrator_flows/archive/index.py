@@ -10,11 +10,13 @@ once Redis has let the call go. No KEYS, no SCAN, no keyspace notifications: Ela
 Serverless has none of them. The index is its own cursor: what the sweeper has not archived is
 still there, due, on its next run.
 
-Beside the shards, one sorted set per account (`of:account:{<account>}`, call id -> the same due
-moment) holds the account's calls that are in Redis and not yet archived: with the archive's
-account index (GSI1), every call an erasure must find. It is written with the shard, in the same
-round trip's time (the two commands are in flight together), and its entries leave with the
-shard's.
+Beside the shards, one sorted set per account (`of:account:{<account>}`, call id -> the moment
+the call surely left Redis: its last schedule plus the session TTL) holds the account's calls
+Redis may still hold: with the archive's account index (GSI1), every call an erasure must find.
+It is written in the same pipeline as the shard, beside the commit. An entry stays after its
+call is archived (the archive's index lags its writes by a moment; an erasure must not miss the
+call in between) and goes once stale, pruned by the account's next schedule, or with the whole
+key, which expires a TTL (and a margin) after the account's last schedule.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 SHARDS = 16
 KEY_PREFIX = "of:archive"
 ACCOUNT_PREFIX = "of:account"
+# How long an account's set outlives its last write, beyond the session TTL.
+ACCOUNT_MARGIN_MS = 600_000
 # Taken off only if its due moment is the one the sweeper read: a turn since then moved it.
 _DONE_IF_UNCHANGED = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -68,14 +72,28 @@ def account_key(account_id: str) -> str:
 
 
 class ArchiveIndex(Protocol):
-    async def schedule(self, call: Scheduled) -> None: ...
+    async def schedule(self, call: Scheduled, now_ms: int) -> None:
+        """Make the call due at `call.due_ms`, and keep it in its account's set until a TTL
+        after `now_ms`."""
+        ...
+
+    async def undo(self, call: Scheduled, now_ms: int) -> None:
+        """Take back what `schedule(call, now_ms)` wrote, unless a later schedule replaced it
+        (the commit it was sent beside lost its claim)."""
+        ...
 
     async def due(self, shard: int, upto_ms: int, limit: int) -> list[Scheduled]:
         """Calls of `shard` due at or before `upto_ms`, earliest first."""
         ...
 
     async def done(self, call: Scheduled) -> bool:
-        """Take the call off, if it is still due at `call.due_ms`; whether it was."""
+        """Take the call off its shard, if it is still due at `call.due_ms`; whether it
+        was (its account's set keeps it until it is stale)."""
+        ...
+
+    async def hold(self, call_identify_id: str, account_id: str, now_ms: int) -> None:
+        """Keep the call in its account's set a TTL after `now_ms` (its keys were kept
+        alive)."""
         ...
 
     async def oldest(self) -> int | None:
@@ -83,7 +101,7 @@ class ArchiveIndex(Protocol):
         ...
 
     async def of_account(self, account_id: str, limit: int) -> list[str]:
-        """Up to `limit` of the account's calls that are in the index."""
+        """Up to `limit` of the account's calls that Redis may hold."""
         ...
 
     async def forget(self, call_identify_id: str, account_id: str) -> None:
@@ -92,22 +110,32 @@ class ArchiveIndex(Protocol):
 
 
 class RedisArchiveIndex:
-    def __init__(self, connection: RedisConnection) -> None:
+    def __init__(self, connection: RedisConnection, ttl_seconds: int) -> None:
         self.connection = connection
+        self.ttl_ms = ttl_seconds * 1000
         self._done = connection.script(_DONE_IF_UNCHANGED)
 
-    async def schedule(self, call: Scheduled) -> None:
+    async def schedule(self, call: Scheduled, now_ms: int) -> None:
         shard = shard_key(shard_of(call.call_identify_id))
 
-        async def both() -> Any:
-            # One pipeline, not two commands gathered: half the tasks and one write to each
-            # node (on a cluster the pipeline sends each node its own).
+        async def send() -> Any:
+            # One pipeline, not commands gathered: one task, one write to each node (on a
+            # cluster the pipeline sends each node its own).
             pipe = self.connection.client.pipeline(transaction=False)
             pipe.zadd(shard, {call.member: call.due_ms})
-            pipe.zadd(account_key(call.account_id), {call.call_identify_id: call.due_ms})
+            self._hold(pipe, call.call_identify_id, call.account_id, now_ms)
             return await pipe.execute()
 
-        await self.connection.run("archive schedule", both)
+        await self.connection.run("archive schedule", send)
+
+    async def undo(self, call: Scheduled, now_ms: int) -> None:
+        shard = shard_key(shard_of(call.call_identify_id))
+        await asyncio.gather(
+            self.connection.run("archive undo", lambda: self._done(
+                keys=[shard], args=[call.member, call.due_ms])),
+            self.connection.run("archive undo", lambda: self._done(
+                keys=[account_key(call.account_id)],
+                args=[call.call_identify_id, now_ms + self.ttl_ms])))
 
     async def due(self, shard: int, upto_ms: int, limit: int) -> list[Scheduled]:
         found: list[Any] = await self.connection.run(
@@ -117,12 +145,26 @@ class RedisArchiveIndex:
 
     async def done(self, call: Scheduled) -> bool:
         shard = shard_key(shard_of(call.call_identify_id))
-        removed, _ = await asyncio.gather(
-            self.connection.run("archive done", lambda: self._done(
-                keys=[shard], args=[call.member, call.due_ms])),
-            self.connection.run("account index", lambda: self._done(
-                keys=[account_key(call.account_id)], args=[call.call_identify_id, call.due_ms])))
-        return bool(removed == 1)
+        removed: int = await self.connection.run("archive done", lambda: self._done(
+            keys=[shard], args=[call.member, call.due_ms]))
+        return removed == 1
+
+    async def hold(self, call_identify_id: str, account_id: str, now_ms: int) -> None:
+        async def send() -> Any:
+            pipe = self.connection.client.pipeline(transaction=False)
+            self._hold(pipe, call_identify_id, account_id, now_ms)
+            return await pipe.execute()
+
+        await self.connection.run("account hold", send)
+
+    def _hold(self, pipe: Any, call_identify_id: str, account_id: str, now_ms: int) -> None:
+        """Queue, on one key: the call until a TTL from now, the account's stale calls out,
+        the key's own expiry renewed (every writer sets now + TTL + margin, later than any of
+        its entries)."""
+        key = account_key(account_id)
+        pipe.zadd(key, {call_identify_id: now_ms + self.ttl_ms})
+        pipe.zremrangebyscore(key, "-inf", f"({now_ms}")
+        pipe.pexpire(key, self.ttl_ms + ACCOUNT_MARGIN_MS)
 
     async def oldest(self) -> int | None:
         earliest: int | None = None
@@ -153,13 +195,22 @@ class RedisArchiveIndex:
 class MemoryArchiveIndex:
     """The index of the embedded store (local runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_seconds: int = 3600) -> None:
+        self.ttl_ms = ttl_seconds * 1000
         self._due: list[dict[str, int]] = [{} for _ in range(SHARDS)]
         self._accounts: dict[str, dict[str, int]] = {}
 
-    async def schedule(self, call: Scheduled) -> None:
+    async def schedule(self, call: Scheduled, now_ms: int) -> None:
         self._due[shard_of(call.call_identify_id)][call.member] = call.due_ms
-        self._accounts.setdefault(call.account_id, {})[call.call_identify_id] = call.due_ms
+        await self.hold(call.call_identify_id, call.account_id, now_ms)
+
+    async def undo(self, call: Scheduled, now_ms: int) -> None:
+        shard = self._due[shard_of(call.call_identify_id)]
+        if shard.get(call.member) == call.due_ms:
+            del shard[call.member]
+        account = self._accounts.get(call.account_id, {})
+        if account.get(call.call_identify_id) == now_ms + self.ttl_ms:
+            del account[call.call_identify_id]
 
     async def due(self, shard: int, upto_ms: int, limit: int) -> list[Scheduled]:
         ready = sorted((due, member) for member, due in self._due[shard].items()
@@ -168,20 +219,24 @@ class MemoryArchiveIndex:
 
     async def done(self, call: Scheduled) -> bool:
         shard = self._due[shard_of(call.call_identify_id)]
-        account = self._accounts.get(call.account_id, {})
-        if account.get(call.call_identify_id) == call.due_ms:
-            del account[call.call_identify_id]
         if shard.get(call.member) != call.due_ms:
             return False
         del shard[call.member]
         return True
+
+    async def hold(self, call_identify_id: str, account_id: str, now_ms: int) -> None:
+        account = self._accounts.setdefault(account_id, {})
+        account[call_identify_id] = now_ms + self.ttl_ms
+        for stale in [call for call, until in account.items() if until < now_ms]:
+            del account[stale]
 
     async def oldest(self) -> int | None:
         return min((due for shard in self._due for due in shard.values()), default=None)
 
     async def of_account(self, account_id: str, limit: int) -> list[str]:
         calls = self._accounts.get(account_id, {})
-        return [call for _, call in sorted((due, call) for call, due in calls.items())][:limit]
+        return [call for _, call in sorted((until, call) for call, until in calls.items())][
+            :limit]
 
     async def forget(self, call_identify_id: str, account_id: str) -> None:
         self._due[shard_of(call_identify_id)].pop(

@@ -50,18 +50,26 @@ from orchestrator_flows.records import ErasureReceipt
 from orchestrator_flows.session import Session
 
 CallStatus = Literal["active", "complete", "ended"]
+# What marking a call for erasure did: marked it (and counted it); found it marked already; found
+# it is another account's call; found the erasure closed by another request.
+Mark = Literal["marked", "already", "foreign", "closed"]
 # How far a call item has moved on, as the order its updates come in: never backwards.
 _STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "ended": 2}
 CALL_SK = "CALL"
 STEP_PREFIX = "STEP#"
 ACCOUNT_PREFIX = "ACCOUNT#"
-ERASURE_SK = "ERASURE"  # an account's latest erasure; each finished one also under ERASURE#<id>
+# A cursor holds a call item's key: an id of 128 characters and a time, twice over at most.
+MAX_CURSOR_BYTES = 600
+ERASURE_SK = "ERASURE"  # an account's pointer to its latest erasure; each one is ERASURE#<id>
 DAY_SECONDS = 86_400
-# Transactions in flight at once for one archiver, each writing up to STEPS_PER_WRITE steps
-# (conditional Puts) with a check that the call was not erased: 25 steps of at most 64 KiB
-# stay well inside a transaction's 100 actions and 4 MB. A BatchWriteItem takes 25 at most.
-WRITERS = 8
+# A transaction writes up to STEPS_PER_WRITE steps (conditional Puts, and a check that the call
+# was not erased), within DynamoDB's 100 actions and 4 MB: at most TRANSACTION_BYTES of step
+# text. A step longer than PART_BYTES (an agent may answer up to 1 MiB) is written as several
+# items, `STEP#000001` (with the hash) then `STEP#000001.1`, `.2` …, each within the 400 KB
+# an item may hold. A BatchWriteItem takes 25 at most.
 STEPS_PER_WRITE = 25
+PART_BYTES = 300_000
+TRANSACTION_BYTES = 3_000_000
 TRANSACTION_TRIES = 5
 BATCH_WRITE = 25
 
@@ -150,16 +158,17 @@ class Archive(Protocol):
     async def erasable(self, account_id: str, limit: int) -> list[str]: ...
 
     async def mark_erasing(self, call_identify_id: str, account_id: str, erasure_id: str,
-                           live: tuple[ArchivedCall, Sequence[str]] | None) -> int | None: ...
+                           live: tuple[ArchivedCall, Sequence[str]] | None) -> Mark: ...
 
-    async def finish_erasure(self, call_identify_id: str) -> int: ...
+    async def finish_erasure(self, call_identify_id: str, account_id: str) -> int: ...
 
     async def receipt(self, account_id: str) -> ErasureReceipt | None: ...
 
     async def start_erasure(self, account_id: str) -> ErasureReceipt: ...
 
-    async def count_erasure(self, receipt: ErasureReceipt, calls: int, live_calls: int,
-                            steps: int, finished: bool) -> ErasureReceipt: ...
+    async def close_erasure(self, receipt: ErasureReceipt) -> ErasureReceipt: ...
+
+    async def erasure(self, account_id: str, erasure_id: str) -> ErasureReceipt: ...
 
 
 def open_archive(table: str, retention_days: int) -> DynamoArchive:
@@ -193,7 +202,6 @@ class DynamoArchive:
         self._table = table
         self._retention_seconds = retention_days * DAY_SECONDS
         self._clock = clock
-        self._writers = asyncio.Semaphore(WRITERS)
 
     async def archive(self, call: ArchivedCall, steps: Sequence[str]) -> ArchivedCall:
         """Write the call's steps not yet archived, then the call item; returns what was
@@ -221,13 +229,11 @@ class DynamoArchive:
                     f"it up to step {upto}; nothing was written")
             if start > len(links):
                 return done  # an archiver behind the archive: it has nothing to add
-        new = links[start:]
-        chunks = [new[at:at + STEPS_PER_WRITE] for at in range(0, len(new), STEPS_PER_WRITE)]
-        outcomes = await asyncio.gather(*(self._put_steps(call.call_identify_id, chunk, now)
-                                          for chunk in chunks), return_exceptions=True)
-        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        if failed is not None:
-            raise failed  # the first steps', in step order; the call item is not written
+        # One transaction after another: each checks the call item, and transactions on one
+        # item at once would cancel one another (TransactionConflict). A failure stops here;
+        # the call item is not written, and the next archiver goes on from what was.
+        for chunk in _transactions(links[start:]):
+            await self._put_steps(call.call_identify_id, chunk, now)
         written = dataclasses.replace(
             call, head=links[-1].hash if links else genesis(call.call_identify_id),
             archived_at=now)
@@ -256,8 +262,13 @@ class DynamoArchive:
                 ExpressionAttributeValues={":pk": {"S": _pk(call_identify_id)},
                                            ":steps": {"S": STEP_PREFIX}},
                 **({"ExclusiveStartKey": start} if start else {}))
-            links += [Link(int(item["SK"]["S"][len(STEP_PREFIX):]), item["step"]["S"],
-                           item["hash"]["S"]) for item in page.get("Items", [])]
+            for item in page.get("Items", []):
+                number, _, part = item["SK"]["S"][len(STEP_PREFIX):].partition(".")
+                if part and links and links[-1].number == int(number):  # the step goes on
+                    last = links[-1]
+                    links[-1] = Link(last.number, last.step + item["step"]["S"], last.hash)
+                elif not part:
+                    links.append(Link(int(number), item["step"]["S"], item["hash"]["S"]))
             start = page.get("LastEvaluatedKey")
             if not start:
                 return links
@@ -289,45 +300,76 @@ class DynamoArchive:
         return [item["PK"]["S"].removeprefix("CALL#") for item in page.get("Items", [])]
 
     async def mark_erasing(self, call_identify_id: str, account_id: str, erasure_id: str,
-                           live: tuple[ArchivedCall, Sequence[str]] | None) -> int | None:
+                           live: tuple[ArchivedCall, Sequence[str]] | None) -> Mark:
         """Replace the call item by its tombstone (ids, times, the steps' hashes, the head),
-        still in the account's index until `finish_erasure`; from then on nothing archives the
-        call again. The hashes are those of the live trail when Redis still holds the call
-        (`live`: its call and steps), else the archived ones. Returns the call's step count,
-        or None when another erasure marked it first, or there is nothing of it."""
+        still in the account's index until `finish_erasure`, and count the call in the
+        erasure's receipt, in one transaction; from then on nothing archives the call again.
+        The hashes are the live trail's when Redis still holds the call (`live`: its call and
+        steps), else the archived ones. A call id with nothing of it anywhere gets an empty
+        tombstone all the same: an archiver that read the call just before it left Redis must
+        not archive it after the erasure. Another account's call is left alone."""
         item = await self._call_item(call_identify_id)
+        if item is not None and item["account_id"]["S"] != account_id:
+            return "foreign"  # the id is another account's call (ids are reused over time)
         if item is not None and "erasure_id" in item:
-            return None
+            return "already"
         if live is not None:
-            record, hashes = live[0], [link.hash for link in links_of(*live)]
+            record: ArchivedCall | None = live[0]
+            hashes = [link.hash for link in links_of(*live)]
         elif item is not None:
             record = _call_from(item)
             hashes = [link.hash for link in await self.steps(call_identify_id)]
         else:
-            return None
+            record, hashes = None, []
         now = int(self._clock())
+        created = record.created_at if record is not None else iso_time(now)
+        updated = record.updated_at if record is not None else created
         tombstone = {
             **_key(call_identify_id, CALL_SK),
             "account_id": {"S": account_id}, "erasure_id": {"S": erasure_id},
-            "status": {"S": "erasing"}, "created_at": {"S": record.created_at},
-            "updated_at": {"S": record.updated_at}, "step_count": {"N": str(len(hashes))},
-            "hashes": {"L": [{"S": value} for value in hashes]},
+            "status": {"S": "erasing"}, "created_at": {"S": created},
+            "updated_at": {"S": updated}, "step_count": {"N": str(len(hashes))},
+            "hashes": {"B": b"".join(bytes.fromhex(value) for value in hashes)},
             "head": {"S": hashes[-1] if hashes else genesis(call_identify_id)},
             "erased_at": {"N": str(now)},
             "expires_at": {"N": str(now + self._retention_seconds)},
             "GSI1PK": {"S": ACCOUNT_PREFIX + account_id},
-            "GSI1SK": {"S": f"{record.updated_at}#{call_identify_id}"},
+            "GSI1SK": {"S": f"{updated}#{call_identify_id}"},
         }
-        try:
-            await self._run("put_item", TableName=self._table, Item=tombstone,
-                            ConditionExpression="attribute_not_exists(erasure_id)")
-        except _ConditionFailed:
-            return None
-        return len(hashes)
+        had_data = record is not None
+        reasons = await self._transact([
+            {"Put": {"TableName": self._table, "Item": tombstone,
+                     "ConditionExpression": "attribute_not_exists(erasure_id) AND "
+                     "(attribute_not_exists(PK) OR account_id = :account)",
+                     "ExpressionAttributeValues": {":account": {"S": account_id}}}},
+            {"Update": {"TableName": self._table,
+                        "Key": _erasure_key(account_id, erasure_id),
+                        "UpdateExpression": "ADD calls_erased :c, live_calls_erased :l, "
+                        "steps_erased :s",
+                        "ConditionExpression": "#status = :going",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {
+                            ":c": {"N": str(int(had_data))},
+                            ":l": {"N": str(int(live is not None))},
+                            ":s": {"N": str(len(hashes))},
+                            ":going": {"S": "in_progress"}}}}])
+        if reasons is None:
+            return "marked"
+        if reasons[1] == "ConditionalCheckFailed":
+            return "closed"  # another request closed this erasure: the next one takes the call
+        if reasons[0] == "ConditionalCheckFailed":
+            return "already"  # marked meanwhile (or taken by another account: left alone)
+        raise ArchiveUnavailable(f"call {call_identify_id}'s tombstone collided with another "
+                                 f"write ({reasons}); the erasure goes on at its next request")
 
-    async def finish_erasure(self, call_identify_id: str) -> int:
-        """Delete every step item of a call marked erasing, then take its tombstone off the
-        account's index; how many step items were deleted. Safe to repeat."""
+    async def finish_erasure(self, call_identify_id: str, account_id: str) -> int:
+        """Delete every step item of a call this account's erasure marked, then take its
+        tombstone off the account's index; how many items were deleted. Safe to repeat; does
+        nothing to a call that is not this account's tombstone."""
+        item = await self._call_item(call_identify_id)
+        if (item is None or "erasure_id" not in item
+                or item["account_id"]["S"] != account_id):
+            return 0
         keys: list[dict[str, Any]] = []
         start: dict[str, Any] | None = None
         while True:
@@ -341,9 +383,9 @@ class DynamoArchive:
             start = page.get("LastEvaluatedKey")
             if not start:
                 break
-        await asyncio.gather(*(self._delete_all(keys[at:at + BATCH_WRITE])
-                               for at in range(0, len(keys), BATCH_WRITE)))
-        with contextlib.suppress(_ConditionFailed):  # not marked: nothing of it was archived
+        for at in range(0, len(keys), BATCH_WRITE):
+            await self._delete_all(keys[at:at + BATCH_WRITE])
+        with contextlib.suppress(_ConditionFailed):  # finished by another request meanwhile
             await self._run("update_item", TableName=self._table,
                             Key=_key(call_identify_id, CALL_SK),
                             UpdateExpression="SET #status = :erased REMOVE GSI1PK, GSI1SK",
@@ -355,8 +397,7 @@ class DynamoArchive:
     async def _delete_all(self, keys: list[dict[str, Any]]) -> None:
         requests = [{"DeleteRequest": {"Key": key}} for key in keys]
         for attempt in range(TRANSACTION_TRIES):
-            async with self._writers:
-                done = await self._run("batch_write_item", RequestItems={self._table: requests})
+            done = await self._run("batch_write_item", RequestItems={self._table: requests})
             requests = done.get("UnprocessedItems", {}).get(self._table, [])
             if not requests:
                 return
@@ -368,60 +409,70 @@ class DynamoArchive:
         item = await self._call_item(call_identify_id)
         if item is None or "erasure_id" not in item:
             return None
+        blob = bytes(item["hashes"]["B"])
         return Tombstone(call_identify_id, item["account_id"]["S"], item["erasure_id"]["S"],
                          item["status"]["S"] == "erased", item["created_at"]["S"],
                          item["updated_at"]["S"], int(item["erased_at"]["N"]),
-                         item["head"]["S"], tuple(h["S"] for h in item["hashes"]["L"]))
+                         item["head"]["S"],
+                         tuple(blob[at:at + 32].hex() for at in range(0, len(blob), 32)))
 
     async def receipt(self, account_id: str) -> ErasureReceipt | None:
         """The account's latest erasure (going on, or done)."""
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
                                 Key=_receipt_key(account_id))
-        item = found.get("Item")
-        return _receipt_from(item) if item else None
+        latest = found.get("Item")
+        if latest is None:
+            return None
+        found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
+                                Key=_erasure_key(account_id, latest["erasure_id"]["S"]))
+        return _receipt_from(found["Item"]) if "Item" in found else None
 
     async def start_erasure(self, account_id: str) -> ErasureReceipt:
-        """A new erasure of the account, unless one is going on: then that one."""
+        """A new erasure of the account (its own receipt item, and the account's pointer to
+        its latest), unless one is going on: then that one."""
         receipt = ErasureReceipt(
             erasure_id=uuid.uuid4().hex, account_id=account_id, status="in_progress",
             calls_erased=0, live_calls_erased=0, steps_erased=0,
             started_at=iso_time(self._clock()), finished_at=None)
-        try:
-            await self._run("put_item", TableName=self._table,
-                            Item=_receipt_item(receipt),
-                            ConditionExpression="attribute_not_exists(SK) OR #status = :done",
-                            ExpressionAttributeNames={"#status": "status"},
-                            ExpressionAttributeValues={":done": {"S": "complete"}})
-        except _ConditionFailed:
-            going = await self.receipt(account_id)
-            assert going is not None
-            return going
-        return receipt
+        reasons = await self._transact([
+            {"Put": {"TableName": self._table, "Item": {
+                **_receipt_key(account_id), "erasure_id": {"S": receipt.erasure_id},
+                "status": {"S": "in_progress"}},
+                "ConditionExpression": "attribute_not_exists(SK) OR #status = :done",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":done": {"S": "complete"}}}},
+            {"Put": {"TableName": self._table, "Item": _receipt_item(receipt)}}])
+        if reasons is None:
+            return receipt
+        going = await self.receipt(account_id)
+        if going is None:
+            raise ArchiveUnavailable(f"account {account_id}'s erasure could not be started "
+                                     f"({reasons}); retry")
+        return going
 
-    async def count_erasure(self, receipt: ErasureReceipt, calls: int, live_calls: int,
-                            steps: int, finished: bool) -> ErasureReceipt:
-        """Add what a request erased to the receipt, and close it when `finished`."""
-        update = "ADD calls_erased :c, live_calls_erased :l, steps_erased :s"
-        values: dict[str, Any] = {":c": {"N": str(calls)}, ":l": {"N": str(live_calls)},
-                                  ":s": {"N": str(steps)}, ":id": {"S": receipt.erasure_id}}
-        if finished:
-            update += " SET #status = :done, finished_at = :at"
-            values |= {":done": {"S": "complete"}, ":at": {"S": iso_time(self._clock())}}
-        try:
-            found = await self._run(
-                "update_item", TableName=self._table, Key=_receipt_key(receipt.account_id),
-                UpdateExpression=update, ConditionExpression="erasure_id = :id",
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
-                **({"ExpressionAttributeNames": {"#status": "status"}} if finished else {}))
-        except _ConditionFailed:
-            # Another request closed it and a new erasure began: this one's work is done.
-            going = await self.receipt(receipt.account_id)
-            return going or receipt
-        done = _receipt_from(found["Attributes"])
-        if finished:  # kept beside the next erasures' receipts
-            await self._run("put_item", TableName=self._table, Item={
-                **_receipt_item(done), "SK": {"S": f"{ERASURE_SK}#{done.erasure_id}"}})
-        return done
+    async def close_erasure(self, receipt: ErasureReceipt) -> ErasureReceipt:
+        """Mark the erasure complete (its receipt, and the account's pointer), unless another
+        request did; the receipt as it stands."""
+        going = {":id": {"S": receipt.erasure_id}, ":going": {"S": "in_progress"}}
+        await self._transact([
+            {"Update": {"TableName": self._table, "Key": _receipt_key(receipt.account_id),
+                        "UpdateExpression": "SET #status = :done",
+                        "ConditionExpression": "erasure_id = :id AND #status = :going",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {**going, ":done": {"S": "complete"}}}},
+            {"Update": {"TableName": self._table,
+                        "Key": _erasure_key(receipt.account_id, receipt.erasure_id),
+                        "UpdateExpression": "SET #status = :done, finished_at = :at",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": {
+                            ":done": {"S": "complete"},
+                            ":at": {"S": iso_time(self._clock())}}}}])
+        return await self.erasure(receipt.account_id, receipt.erasure_id)
+
+    async def erasure(self, account_id: str, erasure_id: str) -> ErasureReceipt:
+        found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
+                                Key=_erasure_key(account_id, erasure_id))
+        return _receipt_from(found["Item"])
 
     async def _step_hash(self, call_identify_id: str, number: int) -> str | None:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
@@ -435,23 +486,23 @@ class DynamoArchive:
         already there is checked against its hash and left out of the next try; a transaction
         that collided with another archiver's is tried again a few times."""
         pending = list(links)
+        expires = now + self._retention_seconds
         for attempt in range(TRANSACTION_TRIES):
             if not pending:
                 return
-            async with self._writers:
-                reasons = await self._transact([_not_erased(self._table, call_identify_id)] + [
-                    {"Put": {"TableName": self._table, "ConditionExpression":
-                             "attribute_not_exists(SK)", "Item": {
-                                 **_key(call_identify_id, _sk(item.number)),
-                                 "step": {"S": item.step}, "hash": {"S": item.hash},
-                                 "expires_at": {"N": str(now + self._retention_seconds)}}}}
-                    for item in pending])
+            items = [(link, item) for link in pending
+                     for item in _step_items(call_identify_id, link, expires)]
+            reasons = await self._transact([_not_erased(self._table, call_identify_id)] + [
+                {"Put": {"TableName": self._table, "Item": item,
+                         "ConditionExpression": "attribute_not_exists(SK)"}}
+                for _, item in items])
             if reasons is None:
                 return
             if reasons[0] == "ConditionalCheckFailed":
                 raise CallErased(f"call {call_identify_id} was erased; it is not archived again")
-            there = [item for item, why in zip(pending, reasons[1:], strict=True)
-                     if why == "ConditionalCheckFailed"]
+            there = list(dict.fromkeys(link for (link, _), why in zip(items, reasons[1:],
+                                                                      strict=True)
+                                       if why == "ConditionalCheckFailed"))
             for item in there:
                 if await self._step_hash(call_identify_id, item.number) != item.hash:
                     raise ArchiveConflict(
@@ -529,6 +580,46 @@ class _Cancelled(Exception):
         self.reasons = reasons
 
 
+def _parts(text: str) -> list[str]:
+    """`text` cut into pieces of at most PART_BYTES in UTF-8, never inside a character."""
+    data = text.encode()
+    if len(data) <= PART_BYTES:
+        return [text]
+    parts, at = [], 0
+    while at < len(data):
+        cut = min(len(data), at + PART_BYTES)
+        while cut < len(data) and data[cut] & 0xC0 == 0x80:  # a continuation byte
+            cut -= 1
+        parts.append(data[at:cut].decode())
+        at = cut
+    return parts
+
+
+def _step_items(call_identify_id: str, link: Link, expires: int) -> list[dict[str, Any]]:
+    """The items of one step: the first holds the hash; more only for a long step."""
+    first, *rest = _parts(link.step)
+    items: list[dict[str, Any]] = [{
+        **_key(call_identify_id, _sk(link.number)), "step": {"S": first},
+        "hash": {"S": link.hash}, "expires_at": {"N": str(expires)}}]
+    items += [{**_key(call_identify_id, f"{_sk(link.number)}.{number}"), "step": {"S": part},
+               "expires_at": {"N": str(expires)}} for number, part in enumerate(rest, 1)]
+    return items
+
+
+def _transactions(links: Sequence[Link]) -> list[list[Link]]:
+    """Steps grouped into transactions of at most STEPS_PER_WRITE steps and TRANSACTION_BYTES."""
+    groups: list[list[Link]] = []
+    size = 0
+    for link in links:
+        length = len(link.step.encode())
+        if not groups or len(groups[-1]) == STEPS_PER_WRITE or size + length > TRANSACTION_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(link)
+        size += length
+    return groups
+
+
 def _not_erased(table: str, call_identify_id: str) -> dict[str, Any]:
     """A transaction's check that the call has no tombstone."""
     return {"ConditionCheck": {"TableName": table, "Key": _key(call_identify_id, CALL_SK),
@@ -565,13 +656,16 @@ def _encode_cursor(last: dict[str, Any]) -> str:
 
 def _decode_cursor(cursor: str, account_id: str) -> dict[str, Any]:
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(decoded) > MAX_CURSOR_BYTES:  # longer than any this route gives (or parses)
+            raise ValueError
+        raw = json.loads(decoded)
         pk, sort = raw["c"], raw["u"]
         # The key of a call item of this account's index, as `_encode_cursor` wrote it.
         if not (isinstance(pk, str) and isinstance(sort, str) and pk.startswith("CALL#")
                 and sort.endswith("#" + pk.removeprefix("CALL#"))):
             raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
         raise InvalidCursor("the cursor is not one this route gave; start again without "
                             "one") from exc
     return {"PK": {"S": pk}, "SK": {"S": CALL_SK},
@@ -584,20 +678,23 @@ def iso_time(epoch: float) -> str:
 
 
 def _receipt_key(account_id: str) -> dict[str, dict[str, str]]:
+    """The account's pointer to its latest erasure."""
     return {"PK": {"S": ACCOUNT_PREFIX + account_id}, "SK": {"S": ERASURE_SK}}
 
 
+def _erasure_key(account_id: str, erasure_id: str) -> dict[str, dict[str, str]]:
+    return {"PK": {"S": ACCOUNT_PREFIX + account_id}, "SK": {"S": f"{ERASURE_SK}#{erasure_id}"}}
+
+
 def _receipt_item(receipt: ErasureReceipt) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        **_receipt_key(receipt.account_id), "erasure_id": {"S": receipt.erasure_id},
+    return {
+        **_erasure_key(receipt.account_id, receipt.erasure_id),
+        "erasure_id": {"S": receipt.erasure_id},
         "account_id": {"S": receipt.account_id}, "status": {"S": receipt.status},
         "calls_erased": {"N": str(receipt.calls_erased)},
         "live_calls_erased": {"N": str(receipt.live_calls_erased)},
         "steps_erased": {"N": str(receipt.steps_erased)},
         "started_at": {"S": receipt.started_at}}
-    if receipt.finished_at is not None:
-        item["finished_at"] = {"S": receipt.finished_at}
-    return item
 
 
 def _receipt_from(item: dict[str, Any]) -> ErasureReceipt:
@@ -608,4 +705,3 @@ def _receipt_from(item: dict[str, Any]) -> ErasureReceipt:
         live_calls_erased=int(item["live_calls_erased"]["N"]),
         steps_erased=int(item["steps_erased"]["N"]), started_at=item["started_at"]["S"],
         finished_at=item["finished_at"]["S"] if "finished_at" in item else None)
-

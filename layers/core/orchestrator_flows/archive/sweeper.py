@@ -93,6 +93,9 @@ class Sweeper:
                 report.failed += 1
                 if await self.store.keep_alive(call.call_identify_id):
                     report.kept_alive += 1
+                    # Kept in Redis longer: kept in its account's set as long, for erasure.
+                    await self.index.hold(call.call_identify_id, call.account_id,
+                                          int(self.clock() * 1000))
                 return
             await self.index.done(call)
             report.archived += 1

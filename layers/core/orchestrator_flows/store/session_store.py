@@ -184,19 +184,26 @@ class SessionStore:
     async def _commit_and_schedule(self, claim: Claim, session: Session,
                                    committing: Awaitable[list[str] | None],
                                    due: int) -> list[str] | None:
-        """The commit and the call's schedule, sent together: the commit and a pipeline of two
-        ZADDs (the index's shard, the account's entry; on a cluster, most often to other
-        nodes) in flight at once, not one more round trip after the commit. A
-        schedule that fails loses no step (the commit stands); the due moment the commit
-        recorded is then cleared, so that the call's next turn schedules it again."""
+        """The commit and the call's schedule, sent together: the commit and a pipeline for the
+        index (the call's shard, its account's set; on a cluster, most often other nodes) in
+        flight at once, not one more round trip after the commit. A schedule that fails loses
+        no step (the commit stands); the due moment the commit recorded is then cleared, so
+        that the call's next turn schedules it again. A commit that lost its claim takes its
+        schedule back (it may have been sent after an erasure took the call off the index)."""
         assert self.archive_index is not None
+        scheduling = Scheduled(claim.call_identify_id, session.account_id, due)
+        now_ms = int(self.clock() * 1000)
         steps, scheduled = await asyncio.gather(
-            committing, self.archive_index.schedule(
-                Scheduled(claim.call_identify_id, session.account_id, due)),
-            return_exceptions=True)
+            committing, self.archive_index.schedule(scheduling, now_ms), return_exceptions=True)
         if isinstance(steps, BaseException):
             raise steps
-        if isinstance(scheduled, BaseException):
+        if steps is None and not isinstance(scheduled, BaseException):
+            try:
+                await self.archive_index.undo(scheduling, now_ms)
+            except StoreUnavailable:
+                logger.warning("call %s lost its claim; its schedule could not be taken back",
+                               claim.call_identify_id)
+        elif isinstance(scheduled, BaseException):
             logger.warning("call %s was not scheduled for the archive: %s",
                            claim.call_identify_id, type(scheduled).__name__)
             try:
