@@ -1,8 +1,8 @@
-"""What scheduling calls for the archive costs a step: a commit that schedules its call sends two
-ZADDs beside it (the index's shard, the account's set). The same calls (whole ones, five turns,
-scripted agents so that only the orchestrator and Redis work) with the archive off and on,
-interleaved and paired within each repeat, against a private redis-server: the process's CPU per
-step, the step's p50 latency, and Redis' commands per step.
+"""What scheduling calls for the archive costs a step: a commit that schedules its call sends a
+pipeline beside it (a ZADD to the index's shard, a script on the account's set). The same calls
+(whole ones, five turns, scripted agents so that only the orchestrator and Redis work) with the
+archive off and on, interleaved and paired within each repeat, against a private redis-server: the
+process's CPU per step, the step's p50 latency, and Redis' commands per step.
 
     .venv/bin/python bench/archive_cost.py          # writes bench/ARCHIVE.md; about a minute
     .venv/bin/python bench/archive_cost.py --quick  # a smoke run; prints only
@@ -102,14 +102,16 @@ def report(rows: list[dict[str, float]], calls: int) -> str:
           f"{r['on_commands']:.2f} |" for i, r in enumerate(rows)),
         "",
         f"Median of the paired ratios: CPU per step **{cpu:.3f}x**, p50 latency "
-        f"**{p50:.3f}x**. A call is scheduled (two ZADDs, the index's shard and the "
-        "account's set, in one pipeline sent beside the commit, not after it: a step still "
-        "waits on two round trips in sequence; the same two ZADDs as two commands gathered "
-        "with the commit cost 1.19x) at its first turn, at its "
-        "last, and when its idle-due moment would move by more than 5 minutes: here twice "
-        "per five-turn call. The steps here cost the orchestrator alone (scripted agents, "
-        "no agent hop), so the ratio is the largest it can be; this machine is shared and "
-        "single repeats vary by about +-15 %.",
+        f"**{p50:.3f}x**."
+        " A call is scheduled (a ZADD to the index's shard and a script on the account's set "
+        "— ZADD, prune the stale, PEXPIRE — in one pipeline sent beside the commit, not after"
+        " it: a step still waits on two round trips in sequence; Redis counts the script's "
+        "own commands too. The same as four plain commands cost 1.16x, and two ZADDs gathered"
+        " with the commit as separate commands 1.19x) at its first turn, at its last, and "
+        "when its idle-due moment would move by more than 5 minutes: here twice per five-turn"
+        " call. The steps here cost the orchestrator alone (scripted agents, no agent hop), "
+        "so the ratio is the largest it can be; this machine is shared and single repeats "
+        "vary by about +-15 %.",
         "",
     ]
     return "\n".join(lines)

@@ -33,6 +33,13 @@ KEY_PREFIX = "of:archive"
 ACCOUNT_PREFIX = "of:account"
 # How long an account's set outlives its last write, beyond the session TTL.
 ACCOUNT_MARGIN_MS = 600_000
+# An account's set: the call kept until ARGV[2], entries stale before ARGV[3] out, the key's
+# expiry ARGV[4] ms on.
+_HOLD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+return redis.call('PEXPIRE', KEYS[1], ARGV[4])
+"""
 # Taken off only if its due moment is the one the sweeper read: a turn since then moved it.
 _DONE_IF_UNCHANGED = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
@@ -158,13 +165,12 @@ class RedisArchiveIndex:
         await self.connection.run("account hold", send)
 
     def _hold(self, pipe: Any, call_identify_id: str, account_id: str, now_ms: int) -> None:
-        """Queue, on one key: the call until a TTL from now, the account's stale calls out,
-        the key's own expiry renewed (every writer sets now + TTL + margin, later than any of
-        its entries)."""
-        key = account_key(account_id)
-        pipe.zadd(key, {call_identify_id: now_ms + self.ttl_ms})
-        pipe.zremrangebyscore(key, "-inf", f"({now_ms}")
-        pipe.pexpire(key, self.ttl_ms + ACCOUNT_MARGIN_MS)
+        """Queue, on one key, as one command (a script: the pipeline's commands cost the
+        client more than the server): the call until a TTL from now, the account's stale
+        calls out, the key's own expiry renewed (every writer sets now + TTL + margin, later
+        than any of its entries)."""
+        pipe.eval(_HOLD, 1, account_key(account_id), call_identify_id, now_ms + self.ttl_ms,
+                  now_ms, self.ttl_ms + ACCOUNT_MARGIN_MS)
 
     async def oldest(self) -> int | None:
         earliest: int | None = None
