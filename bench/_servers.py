@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
         # A long call (bench/step_bench.py's 1,000 steps) is past the production step cap.
         app = create_app(Runtime.build(Settings(
             redis_url=redis_url, agent_urls=urls, orchestrator_config=flow_file,
-            max_steps_per_call=100_000)))
+            max_steps_per_call=10_000)))
     else:
         app = floor_app(argv[2], argv[3], "aiohttp" if kind == "floor-aiohttp" else "httpx")
     from orchestrator_flows.runtime import tune_collector
