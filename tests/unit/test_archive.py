@@ -202,6 +202,16 @@ async def test_the_verify_command_reports_the_chain(
     code, said = verify("NOBODY")
     assert code == 2
     assert "call NOBODY is not in the archive" in said
+    # An erased call: its tombstone is reported (what existed and when, never its content).
+    archive = archive_of(dynamodb)
+    await archive.archive(call(2, call_id="GONE-1"), [step(1), step(2)])
+    receipt = await archive.start_erasure("ACC-1")
+    assert await archive.mark_erasing("GONE-1", "ACC-1", receipt.erasure_id, None) == "marked"
+    assert await archive.finish_erasure("GONE-1", "ACC-1") == 2
+    code, said = verify("GONE-1")
+    assert code == 0
+    assert said.startswith(f"call GONE-1 was erased at 2026-05-28T20:26:40Z (erasure "
+                           f"{receipt.erasure_id}); its tombstone keeps 2 step hashes, head ")
     monkeypatch.delenv("ARCHIVE_TABLE")
     code, said = verify("CALL-1")
     assert code == 2
