@@ -110,7 +110,7 @@ async def list_calls(archive: Archive | None, account_id: str, limit: int,
     """One page of the account's archived calls, newest first."""
     if archive is None:
         raise _archive_off()
-    from orchestrator_flows.archive.store import iso_time
+    from orchestrator_flows.archive.items import iso_time
 
     page = await archive.calls_of(account_id, limit, cursor)
     return CallsPage(account_id=account_id, next_cursor=page.cursor, calls=tuple(

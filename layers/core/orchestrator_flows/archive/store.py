@@ -1,29 +1,17 @@
-"""The archive: a call's record kept after Redis lets it go, in one DynamoDB table per stack.
-
-Layout (one table, one partition per call, so a call is read with one Query in step order):
-
-- the call: PK `CALL#<id>`, SK `CALL`; account_id, eci, current_flow_id, completed_flows,
-  status, created_at, updated_at, step_count, head, archived_at, progress; GSI1PK
-  `ACCOUNT#<account>`, GSI1SK `<updated_at>#<id>`.
-- a step: PK `CALL#<id>`, SK `STEP#000001`; step (its canonical JSON, masked as stored), hash.
-
-Every item carries `expires_at` (epoch seconds, the table's TTL attribute): RETENTION_DAYS after
-the call was archived. The account index (GSI1, sparse: only call items have its keys) lists an
-account's calls newest first.
+"""The archive: a call's record kept after Redis lets it go, in one DynamoDB table per stack
+(its items: `archive/items.py`).
 
 Writes are idempotent and race-free. A step item is written once (`attribute_not_exists`): a
 second archiver writing the same step finds it there with the same hash and goes on; a different
 hash is a conflict, reported, never overwritten. The call item is written last and only moves
 forward (a condition on its `progress`: step count, then status, then time), so a late or
 repeated archiver never takes it back. A reader trusts the call item: the steps it counts are
-all written.
+all written. Every item expires RETENTION_DAYS after the call was archived.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import dataclasses
 import json
@@ -32,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -45,7 +32,27 @@ from orchestrator_flows.archive.chain import (
     genesis,
     verify,
 )
-from orchestrator_flows.errors import ArchiveUnavailable, InvalidCursor, OrchestratorError
+from orchestrator_flows.archive.items import (
+    ACCOUNT_PREFIX,
+    BATCH_WRITE,
+    CALL_SK,
+    STEP_PREFIX,
+    TRANSACTION_TRIES,
+    decode_cursor,
+    encode_cursor,
+    erasure_key,
+    iso_time,
+    key,
+    not_erased,
+    pk,
+    receipt_from,
+    receipt_item,
+    receipt_key,
+    sk,
+    step_items,
+    transactions,
+)
+from orchestrator_flows.errors import ArchiveUnavailable, OrchestratorError
 from orchestrator_flows.records import ErasureReceipt
 from orchestrator_flows.session import Session
 
@@ -55,23 +62,7 @@ CallStatus = Literal["active", "complete", "ended"]
 Mark = Literal["marked", "already", "foreign", "closed"]
 # How far a call item has moved on, as the order its updates come in: never backwards.
 _STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "ended": 2}
-CALL_SK = "CALL"
-STEP_PREFIX = "STEP#"
-ACCOUNT_PREFIX = "ACCOUNT#"
-# A cursor holds a call item's key: an id of 128 characters and a time, twice over at most.
-MAX_CURSOR_BYTES = 600
-ERASURE_SK = "ERASURE"  # an account's pointer to its latest erasure; each one is ERASURE#<id>
 DAY_SECONDS = 86_400
-# A transaction writes up to STEPS_PER_WRITE steps (conditional Puts, and a check that the call
-# was not erased), within DynamoDB's 100 actions and 4 MB: at most TRANSACTION_BYTES of step
-# text. A step longer than PART_BYTES (an agent may answer up to 1 MiB) is written as several
-# items, `STEP#000001` (with the hash) then `STEP#000001.1`, `.2` …, each within the 400 KB
-# an item may hold. A BatchWriteItem takes 25 at most.
-STEPS_PER_WRITE = 25
-PART_BYTES = 300_000
-TRANSACTION_BYTES = 3_000_000
-TRANSACTION_TRIES = 5
-BATCH_WRITE = 25
 
 
 class ArchiveConflict(OrchestratorError):
@@ -232,7 +223,7 @@ class DynamoArchive:
         # One transaction after another: each checks the call item, and transactions on one
         # item at once would cancel one another (TransactionConflict). A failure stops here;
         # the call item is not written, and the next archiver goes on from what was.
-        for chunk in _transactions(links[start:]):
+        for chunk in transactions(links[start:]):
             await self._put_steps(call.call_identify_id, chunk, now)
         written = dataclasses.replace(
             call, head=links[-1].hash if links else genesis(call.call_identify_id),
@@ -248,7 +239,7 @@ class DynamoArchive:
 
     async def _call_item(self, call_identify_id: str) -> dict[str, Any] | None:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
-                                Key=_key(call_identify_id, CALL_SK))
+                                Key=key(call_identify_id, CALL_SK))
         item: dict[str, Any] | None = found.get("Item")
         return item
 
@@ -259,7 +250,7 @@ class DynamoArchive:
             page = await self._run(
                 "query", TableName=self._table, ConsistentRead=True,
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
-                ExpressionAttributeValues={":pk": {"S": _pk(call_identify_id)},
+                ExpressionAttributeValues={":pk": {"S": pk(call_identify_id)},
                                            ":steps": {"S": STEP_PREFIX}},
                 **({"ExclusiveStartKey": start} if start else {}))
             for item in page.get("Items", []):
@@ -276,7 +267,7 @@ class DynamoArchive:
     async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage:
         options: dict[str, Any] = {}
         if cursor is not None:
-            options["ExclusiveStartKey"] = _decode_cursor(cursor, account_id)
+            options["ExclusiveStartKey"] = decode_cursor(cursor, account_id)
         page = await self._run(
             "query", TableName=self._table, IndexName="GSI1", ScanIndexForward=False,
             Limit=limit, KeyConditionExpression="GSI1PK = :account",
@@ -287,7 +278,7 @@ class DynamoArchive:
             **options)
         last = page.get("LastEvaluatedKey")
         return CallPage(tuple(_call_from(item) for item in page.get("Items", [])),
-                        _encode_cursor(last) if last else None)
+                        encode_cursor(last) if last else None)
 
     # Erasure: the one way archived data leaves before its retention runs out.
 
@@ -325,7 +316,7 @@ class DynamoArchive:
         created = record.created_at if record is not None else iso_time(now)
         updated = record.updated_at if record is not None else created
         tombstone = {
-            **_key(call_identify_id, CALL_SK),
+            **key(call_identify_id, CALL_SK),
             "account_id": {"S": account_id}, "erasure_id": {"S": erasure_id},
             "status": {"S": "erasing"}, "created_at": {"S": created},
             "updated_at": {"S": updated}, "step_count": {"N": str(len(hashes))},
@@ -343,7 +334,7 @@ class DynamoArchive:
                      "(attribute_not_exists(PK) OR account_id = :account)",
                      "ExpressionAttributeValues": {":account": {"S": account_id}}}},
             {"Update": {"TableName": self._table,
-                        "Key": _erasure_key(account_id, erasure_id),
+                        "Key": erasure_key(account_id, erasure_id),
                         "UpdateExpression": "ADD calls_erased :c, live_calls_erased :l, "
                         "steps_erased :s",
                         "ConditionExpression": "#status = :going",
@@ -376,7 +367,7 @@ class DynamoArchive:
             page = await self._run(
                 "query", TableName=self._table, ConsistentRead=True, ProjectionExpression="PK, SK",
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
-                ExpressionAttributeValues={":pk": {"S": _pk(call_identify_id)},
+                ExpressionAttributeValues={":pk": {"S": pk(call_identify_id)},
                                            ":steps": {"S": STEP_PREFIX}},
                 **({"ExclusiveStartKey": start} if start else {}))
             keys += page.get("Items", [])
@@ -387,7 +378,7 @@ class DynamoArchive:
             await self._delete_all(keys[at:at + BATCH_WRITE])
         with contextlib.suppress(_ConditionFailed):  # finished by another request meanwhile
             await self._run("update_item", TableName=self._table,
-                            Key=_key(call_identify_id, CALL_SK),
+                            Key=key(call_identify_id, CALL_SK),
                             UpdateExpression="SET #status = :erased REMOVE GSI1PK, GSI1SK",
                             ConditionExpression="attribute_exists(erasure_id)",
                             ExpressionAttributeNames={"#status": "status"},
@@ -395,7 +386,7 @@ class DynamoArchive:
         return len(keys)
 
     async def _delete_all(self, keys: list[dict[str, Any]]) -> None:
-        requests = [{"DeleteRequest": {"Key": key}} for key in keys]
+        requests = [{"DeleteRequest": {"Key": step_key}} for step_key in keys]
         for attempt in range(TRANSACTION_TRIES):
             done = await self._run("batch_write_item", RequestItems={self._table: requests})
             requests = done.get("UnprocessedItems", {}).get(self._table, [])
@@ -419,13 +410,13 @@ class DynamoArchive:
     async def receipt(self, account_id: str) -> ErasureReceipt | None:
         """The account's latest erasure (going on, or done)."""
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
-                                Key=_receipt_key(account_id))
+                                Key=receipt_key(account_id))
         latest = found.get("Item")
         if latest is None:
             return None
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
-                                Key=_erasure_key(account_id, latest["erasure_id"]["S"]))
-        return _receipt_from(found["Item"]) if "Item" in found else None
+                                Key=erasure_key(account_id, latest["erasure_id"]["S"]))
+        return receipt_from(found["Item"]) if "Item" in found else None
 
     async def start_erasure(self, account_id: str) -> ErasureReceipt:
         """A new erasure of the account (its own receipt item, and the account's pointer to
@@ -436,12 +427,12 @@ class DynamoArchive:
             started_at=iso_time(self._clock()), finished_at=None)
         reasons = await self._transact([
             {"Put": {"TableName": self._table, "Item": {
-                **_receipt_key(account_id), "erasure_id": {"S": receipt.erasure_id},
+                **receipt_key(account_id), "erasure_id": {"S": receipt.erasure_id},
                 "status": {"S": "in_progress"}},
                 "ConditionExpression": "attribute_not_exists(SK) OR #status = :done",
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {":done": {"S": "complete"}}}},
-            {"Put": {"TableName": self._table, "Item": _receipt_item(receipt)}}])
+            {"Put": {"TableName": self._table, "Item": receipt_item(receipt)}}])
         if reasons is None:
             return receipt
         going = await self.receipt(account_id)
@@ -455,13 +446,13 @@ class DynamoArchive:
         request did; the receipt as it stands."""
         going = {":id": {"S": receipt.erasure_id}, ":going": {"S": "in_progress"}}
         await self._transact([
-            {"Update": {"TableName": self._table, "Key": _receipt_key(receipt.account_id),
+            {"Update": {"TableName": self._table, "Key": receipt_key(receipt.account_id),
                         "UpdateExpression": "SET #status = :done",
                         "ConditionExpression": "erasure_id = :id AND #status = :going",
                         "ExpressionAttributeNames": {"#status": "status"},
                         "ExpressionAttributeValues": {**going, ":done": {"S": "complete"}}}},
             {"Update": {"TableName": self._table,
-                        "Key": _erasure_key(receipt.account_id, receipt.erasure_id),
+                        "Key": erasure_key(receipt.account_id, receipt.erasure_id),
                         "UpdateExpression": "SET #status = :done, finished_at = :at",
                         "ExpressionAttributeNames": {"#status": "status"},
                         "ExpressionAttributeValues": {
@@ -471,12 +462,12 @@ class DynamoArchive:
 
     async def erasure(self, account_id: str, erasure_id: str) -> ErasureReceipt:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
-                                Key=_erasure_key(account_id, erasure_id))
-        return _receipt_from(found["Item"])
+                                Key=erasure_key(account_id, erasure_id))
+        return receipt_from(found["Item"])
 
     async def _step_hash(self, call_identify_id: str, number: int) -> str | None:
         found = await self._run("get_item", TableName=self._table, ConsistentRead=True,
-                                Key=_key(call_identify_id, _sk(number)))
+                                Key=key(call_identify_id, sk(number)))
         value = found.get("Item", {}).get("hash", {}).get("S")
         return value if isinstance(value, str) else None
 
@@ -491,8 +482,8 @@ class DynamoArchive:
             if not pending:
                 return
             items = [(link, item) for link in pending
-                     for item in _step_items(call_identify_id, link, expires)]
-            reasons = await self._transact([_not_erased(self._table, call_identify_id)] + [
+                     for item in step_items(call_identify_id, link, expires)]
+            reasons = await self._transact([not_erased(self._table, call_identify_id)] + [
                 {"Put": {"TableName": self._table, "Item": item,
                          "ConditionExpression": "attribute_not_exists(SK)"}}
                 for _, item in items])
@@ -526,7 +517,7 @@ class DynamoArchive:
 
     async def _put_call(self, call: ArchivedCall) -> None:
         item = {
-            **_key(call.call_identify_id, CALL_SK),
+            **key(call.call_identify_id, CALL_SK),
             "account_id": {"S": call.account_id}, "eci": {"S": call.eci},
             "current_flow_id": {"N": str(call.current_flow_id)},
             "completed_flows": {"S": json.dumps(list(call.completed_flows))},
@@ -580,64 +571,6 @@ class _Cancelled(Exception):
         self.reasons = reasons
 
 
-def _parts(text: str) -> list[str]:
-    """`text` cut into pieces of at most PART_BYTES in UTF-8, never inside a character."""
-    data = text.encode()
-    if len(data) <= PART_BYTES:
-        return [text]
-    parts, at = [], 0
-    while at < len(data):
-        cut = min(len(data), at + PART_BYTES)
-        while cut < len(data) and data[cut] & 0xC0 == 0x80:  # a continuation byte
-            cut -= 1
-        parts.append(data[at:cut].decode())
-        at = cut
-    return parts
-
-
-def _step_items(call_identify_id: str, link: Link, expires: int) -> list[dict[str, Any]]:
-    """The items of one step: the first holds the hash; more only for a long step."""
-    first, *rest = _parts(link.step)
-    items: list[dict[str, Any]] = [{
-        **_key(call_identify_id, _sk(link.number)), "step": {"S": first},
-        "hash": {"S": link.hash}, "expires_at": {"N": str(expires)}}]
-    items += [{**_key(call_identify_id, f"{_sk(link.number)}.{number}"), "step": {"S": part},
-               "expires_at": {"N": str(expires)}} for number, part in enumerate(rest, 1)]
-    return items
-
-
-def _transactions(links: Sequence[Link]) -> list[list[Link]]:
-    """Steps grouped into transactions of at most STEPS_PER_WRITE steps and TRANSACTION_BYTES."""
-    groups: list[list[Link]] = []
-    size = 0
-    for link in links:
-        length = len(link.step.encode())
-        if not groups or len(groups[-1]) == STEPS_PER_WRITE or size + length > TRANSACTION_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(link)
-        size += length
-    return groups
-
-
-def _not_erased(table: str, call_identify_id: str) -> dict[str, Any]:
-    """A transaction's check that the call has no tombstone."""
-    return {"ConditionCheck": {"TableName": table, "Key": _key(call_identify_id, CALL_SK),
-                               "ConditionExpression": "attribute_not_exists(erasure_id)"}}
-
-
-def _pk(call_identify_id: str) -> str:
-    return f"CALL#{call_identify_id}"
-
-
-def _sk(number: int) -> str:
-    return f"{STEP_PREFIX}{number:06d}"
-
-
-def _key(call_identify_id: str, sort_key: str) -> dict[str, dict[str, str]]:
-    return {"PK": {"S": _pk(call_identify_id)}, "SK": {"S": sort_key}}
-
-
 def _call_from(item: dict[str, Any]) -> ArchivedCall:
     status = item["status"]["S"]
     return ArchivedCall(
@@ -646,62 +579,3 @@ def _call_from(item: dict[str, Any]) -> ArchivedCall:
         status if status in _STATUS_RANK else "active", item["created_at"]["S"],
         item["updated_at"]["S"], int(item["step_count"]["N"]), item["head"]["S"],
         int(item["archived_at"]["N"]))
-
-
-def _encode_cursor(last: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(
-        {"c": last["PK"]["S"], "u": last["GSI1SK"]["S"]}, separators=(",", ":")).encode()
-    ).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, account_id: str) -> dict[str, Any]:
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        if len(decoded) > MAX_CURSOR_BYTES:  # longer than any this route gives (or parses)
-            raise ValueError
-        raw = json.loads(decoded)
-        pk, sort = raw["c"], raw["u"]
-        # The key of a call item of this account's index, as `_encode_cursor` wrote it.
-        if not (isinstance(pk, str) and isinstance(sort, str) and pk.startswith("CALL#")
-                and sort.endswith("#" + pk.removeprefix("CALL#"))):
-            raise ValueError
-    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
-        raise InvalidCursor("the cursor is not one this route gave; start again without "
-                            "one") from exc
-    return {"PK": {"S": pk}, "SK": {"S": CALL_SK},
-            "GSI1PK": {"S": ACCOUNT_PREFIX + account_id}, "GSI1SK": {"S": sort}}
-
-
-def iso_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
-
-def _receipt_key(account_id: str) -> dict[str, dict[str, str]]:
-    """The account's pointer to its latest erasure."""
-    return {"PK": {"S": ACCOUNT_PREFIX + account_id}, "SK": {"S": ERASURE_SK}}
-
-
-def _erasure_key(account_id: str, erasure_id: str) -> dict[str, dict[str, str]]:
-    return {"PK": {"S": ACCOUNT_PREFIX + account_id}, "SK": {"S": f"{ERASURE_SK}#{erasure_id}"}}
-
-
-def _receipt_item(receipt: ErasureReceipt) -> dict[str, Any]:
-    return {
-        **_erasure_key(receipt.account_id, receipt.erasure_id),
-        "erasure_id": {"S": receipt.erasure_id},
-        "account_id": {"S": receipt.account_id}, "status": {"S": receipt.status},
-        "calls_erased": {"N": str(receipt.calls_erased)},
-        "live_calls_erased": {"N": str(receipt.live_calls_erased)},
-        "steps_erased": {"N": str(receipt.steps_erased)},
-        "started_at": {"S": receipt.started_at}}
-
-
-def _receipt_from(item: dict[str, Any]) -> ErasureReceipt:
-    return ErasureReceipt(
-        erasure_id=item["erasure_id"]["S"], account_id=item["account_id"]["S"],
-        status="complete" if item["status"]["S"] == "complete" else "in_progress",
-        calls_erased=int(item["calls_erased"]["N"]),
-        live_calls_erased=int(item["live_calls_erased"]["N"]),
-        steps_erased=int(item["steps_erased"]["N"]), started_at=item["started_at"]["S"],
-        finished_at=item["finished_at"]["S"] if "finished_at" in item else None)
