@@ -20,6 +20,8 @@ from orchestrator_flows.errors import UnstorableStep
 from orchestrator_flows.session import Session
 
 Status = Literal["success", "input_required", "error"]
+# An archived call: archived once idle (active), complete, or ended (DELETE).
+CallStatus = Literal["active", "complete", "ended"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +120,7 @@ class CallSummary:
 
     call_identify_id: str
     eci: str
-    status: Annotated[Literal["active", "complete", "ended"], Field(
+    status: Annotated[CallStatus, Field(
         description="as archived: active (archived once idle), complete, or ended (DELETE)")]
     current_flow_id: int
     step_count: int

@@ -53,10 +53,9 @@ from orchestrator_flows.archive.items import (
     transactions,
 )
 from orchestrator_flows.errors import ArchiveUnavailable, OrchestratorError
-from orchestrator_flows.records import ErasureReceipt
+from orchestrator_flows.records import CallStatus, ErasureReceipt
 from orchestrator_flows.session import Session
 
-CallStatus = Literal["active", "complete", "ended"]
 # What marking a call for erasure did: marked it (and counted it); found it marked already; found
 # it is another account's call; found the erasure closed by another request.
 Mark = Literal["marked", "already", "foreign", "closed"]
@@ -245,6 +244,23 @@ class DynamoArchive:
 
     async def steps(self, call_identify_id: str) -> list[Link]:
         links: list[Link] = []
+        for item in await self._step_rows(call_identify_id):
+            number, _, part = item["SK"]["S"][len(STEP_PREFIX):].partition(".")
+            if part and links and links[-1].number == int(number):  # the step goes on
+                last = links[-1]
+                links[-1] = Link(last.number, last.step + item["step"]["S"], last.hash)
+            elif not part:
+                links.append(Link(int(number), item["step"]["S"], item["hash"]["S"]))
+        return links
+
+    async def _step_rows(self, call_identify_id: str,
+                         attributes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Every item of the call's steps (a long step's parts too), in order: whole, or only
+        the `attributes` named (by placeholders: `hash` is a reserved word)."""
+        names = {f"#a{at}": name for at, name in enumerate(attributes)}
+        projection = ({"ProjectionExpression": ", ".join(names),
+                       "ExpressionAttributeNames": names} if names else {})
+        rows: list[dict[str, Any]] = []
         start: dict[str, Any] | None = None
         while True:
             page = await self._run(
@@ -252,17 +268,11 @@ class DynamoArchive:
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
                 ExpressionAttributeValues={":pk": {"S": pk(call_identify_id)},
                                            ":steps": {"S": STEP_PREFIX}},
-                **({"ExclusiveStartKey": start} if start else {}))
-            for item in page.get("Items", []):
-                number, _, part = item["SK"]["S"][len(STEP_PREFIX):].partition(".")
-                if part and links and links[-1].number == int(number):  # the step goes on
-                    last = links[-1]
-                    links[-1] = Link(last.number, last.step + item["step"]["S"], last.hash)
-                elif not part:
-                    links.append(Link(int(number), item["step"]["S"], item["hash"]["S"]))
+                **projection, **({"ExclusiveStartKey": start} if start else {}))
+            rows += page.get("Items", [])
             start = page.get("LastEvaluatedKey")
             if not start:
-                return links
+                return rows
 
     async def calls_of(self, account_id: str, limit: int, cursor: str | None) -> CallPage:
         options: dict[str, Any] = {}
@@ -309,7 +319,8 @@ class DynamoArchive:
             hashes = [link.hash for link in links_of(*live)]
         elif item is not None:
             record = _call_from(item)
-            hashes = [link.hash for link in await self.steps(call_identify_id)]
+            hashes = [row["hash"]["S"] for row in await self._step_rows(
+                call_identify_id, ("SK", "hash")) if "hash" in row]
         else:
             record, hashes = None, []
         now = int(self._clock())
@@ -361,19 +372,7 @@ class DynamoArchive:
         if (item is None or "erasure_id" not in item
                 or item["account_id"]["S"] != account_id):
             return 0
-        keys: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while True:
-            page = await self._run(
-                "query", TableName=self._table, ConsistentRead=True, ProjectionExpression="PK, SK",
-                KeyConditionExpression="PK = :pk AND begins_with(SK, :steps)",
-                ExpressionAttributeValues={":pk": {"S": pk(call_identify_id)},
-                                           ":steps": {"S": STEP_PREFIX}},
-                **({"ExclusiveStartKey": start} if start else {}))
-            keys += page.get("Items", [])
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                break
+        keys = await self._step_rows(call_identify_id, ("PK", "SK"))
         for at in range(0, len(keys), BATCH_WRITE):
             await self._delete_all(keys[at:at + BATCH_WRITE])
         with contextlib.suppress(_ConditionFailed):  # finished by another request meanwhile

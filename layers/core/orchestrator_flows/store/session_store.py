@@ -145,7 +145,8 @@ class SessionStore:
             record = ReplyRecord(session.is_complete, claim.idempotency.fingerprint, answer)
             reply = (claim.idempotency.digest, record.encode())
         fields = session_fields(session)
-        due = self._archive_due(claim, session)
+        now_ms = int(self.clock() * 1000)
+        due = self._archive_due(claim, session, now_ms)
         if due is not None:
             fields[ARCHIVE_DUE_FIELD] = str(due)
         committing = self.backend.commit(
@@ -158,7 +159,7 @@ class SessionStore:
             reply=reply,
         )
         steps = await (committing if due is None else
-                       self._commit_and_schedule(claim, session, committing, due))
+                       self._commit_and_schedule(claim, session, committing, due, now_ms))
         if steps is None:
             raise ClaimLost(
                 f"the claim on call {claim.call_identify_id} expired before the step was "
@@ -166,7 +167,7 @@ class SessionStore:
             )
         return steps if session.is_complete else None
 
-    def _archive_due(self, claim: Claim, session: Session) -> int | None:
+    def _archive_due(self, claim: Claim, session: Session, now_ms: int) -> int | None:
         """When the call falls due in the archive's index, if this commit must say so: when it
         completes the call (due at once), and otherwise only when the due moment it would set
         is more than ARCHIVE_REFRESH_MS past the one the index holds. A due moment left a
@@ -175,7 +176,6 @@ class SessionStore:
         scheduled twice, at their first turn and their last."""
         if self.archive_index is None:
             return None
-        now_ms = int(self.clock() * 1000)
         if session.is_complete:
             return now_ms
         due = now_ms + self.archive_idle_ms
@@ -183,7 +183,7 @@ class SessionStore:
 
     async def _commit_and_schedule(self, claim: Claim, session: Session,
                                    committing: Awaitable[list[str] | None],
-                                   due: int) -> list[str] | None:
+                                   due: int, now_ms: int) -> list[str] | None:
         """The commit and the call's schedule, sent together: the commit and a pipeline for the
         index (the call's shard, its account's set; on a cluster, most often other nodes) in
         flight at once, not one more round trip after the commit. A schedule that fails loses
@@ -192,7 +192,6 @@ class SessionStore:
         schedule back (it may have been sent after an erasure took the call off the index)."""
         assert self.archive_index is not None
         scheduling = Scheduled(claim.call_identify_id, session.account_id, due)
-        now_ms = int(self.clock() * 1000)
         steps, scheduled = await asyncio.gather(
             committing, self.archive_index.schedule(scheduling, now_ms), return_exceptions=True)
         if isinstance(steps, BaseException):
