@@ -42,7 +42,8 @@ async def test_a_turn_answers_the_documented_shape(api: httpx.AsyncClient) -> No
     assert response.status_code == 200
     payload = response.json()
     assert set(payload) == {"call_identify_id", "intent_flow_id", "intent", "status", "response",
-                            "next_flow_id", "is_complete", "session_summary"}
+                            "next_flow_id", "is_complete", "session_summary", "handoff"}
+    assert payload["handoff"] is None
     assert (payload["call_identify_id"], payload["intent_flow_id"], payload["next_flow_id"]) == (
         "CALL-1", 1, 2)
     assert {"text", "data", "state", "task_id", "context_id"} <= set(payload["response"])
@@ -190,7 +191,7 @@ async def test_get_session_answers_the_session_state(api: httpx.AsyncClient) -> 
     state = (await api.get("/session/CALL-1")).json()
     assert set(state) == {"call_identify_id", "account_id", "eci", "current_flow_id",
                           "completed_flows", "is_complete", "steps", "created_at", "updated_at",
-                          "source"}
+                          "source", "handoff"}
     assert (state["current_flow_id"], state["completed_flows"], state["source"]) == (
         2, [1], "live")
     assert state["steps"][0]["input_message"] == "hello there"

@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator_flows.a2a.messages import AgentReply
 from orchestrator_flows.records import Attempt
-from orchestrator_flows.session import Session, TaskRef
+from orchestrator_flows.session import Handoff, Session, TaskRef
 
 
 def assert_no_field_at_its_default(record: Any) -> None:
@@ -29,7 +29,9 @@ def a_session_with_every_field_set() -> Session:
         current_flow_id=3, completed_flows=[1, 2], is_complete=True, step_count=7,
         created_at="2026-11-25T10:00:00.000Z", updated_at="2026-11-25T10:05:00.000Z",
         open_tasks={"auth": TaskRef("task-1", "ctx-1", "0.3", 2, "v2")},
-        agent_versions={"auth": "v2"})
+        agent_versions={"auth": "v2"}, attempts={2: 3}, visits={1: 1, 3: 2},
+        handoff=Handoff(reason="max_attempts", queue="identity", from_flow_id=2,
+                        summary="Escalated at AUTHENTICATION"))
     assert_no_field_at_its_default(session)
     return session
 
@@ -41,6 +43,9 @@ def test_a_session_copy_keeps_every_field_and_shares_no_list_or_map() -> None:
     copy.completed_flows.append(3)
     copy.open_tasks.clear()
     copy.agent_versions.clear()
+    copy.attempts.clear()
+    copy.visits.clear()
+    assert (session.attempts, session.visits) == ({2: 3}, {1: 1, 3: 2})
     assert session.completed_flows == [1, 2]
     assert session.open_tasks == {"auth": TaskRef("task-1", "ctx-1", "0.3", 2, "v2")}
     assert session.agent_versions == {"auth": "v2"}

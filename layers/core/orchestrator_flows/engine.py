@@ -22,11 +22,13 @@ from orchestrator_flows.errors import (
     ClaimLost,
     FailureCode,
     SessionComplete,
+    SessionEscalated,
     StepLimitReached,
     StoreUnavailable,
     UnstorableStep,
 )
-from orchestrator_flows.flow import Flow, Route
+from orchestrator_flows.escalation import handoff
+from orchestrator_flows.flow import Flow, Route, Stage
 from orchestrator_flows.masking import Masker
 from orchestrator_flows.observer import Observer
 from orchestrator_flows.records import (
@@ -39,8 +41,9 @@ from orchestrator_flows.records import (
     load_steps,
     session_state,
 )
-from orchestrator_flows.session import Session, TaskRef, utc_now
+from orchestrator_flows.session import HandoffReason, Session, TaskRef, utc_now
 from orchestrator_flows.store import Claim, Idempotency, Replay, SessionStore
+from orchestrator_flows.transitions import END, ESCALATION, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class Turn:
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
+# What the routing log and metrics name as the agent of a turn that hands the call over.
+HANDOFF_AGENT = "handoff"
 # uuid5 namespace of the A2A messageIds the orchestrator sends.
 MESSAGE_IDS = uuid.UUID("6f0c8e1e-3b52-5d2a-9f4e-1c7a2b9d8e30")
 
@@ -159,21 +164,34 @@ class Orchestrator:
         try:
             if looking is not None:
                 await looking  # in the try: a turn cancelled here still releases its claim
-            session, route = self._admit(turn, claim)
-            route = _on_version(route, session, turn.call_identify_id)
-            observe.turn_routed(turn.call_identify_id,
-                                self.flow.masker.mask(turn.intent, route.stage.name),
-                                route.stage.id, route.agent.name)
-            async with observe.span("agent", call_identify_id=turn.call_identify_id,
-                                    agent=route.agent.name):
-                outcome = await self._call_agent(
-                    turn, session, route, message_id(turn, idempotency_key, session))
-            error = outcome.failure.code if outcome.failure else None
-            observe.agent_answered(route.agent.name, outcome.response.latency_ms, error,
-                                   route.agent.version)
-            async with observe.span("commit", call_identify_id=turn.call_identify_id):
-                result, advanced, encoded = await self._record(
-                    turn, claim, session, route, outcome)
+            session = self._admit(turn, claim)
+            if self.flow.escalation.asked_for(turn.intent, turn.input_message):
+                # The caller asks for a person: no agent is called, the call is handed over.
+                stage = self.flow.stage(session.current_flow_id)
+                observe.turn_routed(turn.call_identify_id,
+                                    self.flow.masker.mask(turn.intent, stage.name), stage.id,
+                                    HANDOFF_AGENT)
+                async with observe.span("commit", call_identify_id=turn.call_identify_id):
+                    result, advanced, encoded = await self._commit(
+                        turn, claim, session.copy(), stage, None, None)
+                reply_length = 0
+            else:
+                route = _on_version(self.flow.route(turn.intent, session.current_flow_id),
+                                    session, turn.call_identify_id)
+                observe.turn_routed(turn.call_identify_id,
+                                    self.flow.masker.mask(turn.intent, route.stage.name),
+                                    route.stage.id, route.agent.name)
+                async with observe.span("agent", call_identify_id=turn.call_identify_id,
+                                        agent=route.agent.name):
+                    outcome = await self._call_agent(
+                        turn, session, route, message_id(turn, idempotency_key, session))
+                error = outcome.failure.code if outcome.failure else None
+                observe.agent_answered(route.agent.name, outcome.response.latency_ms, error,
+                                       route.agent.version)
+                async with observe.span("commit", call_identify_id=turn.call_identify_id):
+                    result, advanced, encoded = await self._record(
+                        turn, claim, session, route, outcome)
+                reply_length = len(outcome.response.text)
         except BaseException:
             # Refused, cancelled, a commit that failed, or a bug: whatever was not written, the
             # call is not left locked. The release is fenced by the claim's token, so it is a
@@ -186,7 +204,7 @@ class Orchestrator:
             completed=result.is_complete,
             latency_ms=(time.perf_counter() - started) * 1000,
             input_length=len(turn.input_message),
-            reply_length=len(outcome.response.text),
+            reply_length=reply_length,
         )
         return result, encoded
 
@@ -199,27 +217,34 @@ class Orchestrator:
             logger.warning("could not release claim on %s; it lapses with its lease",
                            claim.call_identify_id)
 
-    def _admit(self, turn: Turn, claim: Claim) -> tuple[Session, Route]:
+    def _admit(self, turn: Turn, claim: Claim) -> Session:
+        """The call's session (a new one on its first turn), if it may take this turn."""
         session = claim.session
         if session is None:
-            session = Session(
+            first = self.flow.stage(self.flow.first_stage_id)
+            return Session(
                 call_identify_id=turn.call_identify_id,
                 account_id=turn.account_id,
                 eci=turn.eci,
                 context_id=f"ctx-{uuid.uuid4()}",
-                current_flow_id=self.flow.first_stage_id,
+                current_flow_id=first.id,
+                visits={first.id: 1} if first.max_visits is not None else {},
             )
-        elif session.account_id != turn.account_id:
+        if session.account_id != turn.account_id:
             raise AccountMismatch(
                 f"call {turn.call_identify_id} belongs to another account",
             )
-        elif session.is_complete:
+        if session.is_complete:
             raise SessionComplete(f"call {turn.call_identify_id} is already complete")
-        elif session.step_count >= self.max_steps:
+        if session.handoff is not None:
+            raise SessionEscalated(
+                f"call {turn.call_identify_id} was handed to a person; it takes no more turns",
+                queue=session.handoff.queue, reason=session.handoff.reason)
+        if session.step_count >= self.max_steps:
             raise StepLimitReached(
                 f"call {turn.call_identify_id} has reached its limit of {self.max_steps} steps",
                 max_steps=self.max_steps)
-        return session, self.flow.route(turn.intent, session.current_flow_id)
+        return session
 
     async def _call_agent(
         self, turn: Turn, session: Session, route: Route, message_id: str
@@ -277,7 +302,7 @@ class Orchestrator:
         cannot be stored and read back is recorded as what it is, a bad agent answer: no
         content can break a call (the A2A client refuses most such answers before this)."""
         try:
-            return await self._commit(turn, claim, session.copy(), route, outcome)
+            return await self._commit(turn, claim, session.copy(), route.stage, route, outcome)
         except UnstorableStep as unstorable:
             failure = AgentFailure(
                 FailureCode.BAD_RESPONSE,
@@ -286,43 +311,56 @@ class Orchestrator:
                 outcome.response, text="", data={}, state=None, task_id=None, context_id=None,
                 error=failure.to_json())
             bad = _Outcome("error", response, None, failure, outcome.version)
-            return await self._commit(turn, claim, session.copy(), route, bad)
+            return await self._commit(turn, claim, session.copy(), route.stage, route, bad)
 
     async def _commit(
-        self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
+        self, turn: Turn, claim: Claim, session: Session, stage: Stage, route: Route | None,
+        outcome: _Outcome | None
     ) -> tuple[TurnResponse, bool, str | None]:
-        """The step and the answer, built here and only here, then committed together."""
-        stage, agent = route.stage, route.agent
+        """The step and the answer, built here and only here, then committed together. Without
+        a route (and so no outcome) the caller asked for a person: the call is handed over."""
         before = session.current_flow_id
-        advanced = self._apply(session, route, outcome)
         # What is stored (and so answered, and replayed) is masked; the agent had the original.
         masker = self.flow.masker
-        response = _masked(outcome.response, masker, stage.name, session.context_id)
+        said = masker.mask(turn.input_message, stage.name)
+        session.step_count += 1
+        if route is None or outcome is None:
+            self._escalate(session, stage, "caller_request", None, said, None)
+            advanced = False
+        else:
+            advanced = self._apply(session, route, outcome, said)
+        response = (None if outcome is None else
+                    _masked(outcome.response, masker, stage.name, session.context_id))
         intent = masker.mask(turn.intent, stage.name)
         now = utc_now()
-        session.step_count += 1
         session.updated_at = now
+        agent = route.agent if route is not None else None
+        handoff = session.handoff
+        status: Status = ("escalated" if handoff is not None
+                          else outcome.status if outcome is not None else "error")
         step = Step(
             step_number=session.step_count,
             intent_flow_id=stage.id,
             intent=intent,
-            input_message=masker.mask(turn.input_message, stage.name),
-            agent=agent.name,
-            a2a_agent_url=agent.url,
-            a2a_version=outcome.version,
-            response_status=outcome.status,
+            input_message=said,
+            agent=agent.name if agent is not None else None,
+            a2a_agent_url=agent.url if agent is not None else None,
+            a2a_version=outcome.version if outcome is not None else None,
+            response_status=status,
             response_data=response,
             timestamp=now,
-            agent_version=agent.version,
+            agent_version=agent.version if agent is not None else None,
+            handoff=handoff,
         )
         answer = TurnResponse(
             call_identify_id=turn.call_identify_id,
             intent_flow_id=stage.id,
             intent=intent,
-            status=outcome.status,
+            status=status,
             response=response,
-            next_flow_id=None if session.is_complete else session.current_flow_id,
+            next_flow_id=None if session.is_over else session.current_flow_id,
             is_complete=session.is_complete,
+            handoff=handoff,
         )
         try:
             # The reply kept for an Idempotency-Key holds no summary: a replay rebuilds it.
@@ -331,32 +369,78 @@ class Orchestrator:
         except ClaimLost as lost:
             # Nothing of the turn was written: the call is where it was before it.
             error = {"code": lost.code, "message": str(lost)}
+            lost_response = (dataclasses.replace(response, error=error) if response is not None
+                             else _nothing_called(error))
             return dataclasses.replace(
-                answer, status="error", response=dataclasses.replace(response, error=error),
-                next_flow_id=before, is_complete=False), False, None
+                answer, status="error", response=lost_response, next_flow_id=before,
+                is_complete=False, handoff=None), False, None
         if trail is not None:
             answer = dataclasses.replace(
                 answer, session_summary=session_state(session, load_steps(trail)))
             reply = None  # what was stored holds no summary
         return answer, advanced, reply
 
-    def _apply(self, session: Session, route: Route, outcome: _Outcome) -> bool:
-        """The flow rules: what a turn's outcome does to the session; True if it advanced."""
-        agent = route.agent
+    def _apply(self, session: Session, route: Route, outcome: _Outcome, said: str) -> bool:
+        """The flow rules: what a turn's outcome does to the session; True if the call moved
+        to another stage or completed. A failed or input-required turn is an attempt at the
+        stage; the stage's last one hands the call to a person. Otherwise the stage's
+        transitions (`Flow.after`) say where the call goes; a fallback turn never moves it."""
+        agent, stage = route.agent, route.stage
         if agent.version is not None:
             session.agent_versions[agent.name] = agent.version  # kept for the whole call
         if outcome.reply is not None and not outcome.reply.completed:
             self._keep_open_task(session, route, outcome.reply)
-            return False
-        if outcome.failure is not None:
+        elif outcome.failure is not None:
             if not outcome.failure.code.keeps_task:
                 session.open_tasks.pop(agent.name, None)
-            return False
-        session.open_tasks.pop(agent.name, None)
+        else:
+            session.open_tasks.pop(agent.name, None)
+        kind: Outcome = ("failed" if outcome.failure is not None
+                         else "completed" if outcome.reply is None or outcome.reply.completed
+                         else "input_required")
+        last = outcome.failure.code.value if outcome.failure is not None else kind
+        if kind != "completed":
+            tried = session.attempts[stage.id] = session.attempts.get(stage.id, 0) + 1
+            if stage.max_attempts is not None and tried >= stage.max_attempts:
+                self._escalate(session, stage, "max_attempts", None, said, last)
+                return False
         if route.is_fallback:
             return False
-        self._advance(session, route.stage.id)
+        move = self.flow.after(stage, kind, outcome.response.data)
+        if move is None:
+            return False
+        if kind == "completed":
+            session.completed_flows.append(stage.id)
+        if move.to == END:
+            session.is_complete = True
+            session.open_tasks = {}
+            return True
+        if move.to == ESCALATION:
+            self._escalate(session, stage, "flow", move.queue, said, last)
+            return False
+        entered = self.flow.stage_named(move.to)
+        if entered.id == stage.id and kind != "completed":
+            return False  # a transition to its own stage on a failure: the call stays
+        if entered.max_visits is not None:
+            visits = session.visits.get(entered.id, 0) + 1
+            if visits > entered.max_visits:
+                self._escalate(session, entered, "max_visits", None, said, last)
+                return False
+            session.visits[entered.id] = visits
+        session.current_flow_id = entered.id
+        # Tasks left open at the stage the call leaves can never be continued: a later visit
+        # to it starts new ones.
+        session.open_tasks = {}
         return True
+
+    def _escalate(self, session: Session, stage: Stage, reason: HandoffReason,
+                  queue: str | None, said: str, last: str | None) -> None:
+        """The call is handed to a person, to `queue`, else the stage's, else the flow's."""
+        session.open_tasks = {}
+        names = [self.flow.stage(done).name for done in session.completed_flows]
+        session.handoff = handoff(session, reason,
+                                  queue or stage.queue or self.flow.escalation.queue,
+                                  stage.name, names, said, last)
 
     def _keep_open_task(self, session: Session, route: Route, reply: AgentReply) -> None:
         """A task waiting for the caller: the next turn at the stage continues it."""
@@ -375,21 +459,6 @@ class Orchestrator:
         session.open_tasks[agent.name] = TaskRef(
             task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id,
             agent_version=agent.version)
-
-    def _advance(self, session: Session, stage_id: int) -> None:
-        """The stage is done: on to the next, or the call is complete."""
-        session.completed_flows.append(stage_id)
-        if stage_id == self.flow.last_stage_id:
-            session.is_complete = True
-        else:
-            session.current_flow_id = stage_id + 1
-        # Tasks left open at a finished stage can never be continued.
-        session.open_tasks = {
-            name: ref
-            for name, ref in session.open_tasks.items()
-            if ref.stage_id >= session.current_flow_id and not session.is_complete
-        }
-
 
 def _on_version(route: Route, session: Session, call_identify_id: str) -> Route:
     """The route with its agent as the version the call holds: the one its open task runs on,
@@ -450,6 +519,12 @@ def _masked(
         error=None if error is None else {key: text(value) for key, value in error.items()},
         latency_ms=response.latency_ms,
         attempts=response.attempts)
+
+
+def _nothing_called(error: dict[str, Any]) -> AgentResponse:
+    """The agent's part of a turn that called none, carrying an error of the orchestrator's."""
+    return AgentResponse(agent="", text="", data={}, state=None, task_id=None, context_id=None,
+                         error=error, latency_ms=0.0)
 
 
 def _answered(agent: str, reply: AgentReply, started: float) -> AgentResponse:

@@ -6,6 +6,7 @@ OrchestratorError
 ├── RequestRefused            the caller's turn is refused; nothing was recorded
 │   ├── IntentNotAllowed          409 intent_not_allowed
 │   ├── SessionComplete           409 session_complete
+│   ├── SessionEscalated          409 session_escalated (the call was handed to a person)
 │   ├── SessionEnded              409 session_ended (the call was deleted)
 │   ├── StepInProgress            409 step_in_progress (+ Retry-After)
 │   ├── StepLimitReached          409 step_limit_reached (with max_steps)
@@ -60,6 +61,13 @@ class IntentNotAllowed(RequestRefused):
 
 class SessionComplete(RequestRefused):
     code = "session_complete"
+
+
+class SessionEscalated(RequestRefused):
+    """The call was handed to a person: it takes no more turns (with the handoff's `queue` and
+    `reason`)."""
+
+    code = "session_escalated"
 
 
 class SessionEnded(RequestRefused):

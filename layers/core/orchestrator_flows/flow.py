@@ -8,11 +8,13 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from orchestrator_flows.breaker import BreakerPolicy
 from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed
+from orchestrator_flows.escalation import EscalationPolicy
 from orchestrator_flows.masking import Masker
+from orchestrator_flows.transitions import END, Outcome, Transition, target
 
 A2AVersion = Literal["1.0", "0.3"]
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -191,6 +193,11 @@ class Stage:
     id: int
     name: str
     intents: Mapping[str, str]  # intent -> agent name
+    # Failed or input-required turns the call may have at the stage; the last one escalates.
+    max_attempts: int | None = None
+    max_visits: int | None = None  # times the call may enter the stage; one more escalates
+    transitions: tuple[Transition, ...] = ()
+    queue: str | None = None  # where a handoff from this stage goes (else the flow's queue)
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,7 @@ class Flow:
     fallback_agent: str
     source: str = "<default>"
     masker: Masker = field(default_factory=Masker)
+    escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     _stage_of_intent: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +233,15 @@ class Flow:
 
     def stage(self, stage_id: int) -> Stage:
         return self.stages[stage_id - 1]
+
+    def stage_named(self, name: str) -> Stage:
+        return next(stage for stage in self.stages if stage.name == name)
+
+    def after(self, stage: Stage, outcome: Outcome, data: Mapping[str, Any]) -> Transition | None:
+        """Where the call goes after a turn at `stage` came to `outcome` (its transitions, else
+        completed: the next stage or END); None: it stays."""
+        following = self.stages[stage.id].name if stage.id < len(self.stages) else END
+        return target(stage.transitions, outcome, data, following)
 
     def agent_for(self, intent: str) -> Agent:
         """The agent an intent goes to at its own stage (the fallback agent for unknown ones)."""

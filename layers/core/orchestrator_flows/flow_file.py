@@ -7,17 +7,19 @@ broken file never starts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from orchestrator_flows.breaker import BreakerPolicy
 from orchestrator_flows.errors import FlowConfigError
+from orchestrator_flows.escalation import DEFAULT_QUEUE, EscalationPolicy
 from orchestrator_flows.flow import (
     AGENT_NAME,
     INTENT_NAME,
@@ -40,6 +42,15 @@ from orchestrator_flows.flow import (
     secret_ref,
 )
 from orchestrator_flows.masking import RULES, Masker, Rule
+from orchestrator_flows.transitions import (
+    ESCALATION,
+    TERMINALS,
+    Condition,
+    Node,
+    Outcome,
+    Transition,
+    check_graph,
+)
 
 Path_ = tuple[Any, ...]  # a node's place in the document: keys and indexes
 
@@ -122,11 +133,38 @@ class _AgentSpec(BaseModel):
     streaming: _StreamSpec | None = None
 
 
+# A queue a handoff goes to (an Amazon Connect queue name or ARN fits), a locale (BCP 47).
+_QUEUE = r"^[A-Za-z0-9_.:/@+-]{1,256}$"
+_LOCALE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
+MAX_STAGES = 64
+MAX_CAP = 100  # the largest max_attempts or max_visits
+
+
+class _TransitionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on: Outcome = "completed"
+    when: dict[str, Any] | None = Field(None, max_length=16)
+    to: str
+    queue: str | None = Field(None, pattern=_QUEUE)
+
+
 class _StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: int = Field(strict=True)
     name: str = Field(pattern=STAGE_NAME.pattern)
     intents: dict[str, str]
+    max_attempts: int | None = Field(None, strict=True, ge=1, le=MAX_CAP)
+    max_visits: int | None = Field(None, strict=True, ge=1, le=MAX_CAP)
+    queue: str | None = Field(None, pattern=_QUEUE)
+    transitions: list[_TransitionSpec] = Field(default_factory=list, max_length=32)
+
+
+class _EscalationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    intents: list[str] = Field(default_factory=lambda: ["escalate"], max_length=32)
+    phrases: dict[str, list[Annotated[str, StringConstraints(min_length=1, max_length=200)]]] = (
+        Field(default_factory=dict))
+    queue: str = Field(default=DEFAULT_QUEUE, pattern=_QUEUE)
 
 
 class _MaskingSpec(BaseModel):
@@ -139,8 +177,9 @@ class _FlowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     agents: dict[str, _AgentSpec]
     fallback_agent: str
-    stages: list[_StageSpec]
+    stages: list[_StageSpec] = Field(max_length=MAX_STAGES)
     masking: _MaskingSpec | None = None
+    escalation: _EscalationSpec = Field(default_factory=lambda: _EscalationSpec())
 
 
 # Pydantic's words for a shape problem, in the file's words (never a model's class name).
@@ -193,16 +232,23 @@ def parse_flow(text: str, source: str) -> Flow:
         raise problems.error()
     _check_agents(spec, problems)
     _check_stages(spec, problems)
+    stages = _stages(spec, problems)
+    _check_escalation(spec, problems)
     otp_stages = _otp_stages(spec, problems)
     if problems.found:
         raise problems.error()
     masking = spec.masking or _MaskingSpec()
+    escalation = spec.escalation
     return Flow(
-        stages=tuple(Stage(s.id, s.name, dict(s.intents)) for s in spec.stages),
+        stages=stages,
         agents={name: _agent(name, agent) for name, agent in spec.agents.items()},
         fallback_agent=spec.fallback_agent,
         source=source,
         masker=Masker.of(masking.rules, otp_stages),
+        escalation=EscalationPolicy(
+            frozenset(escalation.intents),
+            {locale: tuple(phrases) for locale, phrases in escalation.phrases.items()},
+            escalation.queue),
     )
 
 
@@ -321,6 +367,95 @@ def _check_stages(spec: _FlowSpec, problems: _Problems) -> None:
                 problems.add(where, f"duplicate intent {intent!r}: already in stage "
                              f"{seen[intent]}")
             seen.setdefault(intent, stage.id)
+
+
+def _stages(spec: _FlowSpec, problems: _Problems) -> tuple[Stage, ...]:
+    """The stages with their transitions, once the graph they make is checked: every target
+    exists, every stage can be reached, every loop is capped (`transitions.check_graph`)."""
+    stages = []
+    for index, stage in enumerate(spec.stages):
+        at: Path_ = ("stages", index)
+        if stage.name in TERMINALS:
+            problems.add((*at, "name"), f"{stage.name} names the end of a call, not a stage")
+        transitions = []
+        for position, transition in enumerate(stage.transitions):
+            where = (*at, "transitions", position)
+            if transition.queue is not None and transition.to != ESCALATION:
+                problems.add((*where, "queue"), f"stage {stage.name}: a queue is only for a "
+                             f"transition to {ESCALATION}")
+            conditions = _conditions(transition.when or {}, where, problems)
+            transitions.append(Transition(transition.on, transition.to, conditions,
+                                          transition.queue))
+        stages.append(Stage(stage.id, stage.name, dict(stage.intents), stage.max_attempts,
+                            stage.max_visits, tuple(transitions), stage.queue))
+    seen: dict[str, int] = {}
+    for index, stage in enumerate(spec.stages):
+        if stage.name in seen:
+            problems.add(("stages", index, "name"), f"duplicate stage name {stage.name!r}: "
+                         f"already stage {seen[stage.name]}")
+        seen.setdefault(stage.name, stage.id)
+    if len(seen) == len(stages) and stages:
+        for found in check_graph([Node(s.name, s.transitions, s.max_attempts, s.max_visits)
+                                  for s in stages]):
+            path: Path_ = ("stages", found.stage)
+            if found.transition is not None:
+                path = (*path, "transitions", found.transition, "to")
+            problems.add(path, found.problem)
+    return tuple(stages)
+
+
+_CONDITION_KEYS = {"equals", "in", "exists"}
+
+
+def _conditions(when: Mapping[str, Any], at: Path_, problems: _Problems
+                ) -> tuple[Condition, ...]:
+    """`when: {<dotted path in the agent's data>: <value> | {equals: v} | {in: [v, …]} |
+    {exists: true|false}}`, values being strings, numbers, booleans or null."""
+    found = []
+    for key, wanted in when.items():
+        where = (*at, "when", key)
+        path = tuple(str(key).split("."))
+        if not all(path) or len(path) > 8:
+            problems.add(where, f"when: {key!r} is not a dotted path into the agent's data")
+            continue
+        if not isinstance(wanted, dict):
+            wanted = {"equals": wanted}
+        test = set(wanted)
+        if len(test) != 1 or not test <= _CONDITION_KEYS:
+            problems.add(where, f"when.{key}: a value, or one of {{equals: v}}, {{in: [v, …]}}, "
+                         "{exists: true|false}")
+            continue
+        (kind, value), = wanted.items()
+        if kind == "exists" and isinstance(value, bool):
+            found.append(Condition(path, exists=value))
+        elif kind == "in" and isinstance(value, list) and all(map(_scalar, value)):
+            found.append(Condition(path, one_of=tuple(value)))
+        elif kind == "equals" and _scalar(value):
+            found.append(Condition(path, equals=value))
+        else:
+            problems.add(where, f"when.{key}.{kind}: "
+                         + {"exists": "true or false", "in": "a list of plain values"}.get(
+                             kind, "a plain value (string, number, boolean or null)"))
+    return tuple(found)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _check_escalation(spec: _FlowSpec, problems: _Problems) -> None:
+    stage_intents = {intent: stage.id for stage in spec.stages for intent in stage.intents}
+    for index, intent in enumerate(spec.escalation.intents):
+        where = ("escalation", "intents", index)
+        if not INTENT_NAME.match(intent):
+            problems.add(where, f"escalation.intents: {intent!r} is not a valid intent name")
+        elif intent in stage_intents:
+            problems.add(where, f"escalation.intents: {intent!r} is already an intent of stage "
+                         f"{stage_intents[intent]}")
+    for locale in spec.escalation.phrases:
+        if not re.match(_LOCALE, locale):
+            problems.add(("escalation", "phrases", locale),
+                         f"escalation.phrases: {locale!r} is not a locale (en, es, en-US …)")
 
 
 def _otp_stages(spec: _FlowSpec, problems: _Problems) -> list[str]:

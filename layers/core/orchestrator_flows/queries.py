@@ -43,7 +43,9 @@ async def get_session(store: SessionStore, call_identify_id: str,
         call_identify_id=call_identify_id, account_id=call.account_id, eci=call.eci,
         current_flow_id=call.current_flow_id, completed_flows=call.completed_flows,
         is_complete=call.is_complete, steps=archived, created_at=call.created_at,
-        updated_at=call.updated_at, source="archive")
+        updated_at=call.updated_at, source="archive",
+        # An escalated call's last step holds its handoff (so does one ended after it).
+        handoff=archived[-1].handoff if archived else None)
 
 
 async def get_steps(store: SessionStore, call_identify_id: str,

@@ -17,11 +17,15 @@ from pydantic import Field, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from orchestrator_flows.errors import UnstorableStep
-from orchestrator_flows.session import Session
+from orchestrator_flows.session import Handoff, Session
 
-Status = Literal["success", "input_required", "error"]
-# An archived call: archived once idle (active), complete, or ended (DELETE).
-CallStatus = Literal["active", "complete", "ended"]
+# A turn's outcome: the agent's (success, input_required, error), or escalated: the call is
+# handed to a person (`handoff`), with or without an agent call on the way.
+Status = Literal["success", "input_required", "error", "escalated"]
+# An archived call: archived once idle (active), complete, escalated, or ended (DELETE).
+CallStatus = Literal["active", "complete", "escalated", "ended"]
+HANDOFF = ("set once the call is handed to a person: transfer it to `queue`; the call takes no "
+           "more turns")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,15 +64,18 @@ class Step:
     intent_flow_id: int
     intent: str
     input_message: str
-    agent: str
-    a2a_agent_url: str
+    agent: Annotated[str | None, Field(description="null when no agent was called (the "
+                                                     "caller asked for a person)")]
+    a2a_agent_url: str | None
     a2a_version: str | None
     response_status: Status
-    response_data: AgentResponse
+    response_data: AgentResponse | None
     timestamp: str
     agent_version: Annotated[str | None, Field(
         description="the agent's version that served the step, for an agent with versions")
     ] = None
+    handoff: Annotated[Handoff | None, Field(description="why and where the step handed the "
+                                                         "call to a person")] = None
 
 
 Source = Literal["live", "archive"]
@@ -90,6 +97,7 @@ class SessionState:
     created_at: str
     updated_at: str
     source: Annotated[Source, Field(description=SOURCE)] = "live"
+    handoff: Annotated[Handoff | None, Field(description=HANDOFF)] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,11 +108,14 @@ class TurnResponse:
     intent_flow_id: int
     intent: str
     status: Status
-    response: AgentResponse
-    next_flow_id: Annotated[int | None, Field(description="null once the call is complete")]
+    response: Annotated[AgentResponse | None, Field(
+        description="the agent's answer; null when no agent was called")]
+    next_flow_id: Annotated[int | None, Field(
+        description="null once the call is complete or escalated")]
     is_complete: bool
     session_summary: Annotated[SessionState | None, Field(
-        description="the whole call, on the turn that completed it")] = None
+        description="the whole call, on the turn that completed or escalated it")] = None
+    handoff: Annotated[Handoff | None, Field(description=HANDOFF)] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,7 +132,8 @@ class CallSummary:
     call_identify_id: str
     eci: str
     status: Annotated[CallStatus, Field(
-        description="as archived: active (archived once idle), complete, or ended (DELETE)")]
+        description="as archived: active (archived once idle), complete, escalated, or ended "
+        "(DELETE)")]
     current_flow_id: int
     step_count: int
     created_at: str
@@ -206,6 +218,7 @@ def session_state(session: Session, steps: tuple[Step, ...]) -> SessionState:
         steps=steps,
         created_at=session.created_at,
         updated_at=session.updated_at,
+        handoff=session.handoff,
     )
 
 

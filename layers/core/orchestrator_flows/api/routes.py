@@ -127,7 +127,8 @@ def add_orchestrate(app: FastAPI) -> None:
             **_answers(TurnResponse, "the turn's answer: where the call goes next"),
             **COMMON_ERRORS,
             **_doc(409, "intent_not_allowed (with current_flow_id, allowed_intents), "
-                   "session_complete, session_ended (the call was deleted), "
+                   "session_complete, session_escalated (the call was handed to a person; "
+                   "with queue and reason), session_ended (the call was deleted), "
                    "step_in_progress (with Retry-After: when the running turn is likely "
                    "done) or step_limit_reached (with max_steps)"),
             **_doc(403, "account_mismatch: the call belongs to another account"),

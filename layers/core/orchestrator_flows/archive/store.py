@@ -60,7 +60,7 @@ from orchestrator_flows.session import Session
 # it is another account's call; found the erasure closed by another request.
 Mark = Literal["marked", "already", "foreign", "closed"]
 # How far a call item has moved on, as the order its updates come in: never backwards.
-_STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "ended": 2}
+_STATUS_RANK: dict[str, int] = {"active": 0, "complete": 1, "escalated": 1, "ended": 2}
 DAY_SECONDS = 86_400
 
 
@@ -90,11 +90,12 @@ class ArchivedCall:
 
     @classmethod
     def of(cls, session: Session, status: CallStatus | None = None) -> ArchivedCall:
-        """The call item of a session as Redis holds it: complete or active, unless `status`
-        says otherwise (a call being deleted is `ended`)."""
+        """The call item of a session as Redis holds it: complete, escalated or active, unless
+        `status` says otherwise (a call being deleted is `ended`)."""
+        held: CallStatus = ("complete" if session.is_complete else
+                            "escalated" if session.handoff is not None else "active")
         return cls(session.call_identify_id, session.account_id, session.eci,
-                   session.current_flow_id, tuple(session.completed_flows),
-                   status or ("complete" if session.is_complete else "active"),
+                   session.current_flow_id, tuple(session.completed_flows), status or held,
                    session.created_at, session.updated_at, session.step_count)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from orchestrator_flows.session import Session, TaskRef
+from orchestrator_flows.session import Handoff, Session, TaskRef
 
 FINGERPRINT_LENGTH = 64  # a sha256 in hex
 SESSION_FIELD = "session"  # the state hash: the session as JSON, and last_commit (the scripts')
@@ -18,9 +18,9 @@ _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).enco
 
 @dataclass(frozen=True, slots=True)
 class ReplyRecord:
-    """`<1 if the answer completed the call, else 0><fingerprint of the turn><answer JSON>`.
-    The claim script reads the first character (to send the trail with a completing reply);
-    nothing else looks inside."""
+    """`<1 if the answer ended the call (complete or escalated), else 0><fingerprint of the
+    turn><answer JSON>`. The claim script reads the first character (to send the trail with
+    such a reply); nothing else looks inside."""
 
     completed: bool
     fingerprint: str
@@ -55,6 +55,10 @@ def session_fields(session: Session) -> dict[str, str]:
         "updated_at": session.updated_at,
         "open_tasks": {name: _task_fields(task) for name, task in session.open_tasks.items()},
         **({"agent_versions": session.agent_versions} if session.agent_versions else {}),
+        # Absent while empty: a call that never retried or escalated keeps today's size.
+        **({"attempts": session.attempts} if session.attempts else {}),
+        **({"visits": session.visits} if session.visits else {}),
+        **({"handoff": _handoff_fields(session.handoff)} if session.handoff else {}),
     })}
 
 
@@ -80,7 +84,15 @@ def session_from_fields(call_identify_id: str, fields: dict[str, str]) -> Sessio
                                   int(raw["stage_id"]), raw.get("agent_version"))
                     for name, raw in kept["open_tasks"].items()},
         agent_versions=dict(kept.get("agent_versions", {})),
+        attempts={int(stage): int(count) for stage, count in kept.get("attempts", {}).items()},
+        visits={int(stage): int(count) for stage, count in kept.get("visits", {}).items()},
+        handoff=Handoff(**kept["handoff"]) if "handoff" in kept else None,
     )
+
+
+def _handoff_fields(handoff: Handoff) -> dict[str, str | int]:
+    return {"reason": handoff.reason, "queue": handoff.queue,
+            "from_flow_id": handoff.from_flow_id, "summary": handoff.summary}
 
 
 def _task_fields(task: TaskRef) -> dict[str, str | int]:

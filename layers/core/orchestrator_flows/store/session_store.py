@@ -138,11 +138,11 @@ class SessionStore:
         self, claim: Claim, session: Session, step: str, answer: str | None = None
     ) -> list[str] | None:
         """Record the step and the new state, and `answer` under the claim's Idempotency-Key;
-        returns the whole trail once the call is complete. Raises ClaimLost, writing nothing,
-        when the claim expired first."""
+        returns the whole trail once the call is over (complete or escalated). Raises
+        ClaimLost, writing nothing, when the claim expired first."""
         reply = None
         if claim.idempotency is not None and answer is not None:
-            record = ReplyRecord(session.is_complete, claim.idempotency.fingerprint, answer)
+            record = ReplyRecord(session.is_over, claim.idempotency.fingerprint, answer)
             reply = (claim.idempotency.digest, record.encode())
         fields = session_fields(session)
         now_ms = int(self.clock() * 1000)
@@ -155,7 +155,7 @@ class SessionStore:
             self.ttl_seconds,
             step,
             fields,
-            return_steps=session.is_complete,
+            return_steps=session.is_over,
             reply=reply,
         )
         steps = await (committing if due is None else
@@ -165,18 +165,19 @@ class SessionStore:
                 f"the claim on call {claim.call_identify_id} expired before the step was "
                 "recorded; nothing of this turn was written"
             )
-        return steps if session.is_complete else None
+        return steps if session.is_over else None
 
     def _archive_due(self, claim: Claim, session: Session, now_ms: int) -> int | None:
         """When the call falls due in the archive's index, if this commit must say so: when it
-        completes the call (due at once), and otherwise only when the due moment it would set
-        is more than ARCHIVE_REFRESH_MS past the one the index holds. A due moment left a
-        little early only has an idle call archived a little sooner (and archived again should
-        it go on); it is never late, so a call is archived before it expires. Most calls are
+        completes or escalates the call (due at once), and otherwise only when the due moment
+        it would set is more than ARCHIVE_REFRESH_MS past the one the index holds. A due
+        moment left a little early only has an idle call archived a little sooner (and
+        archived again should it go on); it is never late, so a call is archived before it
+        expires. Most calls are
         scheduled twice, at their first turn and their last."""
         if self.archive_index is None:
             return None
-        if session.is_complete:
+        if session.is_over:
             return now_ms
         due = now_ms + self.archive_idle_ms
         return due if due - claim.archive_due_ms > ARCHIVE_REFRESH_MS else None
