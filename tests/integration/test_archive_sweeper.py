@@ -269,3 +269,22 @@ async def test_delete_while_a_turn_is_in_flight_is_409_and_an_unknown_call_404(
     assert (await api.delete("/session/NOBODY")).status_code == 404
     assert not await harness.raw.exists(CallKeys.of("NOBODY").claim)
     assert await harness.archive.call("NOBODY") is None
+
+
+async def test_an_escalated_call_is_due_at_once_and_archived_with_its_handoff(
+    harness: Harness, api: httpx.AsyncClient
+) -> None:
+    await harness.play("ESC-1", ("greeting", "verify_identity", "escalate"))
+    assert set(await harness.scheduled()) == {"ESC-1"}
+    assert (await harness.sweeper().run()).archived == 1
+    call = await harness.archive.call("ESC-1")
+    assert call is not None
+    assert (call.status, call.step_count) == ("escalated", 3)
+    live = (await api.get("/session/ESC-1")).json()
+    keys = CallKeys.of("ESC-1")
+    await harness.raw.delete(keys.state, keys.steps, keys.replies)  # its TTL ran out
+    archived = (await api.get("/session/ESC-1")).json()
+    assert archived["handoff"]["reason"] == "caller_request"
+    assert {**archived, "source": "live"} == live
+    listed = (await api.get("/accounts/ACC-1/calls")).json()["calls"]
+    assert [(c["call_identify_id"], c["status"]) for c in listed] == [("ESC-1", "escalated")]

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from orchestrator_flows.breaker import BreakerPolicy
 from orchestrator_flows.errors import FlowConfigError
@@ -142,10 +149,18 @@ MAX_CAP = 100  # the largest max_attempts or max_visits
 
 class _TransitionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    on: Outcome = "completed"
+    # Not `on`: YAML 1.1 reads a key `on` as the boolean true.
+    outcome: Outcome = "completed"
     when: dict[str, Any] | None = Field(None, max_length=16)
     to: str
     queue: str | None = Field(None, pattern=_QUEUE)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_yaml_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and True in data:
+            raise ValueError("a key `on` (or yes) is read by YAML as true: write `outcome:`")
+        return data
 
 
 class _StageSpec(BaseModel):
@@ -384,7 +399,7 @@ def _stages(spec: _FlowSpec, problems: _Problems) -> tuple[Stage, ...]:
                 problems.add((*where, "queue"), f"stage {stage.name}: a queue is only for a "
                              f"transition to {ESCALATION}")
             conditions = _conditions(transition.when or {}, where, problems)
-            transitions.append(Transition(transition.on, transition.to, conditions,
+            transitions.append(Transition(transition.outcome, transition.to, conditions,
                                           transition.queue))
         stages.append(Stage(stage.id, stage.name, dict(stage.intents), stage.max_attempts,
                             stage.max_visits, tuple(transitions), stage.queue))

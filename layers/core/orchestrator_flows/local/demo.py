@@ -73,8 +73,10 @@ def _print_turn(
     number: int, turn: dict[str, str], answer: dict[str, Any], runtime: Any, out: Any
 ) -> None:
     stage = runtime.turns.flow.stage(answer["intent_flow_id"])
-    response = answer["response"]
-    nxt = "call complete" if answer["is_complete"] else f"next stage {answer['next_flow_id']}"
+    response = answer["response"] or {"agent": "-", "text": "", "error": None, "data": {}}
+    handoff = answer.get("handoff")
+    nxt = ("call complete" if answer["is_complete"] else
+           f"transfer to {handoff['queue']}" if handoff else f"next stage {answer['next_flow_id']}")
     print(
         f"\nturn {number}  stage {stage.id} {stage.name:<15} intent {turn['intent']:<16}"
         f" agent {response['agent']:<9} -> {answer['status']} ({nxt})",
@@ -85,6 +87,9 @@ def _print_turn(
     print(textwrap.indent(textwrap.fill(f"agent:  {reply}", 96), "    "), file=out)
     if response["data"]:
         print(f"    data:   {json.dumps(response['data'], sort_keys=True)}", file=out)
+    if handoff:
+        print(textwrap.indent(textwrap.fill(f"handoff: {handoff['summary']}", 96), "    "),
+              file=out)
 
 
 def _print_session(session: dict[str, Any], out: Any) -> None:
@@ -94,4 +99,4 @@ def _print_session(session: dict[str, Any], out: Any) -> None:
     print(f"    steps recorded: {len(session['steps'])}", file=out)
     for step in session["steps"]:
         print(f"      #{step['step_number']} stage {step['intent_flow_id']} {step['intent']:<16}"
-              f" {step['agent']:<9} {step['response_status']:<14} {step['timestamp']}", file=out)
+              f" {step['agent'] or '-':<9} {step['response_status']:<14} {step['timestamp']}", file=out)

@@ -1,0 +1,115 @@
+"""Attempts, escalation and transitions through the HTTP API, against real Redis (standalone
+and cluster) and the real a2a-sdk demo agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_end_to_end import api_client
+from tests.support.scripted import body
+
+FLOW = """
+agents:
+  greeting: {url: "http://127.0.0.1:9/"}
+  auth: {url: "http://127.0.0.1:9/"}
+  account: {url: "http://127.0.0.1:9/"}
+  refund: {url: "http://127.0.0.1:9/"}
+  closing: {url: "http://127.0.0.1:9/"}
+  fallback: {url: "http://127.0.0.1:9/"}
+fallback_agent: fallback
+escalation:
+  queue: front_desk
+  phrases: {es: [hablar con una persona]}
+stages:
+  - id: 1
+    name: GREETING
+    intents: {greeting: greeting}
+  - id: 2
+    name: AUTHENTICATION
+    intents: {verify_identity: auth}
+    max_attempts: 2
+    queue: identity_desk
+  - id: 3
+    name: INTENT_CAPTURE
+    intents: {account_inquiry: account, refund_request: refund}
+    transitions:
+      - {outcome: completed, when: {account_status: active}, to: CLOSING}
+  - id: 4
+    name: FULFILLMENT
+    intents: {process_refund: refund}
+  - id: 5
+    name: CLOSING
+    intents: {end_call: closing}
+"""
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_settings(request: pytest.FixtureRequest, demo_agent_urls: dict[str, str],
+                   tmp_path: Path) -> dict[str, Any]:
+    mode = request.param
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW)
+    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
+    return {"redis_url": url, "redis_mode": mode, "orchestrator_config": str(path),
+            "agent_urls": {name: demo_agent_urls[name] for name in
+                           ("greeting", "auth", "account", "refund", "closing", "fallback")}}
+
+
+async def test_authentication_escalates_after_its_attempts_with_a_real_agent(
+        redis_settings: dict[str, Any]) -> None:
+    call = f"FLOW-AUTH-{redis_settings['redis_mode']}"
+    async with api_client(**redis_settings) as (api, _):
+        await api.post("/orchestrate", json=body("greeting", call=call))
+        first = (await api.post("/orchestrate", json=body("verify_identity", call=call,
+                                                          text="I am Sam"))).json()
+        assert (first["status"], first["handoff"]) == ("input_required", None)
+        second = (await api.post("/orchestrate", json=body("verify_identity", call=call,
+                                                           text="I forgot it"))).json()
+        assert (second["status"], second["next_flow_id"]) == ("escalated", None)
+        assert (second["handoff"]["queue"], second["handoff"]["reason"]) == (
+            "identity_desk", "max_attempts")
+        # The real agent asked for the code again: its answer is kept with the handoff.
+        assert second["response"]["state"] == "input-required"
+        late = await api.post("/orchestrate", json=body("verify_identity", call=call,
+                                                        text="482913"))
+        assert late.status_code == 409
+        assert late.json()["error"] | {"message": ""} == {
+            "code": "session_escalated", "message": "", "queue": "identity_desk",
+            "reason": "max_attempts"}
+        state = (await api.get(f"/session/{call}")).json()
+        steps = (await api.get(f"/session/{call}/steps")).json()["steps"]
+    assert state["handoff"] == second["handoff"]
+    assert (state["current_flow_id"], state["is_complete"]) == (2, False)
+    assert [s["response_status"] for s in steps] == ["success", "input_required", "escalated"]
+
+
+async def test_a_caller_who_asks_for_a_person_is_handed_over_without_an_agent(
+        redis_settings: dict[str, Any]) -> None:
+    call = f"FLOW-ASK-{redis_settings['redis_mode']}"
+    async with api_client(**redis_settings) as (api, _):
+        await api.post("/orchestrate", json=body("greeting", call=call))
+        answer = (await api.post("/orchestrate", json=body(
+            "verify_identity", call=call, text="Quiero HABLAR con una persona, por favor"))).json()
+        steps = (await api.get(f"/session/{call}/steps")).json()["steps"]
+    assert (answer["status"], answer["response"]) == ("escalated", None)
+    assert (answer["handoff"]["reason"], answer["handoff"]["queue"]) == (
+        "caller_request", "identity_desk")
+    assert answer["session_summary"]["steps"] == steps
+    assert (steps[-1]["agent"], steps[-1]["handoff"]) == (None, answer["handoff"])
+
+
+async def test_a_real_agents_data_chooses_the_branch(redis_settings: dict[str, Any]) -> None:
+    mode = redis_settings["redis_mode"]
+    async with api_client(**redis_settings) as (api, _):
+        for call, intent, expected in ((f"FLOW-ACC-{mode}", "account_inquiry", 5),
+                                       (f"FLOW-REF-{mode}", "refund_request", 4)):
+            await api.post("/orchestrate", json=body("greeting", call=call))
+            await api.post("/orchestrate", json=body("verify_identity", call=call,
+                                                     text="code 482913"))
+            answer = (await api.post("/orchestrate", json=body(intent, call=call))).json()
+            assert (answer["status"], answer["next_flow_id"]) == ("success", expected)
+            state = (await api.get(f"/session/{call}")).json()
+            assert state["completed_flows"] == [1, 2, 3]
