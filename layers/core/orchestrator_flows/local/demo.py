@@ -99,4 +99,5 @@ def _print_session(session: dict[str, Any], out: Any) -> None:
     print(f"    steps recorded: {len(session['steps'])}", file=out)
     for step in session["steps"]:
         print(f"      #{step['step_number']} stage {step['intent_flow_id']} {step['intent']:<16}"
-              f" {step['agent'] or '-':<9} {step['response_status']:<14} {step['timestamp']}", file=out)
+              f" {step['agent'] or '-':<9} {step['response_status']:<14} {step['timestamp']}",
+              file=out)
