@@ -63,11 +63,13 @@ async def test_authentication_escalates_after_its_attempts_with_a_real_agent(
     call = f"FLOW-AUTH-{redis_settings['redis_mode']}"
     async with api_client(**redis_settings) as (api, _):
         await api.post("/orchestrate", json=body("greeting", call=call))
-        first = (await api.post("/orchestrate", json=body("verify_identity", call=call,
-                                                          text="I am Sam"))).json()
-        assert (first["status"], first["handoff"]) == ("input_required", None)
+        # The agent's question opens its task (no attempt); each time it asks again is one.
+        for said in ("I am Sam", "I forgot it"):
+            asked = (await api.post("/orchestrate", json=body("verify_identity", call=call,
+                                                              text=said))).json()
+            assert (asked["status"], asked["handoff"]) == ("input_required", None)
         second = (await api.post("/orchestrate", json=body("verify_identity", call=call,
-                                                           text="I forgot it"))).json()
+                                                           text="no idea, sorry"))).json()
         assert (second["status"], second["next_flow_id"]) == ("escalated", None)
         assert (second["handoff"]["queue"], second["handoff"]["reason"]) == (
             "identity_desk", "max_attempts")
@@ -83,7 +85,8 @@ async def test_authentication_escalates_after_its_attempts_with_a_real_agent(
         steps = (await api.get(f"/session/{call}/steps")).json()["steps"]
     assert state["handoff"] == second["handoff"]
     assert (state["current_flow_id"], state["is_complete"]) == (2, False)
-    assert [s["response_status"] for s in steps] == ["success", "input_required", "escalated"]
+    assert [s["response_status"] for s in steps] == [
+        "success", "input_required", "input_required", "escalated"]
 
 
 async def test_a_caller_who_asks_for_a_person_is_handed_over_without_an_agent(

@@ -70,11 +70,26 @@ async def test_the_same_key_with_another_turn_is_refused_and_writes_nothing(
     assert len(agent.requests) == 1
 
 
-async def test_a_repeat_while_the_first_is_in_flight_gets_409(
+async def test_a_repeat_while_the_first_is_in_flight_waits_and_gets_its_answer(
     redis_url: str, serve: Serve
 ) -> None:
     url, agent = await recorded_greeting(serve, delay=1.0)
     async with api_client(redis_url=redis_url, agent_urls={"greeting": url}) as (api, _):
+        turn = body("greeting", call="IDEM-WAIT")
+        first = asyncio.create_task(api.post("/orchestrate", json=turn, headers=keyed("k")))
+        await asyncio.sleep(0.3)
+        during = await api.post("/orchestrate", json=turn, headers=keyed("k"))
+        done = await first
+    assert (during.status_code, during.content) == (200, done.content)
+    assert len(agent.requests) == 1
+
+
+async def test_without_waiting_a_repeat_while_the_first_is_in_flight_gets_409(
+    redis_url: str, serve: Serve
+) -> None:
+    url, agent = await recorded_greeting(serve, delay=1.0)
+    async with api_client(redis_url=redis_url, agent_urls={"greeting": url},
+                          turn_wait_seconds=0) as (api, _):
         turn = body("greeting", call="IDEM-FLIGHT")
         first = asyncio.create_task(api.post("/orchestrate", json=turn, headers=keyed("k")))
         await asyncio.sleep(0.3)

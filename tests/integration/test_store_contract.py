@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -26,6 +27,7 @@ from orchestrator_flows.store import (
     Taken,
 )
 from orchestrator_flows.store.codec import session_fields
+from orchestrator_flows.store.memory_backend import MemoryBackend
 from tests.integration.conftest import Inspector
 
 ANSWER = '{"status":"success"}'
@@ -290,3 +292,91 @@ async def test_a_session_kept_one_field_per_attribute_still_reads(
     assert claim.session == session
     await store.commit(claim, session, step(2))
     assert (await store.get("OLD-1")) == (session, [step(1), step(2)])
+
+
+# Turns that wait their turn (TURN_WAIT_SECONDS): a queue of tickets under the call's tag.
+async def queued(inspector: Inspector, call: str) -> int:
+    key = CallKeys.of(call).queue
+    if inspector.raw is None:
+        assert isinstance(inspector.backend, MemoryBackend)
+        return len(inspector.backend.keyspace.list_of(key))
+    return int(await inspector.raw.llen(key))
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not await condition():
+        assert loop.time() < end, "the condition never held"
+        await asyncio.sleep(0.005)
+
+
+async def test_waiting_turns_take_the_claim_in_arrival_order(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    first = await store.claim("CALL-Q")
+    order: list[int] = []
+
+    async def waiter(n: int) -> None:
+        claim = await store.claim("CALL-Q", None, 10.0)
+        assert isinstance(claim, Claim)
+        order.append(n)
+        await asyncio.sleep(0.01)  # a short agent call
+        await store.commit(claim, claim.session or new_session("CALL-Q"), step(n))
+
+    waiters = []
+    for n in range(1, 6):
+        waiters.append(asyncio.create_task(waiter(n)))
+        await until(lambda n=n: _has(inspector, "CALL-Q", n))  # type: ignore[misc]
+    await store.commit(first, new_session("CALL-Q"), step(0))
+    await asyncio.gather(*waiters)
+    assert order == [1, 2, 3, 4, 5]
+    found = await store.get("CALL-Q")
+    assert found is not None
+    assert [json.loads(s)["step_number"] for s in found[1]] == [0, 1, 2, 3, 4, 5]
+    assert await queued(inspector, "CALL-Q") == 0
+
+
+async def _has(inspector: Inspector, call: str, count: int) -> bool:
+    return await queued(inspector, call) == count
+
+
+async def test_a_turn_that_gives_up_waiting_is_409_and_leaves_the_queue(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    await store.claim("CALL-Q")
+    with pytest.raises(StepInProgress) as busy:
+        await store.claim("CALL-Q", None, 0.3)
+    assert busy.value.retry_after_seconds >= 1
+    assert await queued(inspector, "CALL-Q") == 0
+
+
+async def test_a_waiting_turn_gets_the_claim_of_a_holder_that_crashed(
+    store: SessionStore,
+) -> None:
+    short = SessionStore(backend=store.backend, ttl_seconds=300, lease_seconds=0.4)
+    await short.claim("CALL-Q")  # never committed nor released: its lease lapses
+    claim = await store.claim("CALL-Q", None, 3.0)
+    assert isinstance(claim, Claim)
+
+
+async def test_a_waiting_turn_finds_the_call_ended_by_delete(store: SessionStore) -> None:
+    held = await store.claim("CALL-Q")
+    await store.commit(held, new_session("CALL-Q"), step(1))
+    await store.claim("CALL-Q")
+    waiting = asyncio.create_task(store.claim("CALL-Q", None, 5.0))
+    await asyncio.sleep(0.1)
+    assert await store.delete("CALL-Q")
+    with pytest.raises(SessionEnded):
+        await asyncio.wait_for(waiting, 2.0)
+
+
+async def test_a_recorded_answer_is_replayed_at_once_never_queued(store: SessionStore) -> None:
+    key = Idempotency("k", "f" * 64)
+    claim = await store.claim("CALL-Q", key)
+    assert isinstance(claim, Claim)
+    await store.commit(claim, new_session("CALL-Q"), step(1), ANSWER)
+    await store.claim("CALL-Q")  # another turn holds the call, for 20 s
+    # Queued, it would wait its 5 s and be refused: the holder outlasts the wait.
+    replay = await store.claim("CALL-Q", key, 5.0)
+    assert isinstance(replay, Replay)

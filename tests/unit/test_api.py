@@ -152,8 +152,9 @@ async def test_turn_on_a_complete_call_is_409_session_complete(api: httpx.AsyncC
 
 
 async def test_concurrent_step_is_409_step_in_progress_with_retry_after(
-    api: httpx.AsyncClient, agents: ScriptedAgents
+    api: httpx.AsyncClient, agents: ScriptedAgents, runtime: Runtime
 ) -> None:
+    runtime.turns.turn_wait_seconds = 0  # TURN_WAIT_SECONDS=0: a turn does not wait
     agents.then("greeting", 0.3)
     first = asyncio.create_task(api.post("/orchestrate", json=body("greeting")))
     await asyncio.sleep(0.1)
@@ -161,6 +162,35 @@ async def test_concurrent_step_is_409_step_in_progress_with_retry_after(
     assert (response.status_code, error_of(response)["code"]) == (409, "step_in_progress")
     assert response.headers["retry-after"] == "1"  # the running turn is 0.1 s in, not 20
     assert (await first).status_code == 200
+
+
+async def test_a_concurrent_step_waits_its_turn_and_is_answered(
+    api: httpx.AsyncClient, agents: ScriptedAgents
+) -> None:
+    agents.then("greeting", 0.3)
+    first = asyncio.create_task(api.post("/orchestrate", json=body("greeting")))
+    await asyncio.sleep(0.1)
+    second = await api.post("/orchestrate", json=body("verify_identity"))
+    assert first.done()  # answered after the first, not beside it
+    assert (second.status_code, second.json()["intent_flow_id"]) == (200, 2)
+    assert [s["intent"] for s in await trail(api)] == ["greeting", "verify_identity"]
+
+
+async def test_a_turn_waits_no_longer_than_its_wait(
+    api: httpx.AsyncClient, agents: ScriptedAgents, runtime: Runtime
+) -> None:
+    runtime.turns.turn_wait_seconds = 0.2
+    agents.then("greeting", 2.0)
+    first = asyncio.create_task(api.post("/orchestrate", json=body("greeting")))
+    await asyncio.sleep(0.1)
+    started = asyncio.get_running_loop().time()
+    second = await api.post("/orchestrate", json=body("greeting"))
+    waited = asyncio.get_running_loop().time() - started
+    assert (second.status_code, error_of(second)["code"]) == (409, "step_in_progress")
+    assert waited >= 0.2
+    assert not first.done()  # it gave up: it did not wait for the first to finish
+    assert (await first).status_code == 200
+    assert len(await trail(api)) == 1
 
 
 async def test_other_account_is_403_account_mismatch(api: httpx.AsyncClient) -> None:
@@ -233,7 +263,8 @@ async def test_a_deleted_call_stays_deleted_late_and_retried_turns_get_409_sessi
 
 class DownBackend(MemoryBackend):
     async def claim(
-        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
+        ticket: str | None = None,
     ) -> ClaimResult:
         raise StoreUnavailable("down")
 

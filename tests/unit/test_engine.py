@@ -242,6 +242,7 @@ async def test_other_account_is_refused_and_nothing_recorded(
 async def test_second_step_while_one_is_in_flight_is_refused_with_retry_after(
     orchestrator: Orchestrator, agents: ScriptedAgents
 ) -> None:
+    orchestrator.turn_wait_seconds = 0  # TURN_WAIT_SECONDS=0: a turn does not wait
     agents.then("greeting", 0.2)
     first = asyncio.create_task(orchestrator.handle_turn(turn("greeting")))
     await asyncio.sleep(0.05)

@@ -78,9 +78,13 @@ async def test_every_stage_escalates_when_its_attempts_run_out(stage: int, kind:
     orchestrator = orchestrator_of(flow, agents)
     await reach(orchestrator, stage)
     agent = AGENTS[stage - 1]
+    intent = STAGE_INTENTS[stage - 1]
+    if kind == "input_required":
+        # The agent's first question opens its task and is no attempt; asking again is.
+        agents.then(agent, input_required())
+        assert (await say(orchestrator, intent))["status"] == "input_required"
     answer = failure() if kind == "failed" else input_required()
     agents.then(agent, answer, answer, answer)
-    intent = STAGE_INTENTS[stage - 1]
     first, second = [await say(orchestrator, intent) for _ in range(2)]
     assert [first["handoff"], second["handoff"]] == [None, None]
     assert first["next_flow_id"] == second["next_flow_id"] == stage
@@ -175,13 +179,34 @@ async def test_attempts_count_per_stage_for_the_whole_call() -> None:
 
 async def test_a_fallback_turn_counts_as_an_attempt_but_never_moves_the_call() -> None:
     flow = parse_flow(five_stages({"GREETING": "max_attempts: 2"}), "flow.yaml")
-    agents = ScriptedAgents().then("fallback", input_required(), completed())
+    agents = ScriptedAgents().then("fallback", failure(), completed())
     orchestrator = orchestrator_of(flow, agents)
     first = await say(orchestrator, "say_what")
-    assert (first["status"], first["next_flow_id"]) == ("input_required", 1)
+    assert (first["status"], first["next_flow_id"]) == ("error", 1)
     assert (await say(orchestrator, "say_what"))["next_flow_id"] == 1  # completed: no attempt
     agents.then("fallback", failure())
     assert (await say(orchestrator, "say_what"))["handoff"]["reason"] == "max_attempts"
+
+
+async def test_a_first_question_is_no_attempt_and_each_question_again_is_one() -> None:
+    flow = parse_flow(five_stages({"AUTHENTICATION": "max_attempts: 2"}), "flow.yaml")
+    agents = ScriptedAgents()
+    orchestrator = orchestrator_of(flow, agents)
+    await reach(orchestrator, 2)
+    agents.then("auth", input_required("t-1"), completed())
+    assert (await say(orchestrator, "verify_identity"))["status"] == "input_required"
+    assert (await say(orchestrator, "verify_identity"))["next_flow_id"] == 3  # answered both
+    other = "CALL-2"
+    await reach_call(orchestrator, 2, other)
+    agents.then("auth", input_required("t-2"), input_required("t-2"), input_required("t-2"))
+    statuses = [(await say(orchestrator, "verify_identity", call=other))["status"]
+                for _ in range(3)]
+    assert statuses == ["input_required", "input_required", "escalated"]
+
+
+async def reach_call(orchestrator: Orchestrator, stage: int, call: str) -> None:
+    for intent in STAGE_INTENTS[:stage - 1]:
+        await say(orchestrator, intent, call=call)
 
 
 BRANCHING = five_stages({
@@ -249,8 +274,9 @@ async def test_a_failed_fulfillment_goes_back_until_its_attempts_run_out() -> No
 
 
 async def test_a_task_left_open_is_not_continued_after_the_call_moves_away() -> None:
-    flow = parse_flow(five_stages({"FULFILLMENT": "max_attempts: 5\ntransitions:\n  - "
-                                   "{outcome: input_required, to: INTENT_CAPTURE}"}), "flow.yaml")
+    flow = parse_flow(five_stages({"FULFILLMENT": "transitions:\n  - "
+                                   "{outcome: input_required, to: INTENT_CAPTURE}",
+                                   "INTENT_CAPTURE": "max_visits: 3"}), "flow.yaml")
     agents = ScriptedAgents()
     orchestrator = orchestrator_of(flow, agents)
     await reach(orchestrator, 4)
@@ -298,9 +324,16 @@ async def test_an_escalated_turn_is_replayed_under_its_idempotency_key() -> None
      "stage FULFILLMENT: the loop INTENT_CAPTURE → FULFILLMENT → INTENT_CAPTURE has no cap"),
     ({"CLOSING": "transitions:\n  - {when: {again: true}, to: CLOSING}"}, 26,
      "stage CLOSING: the loop CLOSING → CLOSING has no cap"),
+    ({"FULFILLMENT": "max_attempts: 2\ntransitions:\n"
+                     "  - {outcome: input_required, to: INTENT_CAPTURE}"}, 24,
+     "the loop INTENT_CAPTURE → FULFILLMENT → INTENT_CAPTURE has no cap"),
+    ({"GREETING": "transitions:\n  - {to: END}\n  - {to: CLOSING}"}, 15,
+     "stage GREETING: this transition can never match: one before it takes every completed"),
     ({"FULFILLMENT": "transitions:\n  - {when: {more: true}, to: GREETING}"}, 23,
      "the loop GREETING → AUTHENTICATION → INTENT_CAPTURE → FULFILLMENT → GREETING has no cap"),
     ({"GREETING": "transitions:\n  - {to: END}"}, 15,
+     "stage AUTHENTICATION cannot be reached from GREETING"),
+    ({"GREETING": "transitions:\n  - {to: END}\n  - {to: CLOSING}"}, 16,
      "stage AUTHENTICATION cannot be reached from GREETING"),
     ({"CLOSING": "transitions:\n  - {outcome: input_required, to: END, queue: q}"}, 26,
      "stage CLOSING: a queue is only for a transition to ESCALATION"),
@@ -364,6 +397,27 @@ def test_end_and_escalation_are_not_stage_names_and_names_are_unique() -> None:
         "flow.yaml:20: duplicate stage name 'GREETING': already stage 1",
         "flow.yaml:23: END names the end of a call, not a stage",
     ]
+
+
+def test_a_flow_that_routes_an_escalate_intent_keeps_it() -> None:
+    """A flow file written before escalation existed may route `escalate` to an agent: it
+    still loads, and the intent stays the stage's (no default escalation intent)."""
+    flow = parse_flow(five_stages().replace("{greeting: greeting}",
+                                            "{greeting: greeting, escalate: greeting}"), "f")
+    assert flow.escalation.intents == frozenset()
+    assert flow.route("escalate", 1).agent.name == "greeting"
+    with pytest.raises(FlowConfigError):  # said outright, it is refused
+        parse_flow(five_stages(head="escalation: {intents: [greeting]}"), "f")
+
+
+@pytest.mark.parametrize(("said", "asks"), [
+    ("𝐓𝐀𝐋𝐊 𝐓𝐎 𝐀 𝐇𝐔𝐌𝐀𝐍", True),
+    ("ＴＡＬＫ ＴＯ Ａ ＨＵＭＡＮ", True),
+    ("ﷺ" * 32_000, False),
+    ("x " * 5_000 + "talk to a human", False),  # past what is scanned
+])
+def test_phrases_are_compared_on_unfolded_bounded_text(said: str, asks: bool) -> None:
+    assert default_flow().escalation.asked_for("greeting", said) is asks
 
 
 def test_the_default_flow_asks_in_english_and_spanish_and_caps_nothing() -> None:

@@ -115,7 +115,7 @@ class _Outcome:
 class Orchestrator:
     def __init__(
         self, *, flow: Flow, store: SessionStore, agents: AgentCaller, breakers: Breakers,
-        observer: Observer, max_steps: int,
+        observer: Observer, max_steps: int, turn_wait_seconds: float = 0.0,
     ) -> None:
         self.flow = flow
         self.store = store
@@ -123,22 +123,27 @@ class Orchestrator:
         self.breakers = breakers
         self.observer = observer
         self.max_steps = max_steps
+        # How long a turn waits for one of its call in flight (TURN_WAIT_SECONDS).
+        self.turn_wait_seconds = turn_wait_seconds
 
     async def handle_turn(
-        self, turn: Turn, idempotency_key: str | None = None
+        self, turn: Turn, idempotency_key: str | None = None, wait_seconds: float | None = None
     ) -> TurnResponse:
         """One turn. With an Idempotency-Key, a turn already answered under it gets that answer
-        again (no agent call, no step); the same key with another body is refused."""
-        return (await self._handle(turn, idempotency_key))[0]
+        again (no agent call, no step); the same key with another body is refused. A turn that
+        finds another of its call in flight waits its turn up to `wait_seconds` (default
+        `turn_wait_seconds`)."""
+        return (await self._handle(turn, idempotency_key, wait_seconds))[0]
 
-    async def handle_turn_json(self, turn: Turn, idempotency_key: str | None = None) -> bytes:
+    async def handle_turn_json(self, turn: Turn, idempotency_key: str | None = None,
+                               wait_seconds: float | None = None) -> bytes:
         """`handle_turn`'s answer as the API sends it: a keyed turn's answer was encoded once
         already, to be stored under its key, and that encoding is sent."""
-        answer, encoded = await self._handle(turn, idempotency_key)
+        answer, encoded = await self._handle(turn, idempotency_key, wait_seconds)
         return encoded.encode() if encoded is not None else dump_json(answer)
 
     async def _handle(
-        self, turn: Turn, idempotency_key: str | None
+        self, turn: Turn, idempotency_key: str | None, wait_seconds: float | None
     ) -> tuple[TurnResponse, str | None]:
         started = time.perf_counter()
         observe = self.observer
@@ -152,7 +157,9 @@ class Orchestrator:
                 likely_agent.name, likely_agent.breaker))
                 if self.breakers.stale(likely_agent.name, likely_agent.breaker) else None)
             try:
-                claim = await self.store.claim(turn.call_identify_id, idempotency)
+                claim = await self.store.claim(
+                    turn.call_identify_id, idempotency,
+                    self.turn_wait_seconds if wait_seconds is None else wait_seconds)
             except BaseException:
                 if looking is not None:
                     looking.cancel()
@@ -388,6 +395,10 @@ class Orchestrator:
         agent, stage = route.agent, route.stage
         if agent.version is not None:
             session.agent_versions[agent.name] = agent.version  # kept for the whole call
+        # An agent asking again, on the task it asked on before, is an attempt; its first
+        # question is not (it opens the task).
+        held = session.open_tasks.get(agent.name)
+        asked_again = held is not None and held.stage_id == stage.id
         if outcome.reply is not None and not outcome.reply.completed:
             self._keep_open_task(session, route, outcome.reply)
         elif outcome.failure is not None:
@@ -399,7 +410,7 @@ class Orchestrator:
                          else "completed" if outcome.reply is None or outcome.reply.completed
                          else "input_required")
         last = outcome.failure.code.value if outcome.failure is not None else kind
-        if kind != "completed":
+        if kind == "failed" or (kind == "input_required" and asked_again):
             tried = session.attempts[stage.id] = session.attempts.get(stage.id, 0) + 1
             if stage.max_attempts is not None and tried >= stage.max_attempts:
                 self._escalate(session, stage, "max_attempts", None, said, last)
@@ -424,7 +435,8 @@ class Orchestrator:
         if entered.max_visits is not None:
             visits = session.visits.get(entered.id, 0) + 1
             if visits > entered.max_visits:
-                self._escalate(session, entered, "max_visits", None, said, last)
+                self._escalate(session, stage, "max_visits", entered.queue, said, last,
+                               f"the call came back to {entered.name} too often")
                 return False
             session.visits[entered.id] = visits
         session.current_flow_id = entered.id
@@ -434,13 +446,15 @@ class Orchestrator:
         return True
 
     def _escalate(self, session: Session, stage: Stage, reason: HandoffReason,
-                  queue: str | None, said: str, last: str | None) -> None:
-        """The call is handed to a person, to `queue`, else the stage's, else the flow's."""
+                  queue: str | None, said: str, last: str | None, why: str | None = None
+                  ) -> None:
+        """The call, at `stage`, is handed to a person: to `queue`, else the stage's, else the
+        flow's."""
         session.open_tasks = {}
         names = [self.flow.stage(done).name for done in session.completed_flows]
         session.handoff = handoff(session, reason,
                                   queue or stage.queue or self.flow.escalation.queue,
-                                  stage.name, names, said, last)
+                                  stage.name, names, said, last, why)
 
     def _keep_open_task(self, session: Session, route: Route, reply: AgentReply) -> None:
         """A task waiting for the caller: the next turn at the stage continues it."""

@@ -13,15 +13,22 @@ from orchestrator_flows.session import Handoff, HandoffReason, Session
 DEFAULT_QUEUE = "default"
 MAX_SUMMARY = 600  # characters of the handoff's summary
 MAX_QUOTED = 200  # characters of the caller's last words in it
+# How much of a message is looked at for phrases: a caller asks for a person in a sentence, and
+# compatibility forms can grow a character eighteenfold (U+FDFA), so the work is bounded.
+MAX_SCANNED = 4096
 _NOT_A_WORD = re.compile(r"[^\w]+")
+_MARKS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 
 def words(text: str) -> str:
-    """Text as phrases are compared: case-folded, accents dropped (`está` is `esta`),
-    punctuation as spaces, one space between words and one at each end."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
-    bare = "".join(char for char in folded if not unicodedata.combining(char))
-    return f" {' '.join(_NOT_A_WORD.sub(' ', bare).split())} "
+    """Text as phrases are compared: compatibility forms unfolded (`𝐇` is `H`), case-folded,
+    accents dropped (`está` is `esta`), punctuation as spaces, one space between words and one
+    at each end."""
+    text = text[:MAX_SCANNED]
+    if not text.isascii():
+        text = _MARKS.sub("", unicodedata.normalize("NFKD", unicodedata.normalize(
+            "NFKD", text).casefold()))
+    return f" {' '.join(_NOT_A_WORD.sub(' ', text.casefold()).split())} "
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,14 @@ _REASONS: dict[HandoffReason, str] = {
 
 
 def handoff(session: Session, reason: HandoffReason, queue: str, stage_name: str,
-            completed: list[str], last_words: str, last_outcome: str | None) -> Handoff:
-    """The handoff of a call, with a summary for the person taking it. Everything in it is
-    masked already: `last_words` is the turn's masked input."""
+            completed: list[str], last_words: str, last_outcome: str | None,
+            why: str | None = None) -> Handoff:
+    """The handoff of a call at its current stage (`stage_name`), with a summary for the
+    person taking it. Everything in it is masked already: `last_words` is the turn's masked
+    input. `why` replaces the reason's own words."""
     quoted = last_words if len(last_words) <= MAX_QUOTED else last_words[:MAX_QUOTED] + "…"
     parts = [f"Escalated at {stage_name} after {session.step_count} step"
-             f"{'' if session.step_count == 1 else 's'}: {_REASONS[reason]}."]
+             f"{'' if session.step_count == 1 else 's'}: {why or _REASONS[reason]}."]
     attempts = session.attempts.get(session.current_flow_id, 0)
     if attempts:
         parts.append(f"Unsuccessful attempts at {stage_name}: {attempts}.")

@@ -145,6 +145,7 @@ _QUEUE = r"^[A-Za-z0-9_.:/@+-]{1,256}$"
 _LOCALE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
 MAX_STAGES = 64
 MAX_CAP = 100  # the largest max_attempts or max_visits
+DEFAULT_ESCALATION_INTENTS = ("escalate",)
 
 
 class _TransitionSpec(BaseModel):
@@ -176,7 +177,8 @@ class _StageSpec(BaseModel):
 
 class _EscalationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    intents: list[str] = Field(default_factory=lambda: ["escalate"], max_length=32)
+    # None: `escalate`, unless a stage of the flow already routes an intent of that name.
+    intents: list[str] | None = Field(default=None, max_length=32)
     phrases: dict[str, list[Annotated[str, StringConstraints(min_length=1, max_length=200)]]] = (
         Field(default_factory=dict))
     queue: str = Field(default=DEFAULT_QUEUE, pattern=_QUEUE)
@@ -261,7 +263,7 @@ def parse_flow(text: str, source: str) -> Flow:
         source=source,
         masker=Masker.of(masking.rules, otp_stages),
         escalation=EscalationPolicy(
-            frozenset(escalation.intents),
+            frozenset(_escalation_intents(spec)),
             {locale: tuple(phrases) for locale, phrases in escalation.phrases.items()},
             escalation.queue),
     )
@@ -458,9 +460,18 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+def _escalation_intents(spec: _FlowSpec) -> list[str]:
+    """The intents that ask for a person: as the file says, or `escalate` where no stage of a
+    flow written before escalation existed routes an intent of that name."""
+    if spec.escalation.intents is not None:
+        return spec.escalation.intents
+    routed = {intent for stage in spec.stages for intent in stage.intents}
+    return [intent for intent in DEFAULT_ESCALATION_INTENTS if intent not in routed]
+
+
 def _check_escalation(spec: _FlowSpec, problems: _Problems) -> None:
     stage_intents = {intent: stage.id for stage in spec.stages for intent in stage.intents}
-    for index, intent in enumerate(spec.escalation.intents):
+    for index, intent in enumerate(spec.escalation.intents or ()):
         where = ("escalation", "intents", index)
         if not INTENT_NAME.match(intent):
             problems.add(where, f"escalation.intents: {intent!r} is not a valid intent name")

@@ -148,6 +148,7 @@ class Runtime:
                                   probe_seconds=settings.breaker_probe_seconds),
                 observer=observer,
                 max_steps=settings.max_steps_per_call,
+                turn_wait_seconds=settings.turn_wait_seconds,
             )
         return cls(settings=settings, storage=storage, store=store, observer=observer,
                    orchestrator=orchestrator, agents=agents,

@@ -37,6 +37,7 @@ VARIABLES = {
     "orchestrator_config": "ORCHESTRATOR_CONFIG",
     "session_ttl_seconds": "SESSION_TTL_SECONDS",
     "agent_timeout_seconds": "AGENT_TIMEOUT_SECONDS",
+    "turn_wait_seconds": "TURN_WAIT_SECONDS",
     "redis_socket_timeout_seconds": "REDIS_SOCKET_TIMEOUT_SECONDS",
     "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
     "redis_max_connections": "REDIS_MAX_CONNECTIONS",
@@ -75,6 +76,10 @@ class Settings(BaseModel):
     agent_timeout_seconds: float = Field(
         default=15.0, gt=0, le=600,
         description="the deadline of one agent call, its retries included, in seconds")
+    turn_wait_seconds: float = Field(
+        default=5.0, ge=0, le=25,
+        description="how long a turn that finds another turn of its call in flight waits its "
+        "turn (in arrival order) before 409 step_in_progress, in seconds; 0: it does not wait")
     # Short socket timeouts keep a dead Redis a fast 503 instead of a hang.
     redis_socket_timeout_seconds: float = Field(
         default=0.75, gt=0, le=10, description="Redis read timeout, in seconds")

@@ -113,7 +113,8 @@ def check_graph(nodes: Sequence[Node]) -> list[GraphProblem]:
     `max_visits`. With no uncapped loop every call ends: at END, or at ESCALATION when a cap
     runs out."""
     names = {node.name: index for index, node in enumerate(nodes)}
-    problems = [GraphProblem(index, position, f"stage {node.name}: transition to "
+    problems = _shadowed(nodes)
+    problems += [GraphProblem(index, position, f"stage {node.name}: transition to "
                              f"{transition.to!r}, which is not a stage, {END} or {ESCALATION}")
                 for index, node in enumerate(nodes)
                 for position, transition in enumerate(node.transitions)
@@ -124,13 +125,33 @@ def check_graph(nodes: Sequence[Node]) -> list[GraphProblem]:
     return problems
 
 
+def _shadowed(nodes: Sequence[Node]) -> list[GraphProblem]:
+    """Transitions that can never match: after one for the same outcome without `when`."""
+    problems = []
+    for index, node in enumerate(nodes):
+        decided: set[Outcome] = set()
+        for position, transition in enumerate(node.transitions):
+            if transition.on in decided:
+                problems.append(GraphProblem(index, position, (
+                    f"stage {node.name}: this transition can never match: one before it takes "
+                    f"every {transition.on} outcome")))
+            elif not transition.when:
+                decided.add(transition.on)
+    return problems
+
+
 def _edges(nodes: Sequence[Node]) -> list[Edge]:
     """Every way a call can move between stages. Staying at a stage (a failed or
     input-required turn with no transition, or one to the stage itself) is not a move: the
     caller's retries are bounded by `max_attempts` and the call's step limit."""
     edges = []
     for index, node in enumerate(nodes):
+        decided: set[Outcome] = set()
         for position, transition in enumerate(node.transitions):
+            if transition.on in decided:
+                continue  # shadowed: never taken
+            if not transition.when:
+                decided.add(transition.on)
             if transition.to == node.name and transition.on != "completed":
                 continue
             edges.append(Edge(index, transition.to, transition.on, position))
@@ -157,8 +178,11 @@ def _unreachable(nodes: Sequence[Node], names: Mapping[str, int],
 
 
 def _capped(edge: Edge, nodes: Sequence[Node], names: Mapping[str, int]) -> bool:
+    """Each time the call takes the edge, a cap comes nearer: a failed turn is an attempt at
+    its stage (an input-required one is only when its agent asks again, which a call that
+    left and came back never does), and an entry counts against the entered stage's visits."""
     source, entered = nodes[edge.source], nodes[names[edge.to]]
-    return ((source.max_attempts is not None and edge.outcome != "completed")
+    return ((source.max_attempts is not None and edge.outcome == "failed")
             or entered.max_visits is not None)
 
 
@@ -185,7 +209,7 @@ def _uncapped_loops(nodes: Sequence[Node], names: Mapping[str, int],
                     edge.source, edge.transition,
                     f"stage {nodes[edge.source].name}: the loop {' → '.join(loop)} has no cap "
                     "(give a stage on it max_visits, or leave a stage with max_attempts on a "
-                    "failed or input_required outcome)"))
+                    "failed outcome)"))
             elif state[there] == 0:
                 visit(there)
         path.pop()

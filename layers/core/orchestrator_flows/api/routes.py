@@ -143,8 +143,27 @@ def add_orchestrate(app: FastAPI) -> None:
         key = idempotency_key(request)
         turn = Turn(body.call_identify_id, body.account_id, body.eci, body.input_message,
                     body.intent)
-        answer = await request.app.state.runtime.turns.handle_turn_json(turn, key)
+        runtime = request.app.state.runtime
+        answer = await runtime.turns.handle_turn_json(turn, key, turn_wait(request, runtime))
         return Response(answer, media_type="application/json")
+
+
+# What a turn needs after its wait, beside the agent's deadline: two Redis scripts (1.9 s each
+# at most) and the function's own work.
+AFTER_WAIT_SECONDS = 4.0
+
+
+def turn_wait(request: Request, runtime: Any) -> float | None:
+    """How long this turn may wait for another of its call: TURN_WAIT_SECONDS (None: the
+    engine's own), and in Lambda no longer than leaves the turn its agent's deadline before
+    the function times out (Mangum puts the invocation's context in the scope)."""
+    context = request.scope.get("aws.context")
+    wait: float = runtime.turns.turn_wait_seconds
+    if context is None or wait <= 0:
+        return None
+    left = float(context.get_remaining_time_in_millis()) / 1000
+    agent: float = runtime.settings.agent_timeout_seconds
+    return max(0.0, min(wait, left - agent - AFTER_WAIT_SECONDS))
 
 
 def add_get_session(app: FastAPI) -> None:

@@ -4,10 +4,14 @@ event loop it is as atomic as a Lua script."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
 from orchestrator_flows.kv.memory import Keyspace
 from orchestrator_flows.store.codec import completes_call
 from orchestrator_flows.store.keys import CallKeys
-from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Recorded, Taken
+from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Queued, Recorded, Taken
 
 
 class MemoryBackend:
@@ -15,22 +19,64 @@ class MemoryBackend:
 
     def __init__(self, keyspace: Keyspace | None = None) -> None:
         self.keyspace = keyspace or Keyspace()
+        # Per call, what the turns waiting in its queue wait on (set, then replaced, to wake).
+        self._bells: dict[str, asyncio.Event] = {}
 
     async def claim(
-        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
+        ticket: str | None = None,
     ) -> ClaimResult:
         space = self.keyspace
+        holder = space.get(keys.claim)
+        if holder == token:
+            return Taken(space.hash_of(keys.state))
         if space.exists(keys.ended):
             return Ended()
         reply = space.hash_of(keys.replies).get(reply_key) if reply_key else None
         if reply is not None:
             steps = tuple(space.list_of(keys.steps)) if completes_call(reply) else ()
             return Recorded(reply, space.hash_of(keys.state), steps)
-        holder = space.get(keys.claim)
-        if holder is not None and holder != token:
-            return Busy(space.pttl_ms(keys.claim))
-        space.put(keys.claim, token, lease_ms / 1000)
-        return Taken(space.hash_of(keys.state))
+        queue = self._live_queue(keys)
+        if holder is None and (not queue or queue[0] == ticket):
+            if queue:
+                self._keep_queue(keys, queue[1:], lease_ms)
+            space.put(keys.claim, token, lease_ms / 1000)
+            return Taken(space.hash_of(keys.state))
+        if ticket is not None:
+            self._keep_queue(keys, queue if ticket in queue else [*queue, ticket], lease_ms)
+            return Queued(space.pttl_ms(keys.claim))
+        return Busy(space.pttl_ms(keys.claim))
+
+    def _keep_queue(self, keys: CallKeys, queue: list[str], lease_ms: int) -> None:
+        if queue:
+            self.keyspace.put(keys.queue, queue, (lease_ms + 30_000) / 1000)
+        else:
+            self.keyspace.delete(keys.queue)
+
+    def _live_queue(self, keys: CallKeys) -> list[str]:
+        """The call's queue without the tickets whose turn gave up."""
+        now_ms = time.time() * 1000
+        return [ticket for ticket in self.keyspace.list_of(keys.queue)
+                if int(ticket.split(":", 1)[0]) >= now_ms]
+
+    def ticket(self, token: str, wait_seconds: float) -> str:
+        return f"{int((time.time() + wait_seconds) * 1000)}:{token}"
+
+    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
+        bell = self._bells.setdefault(keys.wake, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bell.wait(), seconds)
+
+    async def leave(self, keys: CallKeys, ticket: str) -> None:
+        queue = self.keyspace.list_of(keys.queue)
+        if ticket in queue:
+            queue.remove(ticket)
+            self._keep_queue(keys, queue, 0)
+
+    def _wake(self, keys: CallKeys) -> None:
+        bell = self._bells.pop(keys.wake, None)
+        if bell is not None:
+            bell.set()
 
     async def commit(
         self,
@@ -56,11 +102,13 @@ class MemoryBackend:
         if replies:
             space.put(keys.replies, replies, ttl_seconds)
         space.delete(keys.claim)
+        self._wake(keys)
         return space.list_of(keys.steps) if return_steps else []
 
     async def release(self, keys: CallKeys, token: str) -> None:
         if self.keyspace.get(keys.claim) == token:
             self.keyspace.delete(keys.claim)
+            self._wake(keys)
 
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
         state = self.keyspace.hash_of(keys.state)
@@ -68,9 +116,10 @@ class MemoryBackend:
 
     async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
         existed = self.keyspace.exists(keys.state)
-        self.keyspace.delete(keys.state, keys.steps, keys.claim, keys.replies)
+        self.keyspace.delete(keys.state, keys.steps, keys.claim, keys.replies, keys.queue)
         if existed:
             self.keyspace.put(keys.ended, "1", ended_seconds)
+        self._wake(keys)
         return existed
 
     async def unschedule(self, keys: CallKeys) -> None:

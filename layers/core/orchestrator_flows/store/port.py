@@ -13,11 +13,27 @@ class Backend(Protocol):
     name: str
 
     async def claim(
-        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
+        ticket: str | None = None,
     ) -> ClaimResult:
         """Take the lease and read the state; first, when `reply_key` is given and a reply is
         recorded under it, return that reply instead (lease not taken); nothing for an ended
-        call."""
+        call. With a `ticket` (from `ticket`), a turn that finds the call busy, or turns queued
+        before it, takes its place in the queue (once, however often it claims) and is
+        Queued; the lease goes to the queue's first live ticket before any other turn."""
+        ...
+
+    def ticket(self, token: str, wait_seconds: float) -> str:
+        """A turn's place in the call's queue: its token and when it gives up waiting."""
+        ...
+
+    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
+        """Return when the claim is let go (by a commit, a release or a delete) or after
+        `seconds`, whichever comes first."""
+        ...
+
+    async def leave(self, keys: CallKeys, ticket: str) -> None:
+        """Take a ticket out of the queue (a turn that stops waiting)."""
         ...
 
     async def commit(

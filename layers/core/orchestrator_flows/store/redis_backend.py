@@ -21,19 +21,54 @@ from typing import Any
 from orchestrator_flows.errors import StoreUnavailable
 from orchestrator_flows.kv.redis_connection import RedisConnection
 from orchestrator_flows.store.keys import CallKeys
-from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Recorded, Taken
+from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Queued, Recorded, Taken
 
-CLAIM = """
+# The first live ticket of the queue (tickets whose turn gave up are dropped on the way), or
+# nil. Tickets are `<gives up, ms on this server's clock>:<token>`.
+_QUEUE_HEAD = """
+local function queue_head(queue, now)
+  while true do
+    local ticket = redis.call('LINDEX', queue, 0)
+    if not ticket then
+      return nil
+    end
+    local gives_up = tonumber(string.match(ticket, '^(%d+):'))
+    if gives_up and gives_up >= now then
+      return ticket
+    end
+    redis.call('LPOP', queue)
+  end
+end
+"""
+
+# Wakes every turn waiting in the queue (each pops one item; the first in line takes the claim,
+# the others find it taken and wait again).
+_WAKE = """
+local function wake(queue, bell)
+  local waiting = redis.call('LLEN', queue)
+  if waiting > 0 then
+    redis.call('DEL', bell)
+    for _ = 1, waiting do
+      redis.call('RPUSH', bell, '1')
+    end
+    redis.call('PEXPIRE', bell, 30000)
+  end
+end
+"""
+
+CLAIM = _QUEUE_HEAD + """
 -- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list,
--- KEYS[5] ended marker
+-- KEYS[5] ended marker, KEYS[6] queue
 -- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or '',
--- ARGV[4] when the client gives up, in ms on this server's clock
+-- ARGV[4] when the client gives up, in ms on this server's clock,
+-- ARGV[5] the turn's ticket, or '' for a turn that does not wait, ARGV[6] the queue's TTL, ms
 -- Every answer ends with the server's time in ms. Nothing is done, {3, now}, when the claim
 -- arrives after its client gave up (Redis stalled: a lease taken now would hold the call for
 -- nobody); {4, now} when the call was ended; {2, reply, HGETALL state, steps if the reply
--- completed the call, now} when a reply is recorded under the key (lease not taken);
--- {1, HGETALL state, now} when taken (or already held by this token: a resent claim);
--- {0, PTTL, now} when busy
+-- completed the call, now} when a reply is recorded under the key (lease not taken, never
+-- queued); {1, HGETALL state, now} when taken (or already held by this token: a resent
+-- claim); {5, PTTL, now} when queued (the ticket is in the queue, once); {0, PTTL, now} when
+-- busy. A free claim goes to the queue's first live ticket, or to anyone if there is none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder = redis.call('GET', KEYS[1])
@@ -57,15 +92,27 @@ if ARGV[3] ~= '' then
     return {2, reply, redis.call('HGETALL', KEYS[2]), steps, now}
   end
 end
-if not holder then
+local first = queue_head(KEYS[6], now)
+if not holder and (not first or first == ARGV[5]) then
+  if first then
+    redis.call('LPOP', KEYS[6])
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, redis.call('HGETALL', KEYS[2]), now}
+end
+if ARGV[5] ~= '' then
+  if not redis.call('LPOS', KEYS[6], ARGV[5]) then
+    redis.call('RPUSH', KEYS[6], ARGV[5])
+  end
+  redis.call('PEXPIRE', KEYS[6], ARGV[6])
+  return {5, redis.call('PTTL', KEYS[1]), now}
 end
 return {0, redis.call('PTTL', KEYS[1]), now}
 """
 
-COMMIT = """
--- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list, KEYS[4] replies hash
+COMMIT = _WAKE + """
+-- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list, KEYS[4] replies hash,
+-- KEYS[5] queue, KEYS[6] wake list (turns waiting are woken once the claim is let go)
 -- ARGV[1] claim token, ARGV[2] session TTL in seconds, ARGV[3] step JSON,
 -- ARGV[4] '1' to return the whole trail, ARGV[5] Idempotency-Key or '', ARGV[6] its reply,
 -- ARGV[7..] state field, value, field, value ...
@@ -90,18 +137,27 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('DEL', KEYS[1])
+wake(KEYS[5], KEYS[6])
 if ARGV[4] == '1' then
   return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
 end
 return {1}
 """
 
-RELEASE = """
--- KEYS[1] claim key; ARGV[1] claim token. Drops the claim only if this token still holds it.
+RELEASE = _WAKE + """
+-- KEYS[1] claim key, KEYS[2] queue, KEYS[3] wake list; ARGV[1] claim token. Drops the claim
+-- only if this token still holds it, and wakes the turns waiting for it.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  wake(KEYS[2], KEYS[3])
+  return 1
 end
 return 0
+"""
+
+LEAVE = """
+-- KEYS[1] queue; ARGV[1] a ticket. A turn that stopped waiting leaves the queue.
+return redis.call('LREM', KEYS[1], 1, ARGV[1])
 """
 
 READ = """
@@ -114,15 +170,18 @@ end
 return {state, {}}
 """
 
-DELETE = """
+DELETE = _WAKE + """
 -- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key, KEYS[4] replies hash,
--- KEYS[5] ended marker; ARGV[1] how long the call stays ended, seconds
--- -> 1 if the session existed (and is now marked ended)
+-- KEYS[5] ended marker, KEYS[6] queue, KEYS[7] wake list; ARGV[1] how long the call stays
+-- ended, seconds -> 1 if the session existed (and is now marked ended). Turns waiting are
+-- woken, to find the call ended.
 local existed = redis.call('EXISTS', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 if existed == 1 then
   redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
 end
+wake(KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[6])
 return existed
 """
 
@@ -152,6 +211,11 @@ return 1
 LATE_MARGIN_SECONDS = 0.25
 # A claim's round trip short enough to measure the server's clock by.
 CLOCK_SAMPLE_SECONDS = 0.1
+# How long one BLPOP for a wake-up blocks before it is sent again: well inside the cluster
+# client's socket timeout (0.75 s by default), which it would take for a dead node.
+WAKE_SLICE_SECONDS = 0.25
+# How long a queue outlives its last ticket beyond the lease (a ticket waits at most 25 s).
+QUEUE_MARGIN_MS = 30_000
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -167,11 +231,13 @@ class RedisBackend:
         self._delete = connection.script(DELETE)
         self._touch = connection.script(TOUCH)
         self._unschedule = connection.script(UNSCHEDULE)
+        self._leave = connection.script(LEAVE)
         # The server's clock minus this one's, in ms, as the last claim measured it.
         self._clock_offset_ms = 0.0
 
     async def claim(
-        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None
+        self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
+        ticket: str | None = None,
     ) -> ClaimResult:
         # The claim carries the moment its client gives up, on the server's clock as this
         # instance last measured it: a claim that reaches Redis later (Redis stalled, the turn
@@ -184,12 +250,14 @@ class RedisBackend:
             nonlocal sent
             sent = time.time()  # when it leaves, not when it queued for a connection
             reply: list[Any] = await self._claim(
-                keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended], args=args)
+                keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended, keys.queue],
+                args=args)
             return reply
 
         for attempt in range(2):
             not_after = int((gives_up - LATE_MARGIN_SECONDS) * 1000 + self._clock_offset_ms)
-            args: list[str | int] = [token, lease_ms, reply_key or "", not_after]
+            args: list[str | int] = [token, lease_ms, reply_key or "", not_after, ticket or "",
+                                     lease_ms + QUEUE_MARGIN_MS]
             reply = await self.connection.run(
                 "claim", lambda args=args: send(args), deadline=deadline)  # type: ignore[misc]
             received = time.time()
@@ -210,7 +278,33 @@ class RedisBackend:
                 return Recorded(reply[1], _pairs(reply[2]), tuple(reply[3]))
             case 4:
                 return Ended()
+            case 5:
+                return Queued(int(reply[1]))
         raise StoreUnavailable("the claim reached the session store too late, twice")
+
+    def ticket(self, token: str, wait_seconds: float) -> str:
+        # When the turn gives up, on the server's clock as last measured.
+        gives_up = int((time.time() + wait_seconds) * 1000 + self._clock_offset_ms)
+        return f"{gives_up}:{token}"
+
+    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        client = self.connection.client
+
+        async def blpop(wait: float) -> Any:
+            return await client.blpop([keys.wake], timeout=wait)
+
+        while (left := end - loop.time()) > 0.01:
+            wait = round(min(left, WAKE_SLICE_SECONDS), 3)
+            popped = await self.connection.run(
+                "await_turn", lambda wait=wait: blpop(wait),  # type: ignore[misc]
+                deadline=loop.time() + wait + self.connection.deadline_seconds)
+            if popped is not None:
+                return
+
+    async def leave(self, keys: CallKeys, ticket: str) -> None:
+        await self.connection.run("leave", lambda: self._leave(keys=[keys.queue], args=[ticket]))
 
     async def commit(
         self,
@@ -228,15 +322,16 @@ class RedisBackend:
             args += [field, value]
         answer: list[Any] = await self.connection.run(
             "commit",
-            lambda: self._commit(keys=[keys.claim, keys.state, keys.steps, keys.replies],
-                                 args=args),
+            lambda: self._commit(keys=[keys.claim, keys.state, keys.steps, keys.replies,
+                                       keys.queue, keys.wake], args=args),
         )
         if answer[0] != 1:
             return None
         return list(answer[1]) if len(answer) > 1 else []
 
     async def release(self, keys: CallKeys, token: str) -> None:
-        await self.connection.run("release", lambda: self._release(keys=[keys.claim], args=[token]))
+        await self.connection.run("release", lambda: self._release(
+            keys=[keys.claim, keys.queue, keys.wake], args=[token]))
 
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
         reply: list[Any] = await self.connection.run(
@@ -249,7 +344,8 @@ class RedisBackend:
         existed: int = await self.connection.run(
             "delete",
             lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies,
-                                       keys.ended], args=[ended_seconds]),
+                                       keys.ended, keys.queue, keys.wake],
+                                 args=[ended_seconds]),
             resend=False,
         )
         return existed == 1

@@ -1,4 +1,4 @@
-"""What a backend's claim finds: exactly one of four outcomes."""
+"""What a backend's claim finds: exactly one of five outcomes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ class Busy:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """The call is busy, or other turns came first: this turn holds its place in the call's
+    queue (its ticket) and waits to be woken; the lease lapses in `remaining_ms` (negative:
+    it is free, and a turn ahead is about to take it)."""
+
+    remaining_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """A reply record is filed under the turn's Idempotency-Key (lease not taken), with the
     call's state, and its trail when that reply completed the call."""
@@ -34,4 +43,4 @@ class Ended:
     """The call was ended with DELETE; nothing was taken."""
 
 
-ClaimResult = Taken | Busy | Recorded | Ended
+ClaimResult = Taken | Busy | Queued | Recorded | Ended

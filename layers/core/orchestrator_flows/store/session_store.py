@@ -35,7 +35,7 @@ from orchestrator_flows.session import Session
 from orchestrator_flows.store.codec import ReplyRecord, session_fields, session_from_fields
 from orchestrator_flows.store.keys import CallKeys
 from orchestrator_flows.store.port import Backend
-from orchestrator_flows.store.results import Busy, Ended, Recorded
+from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Queued, Recorded
 
 if TYPE_CHECKING:
     from orchestrator_flows.archive.index import ArchiveIndex
@@ -46,6 +46,8 @@ ARCHIVE_DUE_FIELD = "archive_due"
 # How far the due moment may lag behind the turns before a commit moves it (5 minutes): a call
 # whose turns come closer than that is scheduled once, not at every turn.
 ARCHIVE_REFRESH_MS = 300_000
+# How often a waiting turn claims again unwoken: a holder that crashed is not announced.
+RECLAIM_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +103,28 @@ class SessionStore:
 
     @overload
     async def claim(
-        self, call_identify_id: str, idempotency: Idempotency | None
+        self, call_identify_id: str, idempotency: Idempotency | None,
+        wait_seconds: float = 0.0,
     ) -> Claim | Replay: ...
 
     async def claim(
-        self, call_identify_id: str, idempotency: Idempotency | None = None
+        self, call_identify_id: str, idempotency: Idempotency | None = None,
+        wait_seconds: float = 0.0,
     ) -> Claim | Replay:
         """The call's lease and state, or the recorded answer to this turn's key; raises
-        StepInProgress, SessionEnded or IdempotencyKeyReused."""
+        StepInProgress, SessionEnded or IdempotencyKeyReused. With `wait_seconds`, a turn that
+        finds another in flight waits its turn, in arrival order, that long at most before
+        StepInProgress (a recorded answer is replayed at once, never queued)."""
         keys = CallKeys.of(call_identify_id)
         # Unique, not secret (it never leaves Redis): the random module's generator, seeded
         # from the OS and again in a forked child, costs no system call as `secrets` does.
         token = f"{random.getrandbits(96):024x}"
-        result = await self.backend.claim(
-            keys, token, self.lease_ms, idempotency.digest if idempotency else None)
+        reply_key = idempotency.digest if idempotency else None
+        ticket = self.backend.ticket(token, wait_seconds) if wait_seconds > 0 else None
+        result = await self.backend.claim(keys, token, self.lease_ms, reply_key, ticket)
+        if isinstance(result, Queued):
+            assert ticket is not None
+            result = await self._wait_turn(keys, token, reply_key, ticket, wait_seconds, result)
         match result:
             case Recorded():
                 assert idempotency is not None
@@ -122,7 +132,7 @@ class SessionStore:
             case Ended():
                 raise SessionEnded(f"call {call_identify_id} was ended; it cannot take more "
                                    "turns")
-            case Busy(remaining_ms):
+            case Busy(remaining_ms) | Queued(remaining_ms):
                 raise StepInProgress(
                     f"another step of call {call_identify_id} is in progress",
                     retry_after_seconds=retry_after_seconds(remaining_ms, self.lease_ms),
@@ -133,6 +143,31 @@ class SessionStore:
         return Claim(call_identify_id, keys, token,
                      session_from_fields(call_identify_id, result.state), idempotency,
                      int(due) if due.isdigit() else 0)
+
+    async def _wait_turn(self, keys: CallKeys, token: str, reply_key: str | None, ticket: str,
+                         wait_seconds: float, queued: Queued) -> ClaimResult:
+        """Wait in the queue until the claim is this turn's (or the call ended, or the turn's
+        answer got recorded), at most `wait_seconds`: woken when the claim is let go, and
+        claiming again at least every RECLAIM_SECONDS (a holder that crashed lets the claim
+        lapse unannounced). A turn that stops waiting leaves the queue."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait_seconds
+        result: ClaimResult = queued
+        try:
+            while isinstance(result, Queued) and (left := end - loop.time()) > 0:
+                await self.backend.await_turn(keys, min(left, RECLAIM_SECONDS))
+                result = await self.backend.claim(keys, token, self.lease_ms, reply_key, ticket)
+        finally:
+            if isinstance(result, Queued):
+                await self._leave_quietly(keys, ticket)
+        return result
+
+    async def _leave_quietly(self, keys: CallKeys, ticket: str) -> None:
+        # A ticket left behind only holds the queue until its turn's wait is over.
+        try:
+            await self.backend.leave(keys, ticket)
+        except StoreUnavailable:
+            logger.warning("a turn that stopped waiting could not leave the queue")
 
     async def commit(
         self, claim: Claim, session: Session, step: str, answer: str | None = None
