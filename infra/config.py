@@ -4,6 +4,7 @@ and validated before any resource is defined, so a bad value fails `cdk synth` w
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ API_GATEWAY_TIMEOUT_SECONDS = 30
 # What a turn spends beside the agent call: two Redis scripts (each bounded at 1.9 s by the store)
 # plus the function's own work; the function's timeout is the agent's plus this.
 REDIS_MARGIN_SECONDS = 5
+DEFAULT_TURN_WAIT_SECONDS = 5.0
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,9 @@ class StackConfig(BaseModel):
                                                             alias="agentVersions")
     session_ttl_seconds: int = Field(3600, alias="sessionTtlSeconds", ge=60, le=86_400)
     agent_timeout_seconds: float = Field(15, alias="agentTimeoutSeconds", gt=0)
+    # How long a turn waits for another of its call (TURN_WAIT_SECONDS); unset: 5 s, or what
+    # API Gateway's 30 s leaves beside the agent's deadline.
+    turn_wait_seconds_given: float | None = Field(None, alias="turnWaitSeconds", ge=0, le=25)
     orchestrate_memory_mb: int = Field(512, alias="orchestrateMemoryMb", ge=128, le=10_240)
     read_memory_mb: int = Field(256, alias="readMemoryMb", ge=128, le=10_240)
     reserved_concurrency: int | None = Field(None, alias="reservedConcurrency", ge=1)
@@ -113,6 +118,12 @@ class StackConfig(BaseModel):
                 f"agentTimeoutSeconds={self.agent_timeout_seconds:g} leaves no room for Redis in "
                 f"API Gateway's {API_GATEWAY_TIMEOUT_SECONDS} s: at most "
                 f"{API_GATEWAY_TIMEOUT_SECONDS - REDIS_MARGIN_SECONDS - 1} s")
+        if self.turn_wait_seconds_given is not None and (
+                self.turn_wait_seconds_given > self._wait_room):
+            raise ValueError(
+                f"turnWaitSeconds={self.turn_wait_seconds_given:g} with agentTimeoutSeconds="
+                f"{self.agent_timeout_seconds:g} would outlast API Gateway's "
+                f"{API_GATEWAY_TIMEOUT_SECONDS} s: at most {self._wait_room:g} s")
         if self.jwt_issuer is not None and not self.jwt_audience:
             raise ValueError("jwtIssuer needs jwtAudience (one or more client ids)")
         if self.jwt_audience and self.jwt_issuer is None:
@@ -184,8 +195,22 @@ class StackConfig(BaseModel):
         return logs.RetentionDays[RETENTION_DAYS[self.log_retention_days]]
 
     @property
+    def _wait_room(self) -> float:
+        """What API Gateway's 30 s leave for a turn's wait, beside its agent and Redis."""
+        return max(0.0, API_GATEWAY_TIMEOUT_SECONDS - 1 - REDIS_MARGIN_SECONDS
+                   - math.ceil(self.agent_timeout_seconds))
+
+    @property
+    def turn_wait_seconds(self) -> float:
+        if self.turn_wait_seconds_given is not None:
+            return self.turn_wait_seconds_given
+        return min(DEFAULT_TURN_WAIT_SECONDS, self._wait_room)
+
+    @property
     def function_timeout_seconds(self) -> int:
-        return int(self.agent_timeout_seconds) + REDIS_MARGIN_SECONDS
+        """A turn's wait, its agent's deadline, and two Redis scripts."""
+        return (math.ceil(self.agent_timeout_seconds) + REDIS_MARGIN_SECONDS
+                + math.ceil(self.turn_wait_seconds))
 
     def agent_endpoints(self, agents: list[str]) -> dict[str, str]:
         """Each agent's URL: its own from agentUrls, else agentBaseUrl/<name>/. An agent left

@@ -106,6 +106,7 @@ class Functions(Construct):
             }
             if spec.calls_agents:
                 environment["AGENT_TIMEOUT_SECONDS"] = f"{config.agent_timeout_seconds:g}"
+                environment["TURN_WAIT_SECONDS"] = f"{config.turn_wait_seconds:g}"
                 environment.update({f"AGENT_URL_{name.upper()}": url
                                     for name, url in agent_urls.items()})
                 # Where each agent's credentials are read from, never the credentials.
@@ -159,7 +160,7 @@ class Functions(Construct):
 
     @staticmethod
     def _timeout(spec: FunctionSpec, config: StackConfig) -> int:
-        if spec.calls_agents:  # a turn: the agent's deadline plus two Redis scripts
+        if spec.calls_agents:  # a turn: its wait, the agent's deadline, two Redis scripts
             return config.function_timeout_seconds
         if spec.name == SWEEPER:  # done before the next run starts
             return config.sweep_minutes * 60 - 30 if config.sweep_minutes > 1 else 45

@@ -49,6 +49,9 @@ def test_a_url_for_an_agent_the_flow_does_not_have_is_refused() -> None:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"agentTimeoutSeconds": 26}, "leaves no room for Redis in API Gateway's 30 s"),
+    ({"agentTimeoutSeconds": 20, "turnWaitSeconds": 5},
+     "turnWaitSeconds=5 with agentTimeoutSeconds=20 would outlast API Gateway's 30 s: at most 4"),
+    ({"turnWaitSeconds": -1}, "context turnWaitSeconds: "),
     ({"jwtIssuer": "https://idp.example.com/"}, "jwtIssuer needs jwtAudience"),
     ({"jwtAudience": "x"}, "jwtAudience needs jwtIssuer"),
     ({"jwtIssuer": "http://idp.example.com/", "jwtAudience": "x"}, "must be an https:// URL"),
@@ -69,7 +72,12 @@ def test_bad_values_are_refused_with_the_key_named(values: dict[str, object],
 
 def test_the_function_timeout_outlasts_the_agent_deadline_plus_redis() -> None:
     config = StackConfig.from_mapping({"agentTimeoutSeconds": 20})
-    assert config.function_timeout_seconds == 25
+    # The turn's wait takes what API Gateway's 30 s leave: 4 s, not 5.
+    assert (config.turn_wait_seconds, config.function_timeout_seconds) == (4, 29)
+    default = StackConfig.from_mapping({})
+    assert (default.turn_wait_seconds, default.function_timeout_seconds) == (5, 25)
+    off = StackConfig.from_mapping({"turnWaitSeconds": 0, "agentTimeoutSeconds": 24})
+    assert (off.turn_wait_seconds, off.function_timeout_seconds) == (0, 29)
 
 
 def test_context_is_read_from_a_node_by_key() -> None:

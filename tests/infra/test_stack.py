@@ -64,6 +64,7 @@ def test_only_orchestrate_is_told_where_the_agents_are(full_stack: Synthesized) 
     assert agents["AGENT_URL_AUTH"] == "https://auth.example.net/a2a/"
     assert agents["AGENT_URL_REFUND"] == "https://agents.example.com/refund/"
     assert env["AGENT_TIMEOUT_SECONDS"] == "15"
+    assert env["TURN_WAIT_SECONDS"] == "5"
     for name in ALL_FUNCTIONS[1:]:
         assert not [key for key in props[name]["Environment"]["Variables"]
                     if key.startswith("AGENT_")], name
@@ -71,7 +72,7 @@ def test_only_orchestrate_is_told_where_the_agents_are(full_stack: Synthesized) 
 
 def test_timeouts_and_memory_follow_the_config(full_stack: Synthesized) -> None:
     props = functions(full_stack)
-    assert props["OrchestrateFunction"]["Timeout"] == 20  # agent 15 s + Redis margin
+    assert props["OrchestrateFunction"]["Timeout"] == 25  # wait 5 s + agent 15 s + Redis margin
     assert props["OrchestrateFunction"]["MemorySize"] == 512
     assert props["OrchestrateFunction"]["ReservedConcurrentExecutions"] == 50
     for name in READ_FUNCTIONS:

@@ -404,3 +404,31 @@ def test_the_step_limit_comes_from_the_environment() -> None:
     assert Settings.from_env({"MAX_STEPS_PER_CALL": "50"}).max_steps_per_call == 50
     with pytest.raises(SettingsError, match="MAX_STEPS_PER_CALL"):
         Settings.from_env({"MAX_STEPS_PER_CALL": "0"})
+
+
+class _Context:
+    def __init__(self, left_ms: int) -> None:
+        self.left_ms = left_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left_ms
+
+
+class _Request:
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+
+
+@pytest.mark.parametrize(("left_ms", "expected"), [
+    (None, None),  # not in Lambda: the engine's TURN_WAIT_SECONDS
+    (25_000, 5.0),  # room for the whole wait
+    (21_000, 2.0),  # 21 s left: the agent's 15 s and 4 s for Redis leave 2 s to wait
+    (10_000, 0.0),  # less than a turn needs: no wait at all
+])
+def test_in_lambda_a_turn_waits_only_what_its_function_has_time_for(
+    runtime: Runtime, left_ms: int | None, expected: float | None
+) -> None:
+    from orchestrator_flows.api.routes import turn_wait
+
+    scope = {} if left_ms is None else {"aws.context": _Context(left_ms)}
+    assert turn_wait(_Request(scope), runtime) == expected  # type: ignore[arg-type]
