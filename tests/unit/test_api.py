@@ -42,8 +42,10 @@ async def test_a_turn_answers_the_documented_shape(api: httpx.AsyncClient) -> No
     assert response.status_code == 200
     payload = response.json()
     assert set(payload) == {"call_identify_id", "intent_flow_id", "intent", "status", "response",
-                            "next_flow_id", "is_complete", "session_summary", "handoff"}
-    assert payload["handoff"] is None
+                            "next_flow_id", "is_complete", "session_summary", "handoff",
+                            "intent_source", "confidence", "candidates"}
+    assert (payload["handoff"], payload["intent_source"], payload["confidence"],
+            payload["candidates"]) == (None, "caller", None, [])
     assert (payload["call_identify_id"], payload["intent_flow_id"], payload["next_flow_id"]) == (
         "CALL-1", 1, 2)
     assert {"text", "data", "state", "task_id", "context_id"} <= set(payload["response"])
@@ -60,7 +62,7 @@ async def test_a_whole_call_completes_over_http(api: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        {k: v for k, v in body("greeting").items() if k != "intent"},
+        {k: v for k, v in body("greeting").items() if k != "eci"},
         {**body("greeting"), "account_id": 42},
         {**body("greeting"), "input_message": None},
         {**body("greeting"), "call_identify_id": "CALL 1"},

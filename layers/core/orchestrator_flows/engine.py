@@ -27,12 +27,14 @@ from orchestrator_flows.errors import (
     StoreUnavailable,
     UnstorableStep,
 )
-from orchestrator_flows.escalation import handoff
+from orchestrator_flows.escalation import handoff, words
 from orchestrator_flows.flow import Flow, Route, Stage
 from orchestrator_flows.masking import Masker
 from orchestrator_flows.observer import Observer
 from orchestrator_flows.records import (
     AgentResponse,
+    Candidate,
+    IntentSource,
     Status,
     Step,
     TurnResponse,
@@ -58,19 +60,36 @@ class Turn:
     account_id: str
     eci: str
     input_message: str
-    intent: str
+    intent: str | None  # None: read from the caller's words
+    locale: str | None = None  # of the caller's words (None: the flow's)
 
     @cached_property
     def fingerprint(self) -> str:
         """What makes two requests the same turn, for an Idempotency-Key (and its A2A
         messageId): computed once a turn."""
-        fields = [self.call_identify_id, self.account_id, self.eci, self.input_message,
-                  self.intent]
+        fields: list[str | None] = [self.call_identify_id, self.account_id, self.eci,
+                                    self.input_message, self.intent]
+        if self.locale is not None:
+            fields.append(self.locale)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
-# What the routing log and metrics name as the agent of a turn that hands the call over.
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How a turn's intent was found: `caller` (the request said it), `continuation` (a short
+    follow-up to its stage's open task), `classifier` (from the caller's words); `intent` None:
+    the classifier abstained (the turn answers `clarify` with the `candidates`)."""
+
+    intent: str | None
+    source: IntentSource
+    confidence: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+
+
+# What the routing log and metrics name as the agent of a turn that hands the call over, and of
+# one whose words could not be read.
 HANDOFF_AGENT = "handoff"
+CLARIFY_AGENT = "clarify"
 # uuid5 namespace of the A2A messageIds the orchestrator sends.
 MESSAGE_IDS = uuid.UUID("6f0c8e1e-3b52-5d2a-9f4e-1c7a2b9d8e30")
 
@@ -149,13 +168,14 @@ class Orchestrator:
         observe = self.observer
         idempotency = (Idempotency(idempotency_key, turn.fingerprint)
                        if idempotency_key is not None else None)
-        likely_agent = self.flow.agent_for(turn.intent)
+        likely_agent = self.flow.agent_for(turn.intent) if turn.intent is not None else None
         async with observe.span("claim", call_identify_id=turn.call_identify_id):
             # The agent's breaker is looked at alongside the claim (when this instance's view of
             # it has lapsed), so it costs no round trip of its own.
             looking = (asyncio.ensure_future(self.breakers.refresh(
                 likely_agent.name, likely_agent.breaker))
-                if self.breakers.stale(likely_agent.name, likely_agent.breaker) else None)
+                if likely_agent is not None
+                and self.breakers.stale(likely_agent.name, likely_agent.breaker) else None)
             try:
                 claim = await self.store.claim(
                     turn.call_identify_id, idempotency,
@@ -172,17 +192,24 @@ class Orchestrator:
             if looking is not None:
                 await looking  # in the try: a turn cancelled here still releases its claim
             session = self._admit(turn, claim)
-            if self.flow.escalation.asked_for(turn.intent, turn.input_message):
-                # The caller asks for a person: no agent is called, the call is handed over.
-                stage = self.flow.stage(session.current_flow_id)
+            stage = self.flow.stage(session.current_flow_id)
+            reading = self._read(turn, session, stage)
+            if (self.flow.escalation.asked_for(turn.intent, turn.input_message)
+                    or reading.intent is None):
+                # The caller asks for a person (the call is handed over), or their words could
+                # not be read (they are asked to say it again): no agent is called.
+                hands_over = self.flow.escalation.asked_for(turn.intent, turn.input_message)
                 observe.turn_routed(turn.call_identify_id,
-                                    self.flow.masker.mask(turn.intent, stage.name), stage.id,
-                                    HANDOFF_AGENT)
+                                    self.flow.masker.mask(turn.intent or "", stage.name),
+                                    stage.id, HANDOFF_AGENT if hands_over else CLARIFY_AGENT)
                 async with observe.span("commit", call_identify_id=turn.call_identify_id):
                     result, advanced, encoded = await self._commit(
-                        turn, claim, session.copy(), stage, None, None)
+                        turn, claim, session.copy(), stage, None, None, reading, hands_over)
                 reply_length = 0
             else:
+                sent_as = message_id(turn, idempotency_key, session)  # as the caller sent it
+                turn = dataclasses.replace(turn, intent=reading.intent)
+                assert turn.intent is not None
                 route = _on_version(self.flow.route(turn.intent, session.current_flow_id),
                                     session, turn.call_identify_id)
                 observe.turn_routed(turn.call_identify_id,
@@ -190,14 +217,13 @@ class Orchestrator:
                                     route.stage.id, route.agent.name)
                 async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                         agent=route.agent.name):
-                    outcome = await self._call_agent(
-                        turn, session, route, message_id(turn, idempotency_key, session))
+                    outcome = await self._call_agent(turn, session, route, sent_as)
                 error = outcome.failure.code if outcome.failure else None
                 observe.agent_answered(route.agent.name, outcome.response.latency_ms, error,
                                        route.agent.version)
                 async with observe.span("commit", call_identify_id=turn.call_identify_id):
                     result, advanced, encoded = await self._record(
-                        turn, claim, session, route, outcome)
+                        turn, claim, session, route, outcome, reading)
                 reply_length = len(outcome.response.text)
         except BaseException:
             # Refused, cancelled, a commit that failed, or a bug: whatever was not written, the
@@ -223,6 +249,32 @@ class Orchestrator:
         except StoreUnavailable:
             logger.warning("could not release claim on %s; it lapses with its lease",
                            claim.call_identify_id)
+
+    def _read(self, turn: Turn, session: Session, stage: Stage) -> Reading:
+        """The turn's intent: the caller's; else, for a short follow-up, the intent of the task
+        its stage has open; else the classifier's reading of the caller's words among the
+        stage's intents, in the turn's locale (or its language, or the flow's)."""
+        if turn.intent is not None:
+            return Reading(turn.intent, "caller")
+        flow = self.flow
+        open_here = [(agent, task) for agent, task in session.open_tasks.items()
+                     if task.stage_id == stage.id]
+        if open_here and len(words(turn.input_message).split()) <= flow.follow_up_words:
+            agent, task = open_here[0]
+            intent = task.intent if task.intent in stage.intents else next(
+                (name for name, serving in stage.intents.items() if serving == agent), None)
+            if intent is not None:
+                return Reading(intent, "continuation")
+        classifier = flow.classifier
+        asked = turn.locale or flow.locale
+        locale = next((name for name in (asked, asked.split("-")[0], flow.locale)
+                       if classifier.knows(name, stage.intents)), flow.locale)
+        verdict = classifier.classify(turn.input_message, locale, stage.intents)
+        candidates = tuple(Candidate(intent=found.intent, score=found.score)
+                           for found in verdict.candidates) or tuple(
+            Candidate(intent=name, score=0.0) for name in stage.intents)
+        return Reading(verdict.intent, "classifier", verdict.confidence,
+                       candidates if verdict.intent is None else ())
 
     def _admit(self, turn: Turn, claim: Claim) -> Session:
         """The call's session (a new one on its first turn), if it may take this turn."""
@@ -302,14 +354,16 @@ class Orchestrator:
         return reply
 
     async def _record(
-        self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome
+        self, turn: Turn, claim: Claim, session: Session, route: Route, outcome: _Outcome,
+        reading: Reading,
     ) -> tuple[TurnResponse, bool, str | None]:
         """Commit the step; the turn's answer, whether the stage advanced, and the answer's JSON
         when it was encoded to be stored under an Idempotency-Key. An answer that
         cannot be stored and read back is recorded as what it is, a bad agent answer: no
         content can break a call (the A2A client refuses most such answers before this)."""
         try:
-            return await self._commit(turn, claim, session.copy(), route.stage, route, outcome)
+            return await self._commit(turn, claim, session.copy(), route.stage, route, outcome,
+                                      reading)
         except UnstorableStep as unstorable:
             failure = AgentFailure(
                 FailureCode.BAD_RESPONSE,
@@ -318,33 +372,44 @@ class Orchestrator:
                 outcome.response, text="", data={}, state=None, task_id=None, context_id=None,
                 error=failure.to_json())
             bad = _Outcome("error", response, None, failure, outcome.version)
-            return await self._commit(turn, claim, session.copy(), route.stage, route, bad)
+            return await self._commit(turn, claim, session.copy(), route.stage, route, bad,
+                                      reading)
 
     async def _commit(
         self, turn: Turn, claim: Claim, session: Session, stage: Stage, route: Route | None,
-        outcome: _Outcome | None
+        outcome: _Outcome | None, reading: Reading, hands_over: bool = False,
     ) -> tuple[TurnResponse, bool, str | None]:
         """The step and the answer, built here and only here, then committed together. Without
-        a route (and so no outcome) the caller asked for a person: the call is handed over."""
+        a route (and so no outcome) the caller asked for a person (`hands_over`: the call is
+        handed over), or their words could not be read (clarify: an attempt at the stage)."""
         before = session.current_flow_id
         # What is stored (and so answered, and replayed) is masked; the agent had the original.
         masker = self.flow.masker
         said = masker.mask(turn.input_message, stage.name)
         session.step_count += 1
+        status: Status
         if route is None or outcome is None:
-            self._escalate(session, stage, "caller_request", None, said, None)
+            if hands_over:
+                self._escalate(session, stage, "caller_request", None, said, None)
+            else:
+                tried = session.attempts[stage.id] = session.attempts.get(stage.id, 0) + 1
+                if stage.max_attempts is not None and tried >= stage.max_attempts:
+                    self._escalate(session, stage, "max_attempts", None, said, "clarify")
             advanced = False
+            status = "escalated" if session.handoff is not None else (
+                "escalated" if hands_over else "clarify")
         else:
-            advanced = self._apply(session, route, outcome, said)
+            advanced = self._apply(session, route, outcome, said, turn.intent)
+            status = "escalated" if session.handoff is not None else outcome.status
         response = (None if outcome is None else
                     _masked(outcome.response, masker, stage.name, session.context_id))
-        intent = masker.mask(turn.intent, stage.name)
+        intent = masker.mask(turn.intent, stage.name) if turn.intent is not None else None
         now = utc_now()
         session.updated_at = now
         agent = route.agent if route is not None else None
         handoff = session.handoff
-        status: Status = ("escalated" if handoff is not None
-                          else outcome.status if outcome is not None else "error")
+        confidence = reading.confidence
+        candidates = reading.candidates if status == "clarify" else ()
         step = Step(
             step_number=session.step_count,
             intent_flow_id=stage.id,
@@ -358,6 +423,8 @@ class Orchestrator:
             timestamp=now,
             agent_version=agent.version if agent is not None else None,
             handoff=handoff,
+            intent_source=reading.source,
+            confidence=confidence,
         )
         answer = TurnResponse(
             call_identify_id=turn.call_identify_id,
@@ -368,6 +435,9 @@ class Orchestrator:
             next_flow_id=None if session.is_over else session.current_flow_id,
             is_complete=session.is_complete,
             handoff=handoff,
+            intent_source=reading.source,
+            confidence=confidence,
+            candidates=candidates,
         )
         try:
             # The reply kept for an Idempotency-Key holds no summary: a replay rebuilds it.
@@ -387,7 +457,8 @@ class Orchestrator:
             reply = None  # what was stored holds no summary
         return answer, advanced, reply
 
-    def _apply(self, session: Session, route: Route, outcome: _Outcome, said: str) -> bool:
+    def _apply(self, session: Session, route: Route, outcome: _Outcome, said: str,
+               intent: str | None) -> bool:
         """The flow rules: what a turn's outcome does to the session; True if the call moved
         to another stage or completed. A failed or input-required turn is an attempt at the
         stage; the stage's last one hands the call to a person. Otherwise the stage's
@@ -400,7 +471,10 @@ class Orchestrator:
         held = session.open_tasks.get(agent.name)
         asked_again = held is not None and held.stage_id == stage.id
         if outcome.reply is not None and not outcome.reply.completed:
-            self._keep_open_task(session, route, outcome.reply)
+            # The task's intent, if it is one of the stage's (a fallback turn's is the caller's
+            # free text): a follow-up without an intent continues it.
+            self._keep_open_task(session, route, outcome.reply,
+                                 intent if intent in route.stage.intents else None)
         elif outcome.failure is not None:
             if not outcome.failure.code.keeps_task:
                 session.open_tasks.pop(agent.name, None)
@@ -456,7 +530,8 @@ class Orchestrator:
                                   queue or stage.queue or self.flow.escalation.queue,
                                   stage.name, names, said, last, why)
 
-    def _keep_open_task(self, session: Session, route: Route, reply: AgentReply) -> None:
+    def _keep_open_task(self, session: Session, route: Route, reply: AgentReply,
+                        intent: str | None) -> None:
         """A task waiting for the caller: the next turn at the stage continues it."""
         agent, stage = route.agent, route.stage
         task, context = reply.task_id, reply.context_id or session.context_id
@@ -472,7 +547,7 @@ class Orchestrator:
             return
         session.open_tasks[agent.name] = TaskRef(
             task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id,
-            agent_version=agent.version)
+            agent_version=agent.version, intent=intent)
 
 def _on_version(route: Route, session: Session, call_identify_id: str) -> Route:
     """The route with its agent as the version the call holds: the one its open task runs on,

@@ -46,9 +46,9 @@ class EscalationPolicy:
         compared = {words(phrase) for listed in self.phrases.values() for phrase in listed}
         object.__setattr__(self, "_compared", tuple(sorted(compared - {"  "})))
 
-    def asked_for(self, intent: str, message: str) -> bool:
+    def asked_for(self, intent: str | None, message: str) -> bool:
         """The caller asks for a person: by intent, or in their words."""
-        if intent in self.intents:
+        if intent is not None and intent in self.intents:
             return True
         if not self._compared:
             return False

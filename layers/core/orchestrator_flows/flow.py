@@ -13,6 +13,7 @@ from typing import Any, Literal
 from orchestrator_flows.breaker import BreakerPolicy
 from orchestrator_flows.errors import FlowConfigError, IntentNotAllowed
 from orchestrator_flows.escalation import EscalationPolicy
+from orchestrator_flows.intents import IntentClassifier
 from orchestrator_flows.masking import Masker
 from orchestrator_flows.transitions import END, Outcome, Transition, target
 
@@ -217,6 +218,10 @@ class Flow:
     source: str = "<default>"
     masker: Masker = field(default_factory=Masker)
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    locale: str = "en"  # of a turn that does not say its own
+    classifier: IntentClassifier = field(default_factory=lambda: IntentClassifier({}))
+    # A turn without an intent this short (in words) continues its stage's open task.
+    follow_up_words: int = 8
     _stage_of_intent: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

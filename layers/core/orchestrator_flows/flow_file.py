@@ -48,6 +48,7 @@ from orchestrator_flows.flow import (
     check_url,
     secret_ref,
 )
+from orchestrator_flows.intents import IntentClassifier
 from orchestrator_flows.masking import RULES, Masker, Rule
 from orchestrator_flows.transitions import (
     ESCALATION,
@@ -173,6 +174,16 @@ class _StageSpec(BaseModel):
     max_visits: int | None = Field(None, strict=True, ge=1, le=MAX_CAP)
     queue: str | None = Field(None, pattern=_QUEUE)
     transitions: list[_TransitionSpec] = Field(default_factory=list, max_length=32)
+    # intent -> locale -> example utterances, for turns that come without an intent
+    examples: dict[str, dict[str, list[Annotated[str, StringConstraints(
+        min_length=1, max_length=500)]]]] = Field(default_factory=dict)
+
+
+class _ClassifierSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(default=0.45, gt=0, le=1)
+    margin: float = Field(default=0.04, ge=0, le=1)
+    follow_up_words: int = Field(default=8, ge=0, le=100)
 
 
 class _EscalationSpec(BaseModel):
@@ -197,6 +208,8 @@ class _FlowSpec(BaseModel):
     stages: list[_StageSpec] = Field(max_length=MAX_STAGES)
     masking: _MaskingSpec | None = None
     escalation: _EscalationSpec = Field(default_factory=lambda: _EscalationSpec())
+    locale: str = Field(default="en", pattern=_LOCALE)
+    classifier: _ClassifierSpec = Field(default_factory=lambda: _ClassifierSpec())
 
 
 # Pydantic's words for a shape problem, in the file's words (never a model's class name).
@@ -251,6 +264,7 @@ def parse_flow(text: str, source: str) -> Flow:
     _check_stages(spec, problems)
     stages = _stages(spec, problems)
     _check_escalation(spec, problems)
+    examples = _examples(spec, problems)
     otp_stages = _otp_stages(spec, problems)
     if problems.found:
         raise problems.error()
@@ -266,6 +280,10 @@ def parse_flow(text: str, source: str) -> Flow:
             frozenset(_escalation_intents(spec)),
             {locale: tuple(phrases) for locale, phrases in escalation.phrases.items()},
             escalation.queue),
+        locale=spec.locale,
+        classifier=IntentClassifier(examples, spec.classifier.threshold,
+                                    spec.classifier.margin),
+        follow_up_words=spec.classifier.follow_up_words,
     )
 
 
@@ -458,6 +476,34 @@ def _conditions(when: Mapping[str, Any], at: Path_, problems: _Problems
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
+
+
+MAX_EXAMPLES = 5000
+
+
+def _examples(spec: _FlowSpec, problems: _Problems) -> dict[str, dict[str, list[str]]]:
+    """Each stage's example utterances, as locale -> intent -> utterances; each example names
+    an intent of its own stage, in a locale."""
+    found: dict[str, dict[str, list[str]]] = {}
+    count = 0
+    for index, stage in enumerate(spec.stages):
+        for intent, by_locale in stage.examples.items():
+            where: Path_ = ("stages", index, "examples", intent)
+            if intent not in stage.intents:
+                problems.add(where, f"stage {stage.name}: examples of {intent!r}, which is not "
+                             "an intent of the stage")
+                continue
+            for locale, texts in by_locale.items():
+                if not re.match(_LOCALE, locale):
+                    problems.add((*where, locale), f"stage {stage.name}: examples of {intent!r}:"
+                                 f" {locale!r} is not a locale (en, es, en-US …)")
+                    continue
+                count += len(texts)
+                found.setdefault(locale, {}).setdefault(intent, []).extend(texts)
+    if count > MAX_EXAMPLES:
+        problems.add(("stages",), f"the flow has {count} example utterances; at most "
+                     f"{MAX_EXAMPLES}")
+    return found
 
 
 def _escalation_intents(spec: _FlowSpec) -> list[str]:

@@ -19,9 +19,15 @@ from pydantic_core import PydanticSerializationError
 from orchestrator_flows.errors import UnstorableStep
 from orchestrator_flows.session import Handoff, Session
 
-# A turn's outcome: the agent's (success, input_required, error), or escalated: the call is
-# handed to a person (`handoff`), with or without an agent call on the way.
-Status = Literal["success", "input_required", "error", "escalated"]
+# A turn's outcome: the agent's (success, input_required, error); escalated: the call is
+# handed to a person (`handoff`), with or without an agent call on the way; clarify: the
+# caller's words could not be read as an intent (no agent called, the call stays).
+Status = Literal["success", "input_required", "error", "escalated", "clarify"]
+# How a turn's intent was found: the request said it; a short follow-up continued its stage's
+# open task; the classifier read it from the caller's words.
+IntentSource = Literal["caller", "continuation", "classifier"]
+INTENT_SOURCE = ("caller: the request named it; continuation: a short follow-up without one "
+                 "continued its stage's open task; classifier: read from the caller's words")
 # An archived call: archived once idle (active), complete, escalated, or ended (DELETE).
 CallStatus = Literal["active", "complete", "escalated", "ended"]
 HANDOFF = ("set once the call is handed to a person: transfer it to `queue`; the call takes no "
@@ -57,12 +63,21 @@ class AgentResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """An intent the classifier weighed, and how like it the caller's words were (0–1)."""
+
+    intent: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """One turn in the call's audit trail."""
 
     step_number: int
     intent_flow_id: int
-    intent: str
+    intent: Annotated[str | None, Field(description="null when the caller's words could not "
+                                                      "be read as an intent (clarify)")]
     input_message: str
     agent: Annotated[str | None, Field(description="null when no agent was called (the "
                                                      "caller asked for a person)")]
@@ -76,6 +91,9 @@ class Step:
     ] = None
     handoff: Annotated[Handoff | None, Field(description="why and where the step handed the "
                                                          "call to a person")] = None
+    intent_source: Annotated[IntentSource | None, Field(description=INTENT_SOURCE)] = None
+    confidence: Annotated[float | None, Field(
+        description="the classifier's score of its reading (0–1), when it read one")] = None
 
 
 Source = Literal["live", "archive"]
@@ -106,7 +124,8 @@ class TurnResponse:
 
     call_identify_id: str
     intent_flow_id: int
-    intent: str
+    intent: Annotated[str | None, Field(description="as named, continued or read; null when "
+                                                      "the words could not be read (clarify)")]
     status: Status
     response: Annotated[AgentResponse | None, Field(
         description="the agent's answer; null when no agent was called")]
@@ -116,6 +135,12 @@ class TurnResponse:
     session_summary: Annotated[SessionState | None, Field(
         description="the whole call, on the turn that completed or escalated it")] = None
     handoff: Annotated[Handoff | None, Field(description=HANDOFF)] = None
+    intent_source: Annotated[IntentSource | None, Field(description=INTENT_SOURCE)] = None
+    confidence: Annotated[float | None, Field(
+        description="the classifier's score of its reading (0–1), when it read one")] = None
+    candidates: Annotated[tuple[Candidate, ...], Field(
+        description="on clarify: the stage's intents the words were weighed against, best "
+        "first")] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

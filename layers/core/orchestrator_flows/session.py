@@ -27,6 +27,7 @@ class TaskRef:
     a2a_version: str
     stage_id: int
     agent_version: str | None = None  # the version of the agent it runs on, if it has versions
+    intent: str | None = None  # the stage's intent it serves (a follow-up continues it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MAX_BODY_BYTES = 64 * 1024
+LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
 
 
 class TurnRequest(BaseModel):
@@ -35,7 +36,12 @@ class TurnRequest(BaseModel):
     account_id: Identifier
     eci: Identifier
     input_message: Annotated[str, StringConstraints(max_length=32_000)]
-    intent: Identifier
+    intent: Annotated[Identifier | None, Field(
+        description="the caller's intent; absent (or null): read from input_message among the "
+        "stage's intents")] = None
+    locale: Annotated[str | None, Field(
+        pattern=LOCALE_PATTERN, description="of input_message (en, es, es-MX …); absent: the "
+        "flow's")] = None
 
 
 class ErrorDetail(BaseModel):

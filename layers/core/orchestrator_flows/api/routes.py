@@ -142,7 +142,7 @@ def add_orchestrate(app: FastAPI) -> None:
     async def handle(request: Request, body: TurnRequest) -> Response:
         key = idempotency_key(request)
         turn = Turn(body.call_identify_id, body.account_id, body.eci, body.input_message,
-                    body.intent)
+                    body.intent, body.locale)
         runtime = request.app.state.runtime
         answer = await runtime.turns.handle_turn_json(turn, key, turn_wait(request, runtime))
         return Response(answer, media_type="application/json")

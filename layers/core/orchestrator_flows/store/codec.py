@@ -81,7 +81,8 @@ def session_from_fields(call_identify_id: str, fields: dict[str, str]) -> Sessio
         created_at=kept["created_at"],
         updated_at=kept["updated_at"],
         open_tasks={name: TaskRef(raw["task_id"], raw["context_id"], raw["a2a_version"],
-                                  int(raw["stage_id"]), raw.get("agent_version"))
+                                  int(raw["stage_id"]), raw.get("agent_version"),
+                                  raw.get("intent"))
                     for name, raw in kept["open_tasks"].items()},
         agent_versions=dict(kept.get("agent_versions", {})),
         attempts={int(stage): int(count) for stage, count in kept.get("attempts", {}).items()},
@@ -100,4 +101,6 @@ def _task_fields(task: TaskRef) -> dict[str, str | int]:
                                     "a2a_version": task.a2a_version, "stage_id": task.stage_id}
     if task.agent_version is not None:
         fields["agent_version"] = task.agent_version
+    if task.intent is not None:
+        fields["intent"] = task.intent
     return fields
