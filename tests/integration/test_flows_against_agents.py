@@ -116,3 +116,32 @@ async def test_a_real_agents_data_chooses_the_branch(redis_settings: dict[str, A
             assert (answer["status"], answer["next_flow_id"]) == ("success", expected)
             state = (await api.get(f"/session/{call}")).json()
             assert state["completed_flows"] == [1, 2, 3]
+
+
+SPOKEN = (  # a whole call in Spanish, no intents: (words, intent read, source, status, next)
+    ("hola, buenas tardes", "greeting", "classifier", "success", 2),
+    ("me llamo Ana López y soy la titular", "verify_identity", "classifier", "input_required", 2),
+    ("482913", "verify_identity", "continuation", "success", 3),
+    ("me cobraron dos veces, quiero que me devuelvan el dinero", "refund_request", "classifier",
+     "success", 4),
+    ("sí, adelante con el reembolso", "process_refund", "classifier", "success", 5),
+    ("eso es todo, adiós", "end_call", "classifier", "success", None),
+)
+
+
+@pytest.mark.parametrize("mode", ["standalone", "cluster"])
+async def test_a_whole_call_in_spanish_without_intents_through_real_agents(
+        request: pytest.FixtureRequest, demo_agent_urls: dict[str, str], mode: str) -> None:
+    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
+    call = f"SPOKEN-{mode}"
+    async with api_client(redis_url=url, redis_mode=mode, agent_urls=demo_agent_urls) as (api, _):
+        for words, intent, source, status, following in SPOKEN:
+            turn = {"call_identify_id": call, "account_id": "ACC-1", "eci": "ECI-1",
+                    "input_message": words, "locale": "es"}
+            answer = (await api.post("/orchestrate", json=turn)).json()
+            assert (answer["intent"], answer["intent_source"], answer["status"],
+                    answer["next_flow_id"]) == (intent, source, status, following), answer
+        steps = (await api.get(f"/session/{call}/steps")).json()["steps"]
+    assert [s["intent_source"] for s in steps] == [row[2] for row in SPOKEN]
+    # The code continued the task the name opened, on the real auth agent.
+    assert steps[1]["response_data"]["task_id"] == steps[2]["response_data"]["task_id"]

@@ -47,6 +47,8 @@ EXPECTED: list[tuple[str, str, int, str | None]] = [
     ("orchestrate", "escalate", 200, "escalated"),
     ("orchestrate", "after_escalation", 409, "session_escalated"),
     ("orchestrate", "ask_for_person", 200, "escalated"),
+    ("orchestrate", "spoken_no_intent", 200, "success"),
+    ("orchestrate", "clarify", 200, "clarify"),
     ("get_session", "live", 200, None),
     ("get_session", "unknown", 404, "session_not_found"),
     ("get_session", "healthz", 200, None),

@@ -181,7 +181,7 @@ class _StageSpec(BaseModel):
 
 class _ClassifierSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(default=0.45, gt=0, le=1)
+    threshold: float = Field(default=0.35, gt=0, le=1)
     margin: float = Field(default=0.04, ge=0, le=1)
     follow_up_words: int = Field(default=8, ge=0, le=100)
 
