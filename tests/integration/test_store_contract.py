@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -380,3 +381,49 @@ async def test_a_recorded_answer_is_replayed_at_once_never_queued(store: Session
     # Queued, it would wait its 5 s and be refused: the holder outlasts the wait.
     replay = await store.claim("CALL-Q", key, 5.0)
     assert isinstance(replay, Replay)
+
+
+async def test_a_keyed_repeat_replayed_after_waiting_leaves_no_ticket(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    key = Idempotency("k", "f" * 64)
+    original = await store.claim("CALL-Q", key)
+    assert isinstance(original, Claim)
+    repeat = asyncio.create_task(store.claim("CALL-Q", key, 5.0))
+    await until(lambda: _has(inspector, "CALL-Q", 1))
+    await store.commit(original, new_session("CALL-Q"), step(1), ANSWER)
+    assert isinstance(await repeat, Replay)
+    assert await queued(inspector, "CALL-Q") == 0
+    assert isinstance(await store.claim("CALL-Q"), Claim)  # free: nobody is in line before it
+
+
+async def test_a_turn_cancelled_as_it_queues_leaves_its_ticket(
+    store: SessionStore, inspector: Inspector
+) -> None:
+    holder = await store.claim("CALL-Q")
+    real = store.backend.claim
+
+    async def ran_then_cancelled(*args: Any, **options: Any) -> Any:
+        await real(*args, **options)  # the script ran; its answer is never read
+        raise asyncio.CancelledError
+
+    store.backend.claim = ran_then_cancelled  # type: ignore[method-assign]
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await store.claim("CALL-Q", None, 5.0)
+    finally:
+        store.backend.claim = real  # type: ignore[method-assign]
+    assert await queued(inspector, "CALL-Q") == 0
+    await store.commit(holder, new_session("CALL-Q"), step(1))
+    assert isinstance(await store.claim("CALL-Q"), Claim)
+
+
+async def test_delete_of_a_call_whose_first_turn_is_in_flight_leaves_that_turn_alone(
+    store: SessionStore,
+) -> None:
+    first = await store.claim("CALL-Q")
+    assert not await store.delete("CALL-Q")  # 404: no session yet
+    await store.commit(first, new_session("CALL-Q"), step(1))  # its claim still holds
+    found = await store.get("CALL-Q")
+    assert found is not None
+    assert len(found[1]) == 1

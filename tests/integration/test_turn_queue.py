@@ -13,7 +13,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from orchestrator_flows.local.demo_agents import build_agent_app
-from orchestrator_flows.store import CallKeys
+from orchestrator_flows.runtime import Storage
+from orchestrator_flows.session import Session
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store import CallKeys, SessionStore
 from tests.integration.test_end_to_end import api_client, raw_client
 from tests.support.agents import SlowExecutor
 from tests.support.scripted import body
@@ -57,3 +60,25 @@ async def test_ten_concurrent_turns_are_answered_in_arrival_order_with_no_409(
     assert [a.status_code for a in answers] == [200] * TURNS
     assert [s["input_message"] for s in steps] == [f"turn {n}" for n in range(TURNS)]
     assert [s["step_number"] for s in steps] == list(range(1, TURNS + 1))
+
+
+async def test_commits_are_not_kept_waiting_by_turns_that_wait(redis_url: str) -> None:
+    """Forty turns waiting on four calls with four connections: a quarter of them listen, the
+    rest serve claims and commits, so each holder's commit goes through (no 503)."""
+    storage = Storage.on_redis(Settings(redis_url=redis_url, redis_max_connections=4))
+    store = SessionStore(backend=storage.calls, ttl_seconds=300, lease_seconds=20)
+    calls = [f"POOL-{n}" for n in range(4)]
+    holders = [await store.claim(call) for call in calls]
+    waiting = [asyncio.create_task(store.claim(call, None, 10.0)) for call in calls
+               for _ in range(10)]
+    await asyncio.sleep(0.5)
+    try:
+        for holder in holders:
+            await store.commit(holder, Session(call_identify_id=holder.call_identify_id,
+                                               account_id="ACC", eci="ECI", context_id="ctx"),
+                               '{"step_number": 1}')
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await storage.close()

@@ -266,7 +266,7 @@ async def test_a_deleted_call_stays_deleted_late_and_retried_turns_get_409_sessi
 class DownBackend(MemoryBackend):
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
-        ticket: str | None = None,
+        wait_ms: int = 0,
     ) -> ClaimResult:
         raise StoreUnavailable("down")
 

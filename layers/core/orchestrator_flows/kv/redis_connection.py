@@ -125,8 +125,13 @@ class RedisConnection:
         self._ready = not isinstance(client, RedisCluster)
         self._ready_lock = asyncio.Lock()
         # redis-py's pools raise instead of waiting when every connection is busy; queue here,
-        # inside the deadline, so a burst waits its turn rather than failing.
-        self._slots = asyncio.Semaphore(max_connections)
+        # inside the deadline, so a burst waits its turn rather than failing. A quarter of the
+        # connections (at least one, if there are two) may block listening for a wake-up
+        # (BLPOP); the rest are never taken by a listener, so commits and claims do not wait
+        # behind turns that wait.
+        self.listeners = max_connections // 4 or (1 if max_connections > 1 else 0)
+        self._slots = asyncio.Semaphore(max_connections - self.listeners)
+        self._listening = asyncio.Semaphore(self.listeners) if self.listeners else None
 
     def script(self, lua: str) -> Script:
         """A Lua script registered once: sent by EVALSHA, loaded on first NOSCRIPT."""
@@ -154,6 +159,24 @@ class RedisConnection:
                     if not resend:
                         raise
                     return await call()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"session store unavailable during {what}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def listen(
+        self, what: str, call: Callable[[], Awaitable[T]], *, deadline: float
+    ) -> T | None:
+        """A blocking call (BLPOP) on a listening connection, within the deadline; None at
+        once when this connection keeps none (one connection in all)."""
+        if self._listening is None:
+            await asyncio.sleep(max(0.0, min(0.1, deadline - asyncio.get_running_loop().time())))
+            return None
+        try:
+            async with deadline_at(deadline), self._listening:
+                if not self._ready:
+                    await self._ensure_ready()
+                return await call()
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
                 f"session store unavailable during {what}: {type(exc).__name__}: {exc}"

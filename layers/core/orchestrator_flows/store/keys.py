@@ -18,14 +18,15 @@ class CallKeys:
     replies: str  # Idempotency-Key digest -> reply record
     ended: str  # set by DELETE, for the session TTL: a late turn must not start the call again
     queue: str  # turns waiting for the claim, in arrival order: `<gives up, ms>:<token>`
-    wake: str  # pushed when the claim is let go, once per waiting turn: it wakes them
+    bell: str  # pushed when the claim is let go: wakes the first turn in line
+    chime: str  # pushed then too, once per other waiting turn: they learn their new place
 
     @classmethod
     def of(cls, call_identify_id: str) -> CallKeys:
         tag = f"{KEY_PREFIX}:{{{call_identify_id}}}"
         return cls(state=f"{tag}:state", steps=f"{tag}:steps", claim=f"{tag}:claim",
                    replies=f"{tag}:replies", ended=f"{tag}:ended", queue=f"{tag}:queue",
-                   wake=f"{tag}:wake")
+                   bell=f"{tag}:bell", chime=f"{tag}:chime")
 
     @property
     def tag(self) -> str:

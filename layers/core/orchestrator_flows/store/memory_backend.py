@@ -14,6 +14,10 @@ from orchestrator_flows.store.keys import CallKeys
 from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Queued, Recorded, Taken
 
 
+def _token_of(ticket: str) -> str:
+    return ticket.split(":", 1)[1]
+
+
 class MemoryBackend:
     name = "embedded"
 
@@ -24,7 +28,7 @@ class MemoryBackend:
 
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
-        ticket: str | None = None,
+        wait_ms: int = 0,
     ) -> ClaimResult:
         space = self.keyspace
         holder = space.get(keys.claim)
@@ -35,16 +39,24 @@ class MemoryBackend:
         reply = space.hash_of(keys.replies).get(reply_key) if reply_key else None
         if reply is not None:
             steps = tuple(space.list_of(keys.steps)) if completes_call(reply) else ()
+            if wait_ms:
+                self._leave(keys, token)
             return Recorded(reply, space.hash_of(keys.state), steps)
         queue = self._live_queue(keys)
-        if holder is None and (not queue or queue[0] == ticket):
-            if queue:
-                self._keep_queue(keys, queue[1:], lease_ms)
+        if holder is None and (not queue or _token_of(queue[0]) == token):
+            self._keep_queue(keys, queue[1:], lease_ms)
             space.put(keys.claim, token, lease_ms / 1000)
             return Taken(space.hash_of(keys.state))
-        if ticket is not None:
-            self._keep_queue(keys, queue if ticket in queue else [*queue, ticket], lease_ms)
-            return Queued(space.pttl_ms(keys.claim))
+        if wait_ms:
+            place = next((i for i, ticket in enumerate(queue) if _token_of(ticket) == token),
+                         None)
+            if place is None:
+                place = len(queue)
+                queue.append(f"{int(time.time() * 1000) + wait_ms}:{token}")
+            self._keep_queue(keys, queue, lease_ms)
+            if holder is None:
+                self._wake(keys)
+            return Queued(space.pttl_ms(keys.claim), place)
         return Busy(space.pttl_ms(keys.claim))
 
     def _keep_queue(self, keys: CallKeys, queue: list[str], lease_ms: int) -> None:
@@ -59,22 +71,25 @@ class MemoryBackend:
         return [ticket for ticket in self.keyspace.list_of(keys.queue)
                 if int(ticket.split(":", 1)[0]) >= now_ms]
 
-    def ticket(self, token: str, wait_seconds: float) -> str:
-        return f"{int((time.time() + wait_seconds) * 1000)}:{token}"
-
-    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
-        bell = self._bells.setdefault(keys.wake, asyncio.Event())
+    async def await_turn(self, keys: CallKeys, seconds: float, first: bool) -> None:
+        # One event per call wakes every waiting turn (in process, a wake-up costs nothing).
+        bell = self._bells.setdefault(keys.bell, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(bell.wait(), seconds)
 
-    async def leave(self, keys: CallKeys, ticket: str) -> None:
-        queue = self.keyspace.list_of(keys.queue)
-        if ticket in queue:
-            queue.remove(ticket)
-            self._keep_queue(keys, queue, 0)
+    async def leave(self, keys: CallKeys, token: str) -> None:
+        self._leave(keys, token)
+
+    def _leave(self, keys: CallKeys, token: str) -> None:
+        queue = self._live_queue(keys)
+        kept = [ticket for ticket in queue if _token_of(ticket) != token]
+        if len(kept) != len(queue):
+            self._keep_queue(keys, kept, 0)
+            if kept and not self.keyspace.exists(keys.claim):
+                self._wake(keys)
 
     def _wake(self, keys: CallKeys) -> None:
-        bell = self._bells.pop(keys.wake, None)
+        bell = self._bells.pop(keys.bell, None)
         if bell is not None:
             bell.set()
 
@@ -115,12 +130,12 @@ class MemoryBackend:
         return state, self.keyspace.list_of(keys.steps) if with_steps and state else []
 
     async def delete(self, keys: CallKeys, ended_seconds: int) -> bool:
-        existed = self.keyspace.exists(keys.state)
+        if not self.keyspace.exists(keys.state):
+            return False  # its first turn may be in flight: left as it is
         self.keyspace.delete(keys.state, keys.steps, keys.claim, keys.replies, keys.queue)
-        if existed:
-            self.keyspace.put(keys.ended, "1", ended_seconds)
+        self.keyspace.put(keys.ended, "1", ended_seconds)
         self._wake(keys)
-        return existed
+        return True
 
     async def unschedule(self, keys: CallKeys) -> None:
         self.keyspace.set_field(keys.state, "archive_due", "0")

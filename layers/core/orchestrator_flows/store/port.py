@@ -14,26 +14,25 @@ class Backend(Protocol):
 
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
-        ticket: str | None = None,
+        wait_ms: int = 0,
     ) -> ClaimResult:
         """Take the lease and read the state; first, when `reply_key` is given and a reply is
         recorded under it, return that reply instead (lease not taken); nothing for an ended
-        call. With a `ticket` (from `ticket`), a turn that finds the call busy, or turns queued
-        before it, takes its place in the queue (once, however often it claims) and is
-        Queued; the lease goes to the queue's first live ticket before any other turn."""
+        call. With `wait_ms`, a turn that finds the call busy, or turns queued before it,
+        takes its place in the queue — a ticket, set on its first claim to give up `wait_ms`
+        from then on the store's clock, kept however often it claims — and is Queued; the
+        lease goes to the queue's first live ticket before any other turn."""
         ...
 
-    def ticket(self, token: str, wait_seconds: float) -> str:
-        """A turn's place in the call's queue: its token and when it gives up waiting."""
+    async def await_turn(self, keys: CallKeys, seconds: float, first: bool) -> None:
+        """Return when the claim is let go (by a commit, a release, a delete, or the turn
+        before leaving) — `first`: for the first turn in line, else for the others — or
+        after `seconds`, whichever comes first. Never raises for the store: a wake-up is a
+        hint, the claim that follows decides."""
         ...
 
-    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
-        """Return when the claim is let go (by a commit, a release or a delete) or after
-        `seconds`, whichever comes first."""
-        ...
-
-    async def leave(self, keys: CallKeys, ticket: str) -> None:
-        """Take a ticket out of the queue (a turn that stops waiting)."""
+    async def leave(self, keys: CallKeys, token: str) -> None:
+        """Take a turn's ticket out of the queue (a turn that stops waiting)."""
         ...
 
     async def commit(

@@ -23,9 +23,15 @@ from orchestrator_flows.kv.redis_connection import RedisConnection
 from orchestrator_flows.store.keys import CallKeys
 from orchestrator_flows.store.results import Busy, ClaimResult, Ended, Queued, Recorded, Taken
 
-# The first live ticket of the queue (tickets whose turn gave up are dropped on the way), or
-# nil. Tickets are `<gives up, ms on this server's clock>:<token>`.
-_QUEUE_HEAD = """
+# The queue of turns waiting for the claim: tickets `<gives up, ms on this server's clock>:<token>`
+# in arrival order, each set by the script when its turn first queues (its wait from then).
+# `queue_head` drops the tickets whose turn gave up and answers the first live one (or nil).
+# `wake` tells the waiting turns the claim is free: one item to `bell` for the first in line
+# (only it listens there) and one each to `chime` for the others (to learn their place).
+_QUEUE = """
+local function token_of(ticket)
+  return string.match(ticket, '^%d+:(.*)$')
+end
 local function queue_head(queue, now)
   while true do
     local ticket = redis.call('LINDEX', queue, 0)
@@ -39,36 +45,56 @@ local function queue_head(queue, now)
     redis.call('LPOP', queue)
   end
 end
-"""
-
-# Wakes every turn waiting in the queue (each pops one item; the first in line takes the claim,
-# the others find it taken and wait again).
-_WAKE = """
-local function wake(queue, bell)
+local function find(queue, token)
+  local tickets = redis.call('LRANGE', queue, 0, -1)
+  for index, ticket in ipairs(tickets) do
+    if token_of(ticket) == token then
+      return ticket, index - 1
+    end
+  end
+  return nil, nil
+end
+local function wake(queue, bell, chime)
   local waiting = redis.call('LLEN', queue)
   if waiting > 0 then
     redis.call('DEL', bell)
-    for _ = 1, waiting do
-      redis.call('RPUSH', bell, '1')
-    end
+    redis.call('RPUSH', bell, '1')
     redis.call('PEXPIRE', bell, 30000)
+  end
+  if waiting > 1 then
+    redis.call('DEL', chime)
+    for _ = 2, waiting do
+      redis.call('RPUSH', chime, '1')
+    end
+    redis.call('PEXPIRE', chime, 30000)
+  end
+end
+-- A turn leaves the queue: if it was first in line and the claim is free, the next is woken.
+local function leave(queue, token, claim, bell, chime, now)
+  local ticket, index = find(queue, token)
+  if ticket then
+    redis.call('LREM', queue, 1, ticket)
+    if index == 0 and redis.call('EXISTS', claim) == 0 and queue_head(queue, now) then
+      wake(queue, bell, chime)
+    end
   end
 end
 """
 
-CLAIM = _QUEUE_HEAD + """
+CLAIM = _QUEUE + """
 -- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] replies hash, KEYS[4] steps list,
--- KEYS[5] ended marker, KEYS[6] queue
+-- KEYS[5] ended marker, KEYS[6] queue, KEYS[7] bell, KEYS[8] chime
 -- ARGV[1] claim token, ARGV[2] lease in milliseconds, ARGV[3] Idempotency-Key or '',
 -- ARGV[4] when the client gives up, in ms on this server's clock,
--- ARGV[5] the turn's ticket, or '' for a turn that does not wait, ARGV[6] the queue's TTL, ms
+-- ARGV[5] how long the turn waits its turn, ms ('0': it does not), ARGV[6] the queue's TTL, ms
 -- Every answer ends with the server's time in ms. Nothing is done, {3, now}, when the claim
 -- arrives after its client gave up (Redis stalled: a lease taken now would hold the call for
 -- nobody); {4, now} when the call was ended; {2, reply, HGETALL state, steps if the reply
 -- completed the call, now} when a reply is recorded under the key (lease not taken, never
--- queued); {1, HGETALL state, now} when taken (or already held by this token: a resent
--- claim); {5, PTTL, now} when queued (the ticket is in the queue, once); {0, PTTL, now} when
--- busy. A free claim goes to the queue's first live ticket, or to anyone if there is none.
+-- queued; a ticket the turn held is given up); {1, HGETALL state, now} when taken (or already
+-- held by this token: a resent claim); {5, PTTL, place in the queue (0: first), now} when
+-- queued (its ticket is set on its first claim, once); {0, PTTL, now} when busy. A free claim
+-- goes to the first live ticket, or to anyone if there is none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder = redis.call('GET', KEYS[1])
@@ -89,30 +115,39 @@ if ARGV[3] ~= '' then
     if string.sub(reply, 1, 1) == '1' then
       steps = redis.call('LRANGE', KEYS[4], 0, -1)
     end
+    if ARGV[5] ~= '0' then
+      leave(KEYS[6], ARGV[1], KEYS[1], KEYS[7], KEYS[8], now)
+    end
     return {2, reply, redis.call('HGETALL', KEYS[2]), steps, now}
   end
 end
 local first = queue_head(KEYS[6], now)
-if not holder and (not first or first == ARGV[5]) then
+if not holder and (not first or token_of(first) == ARGV[1]) then
   if first then
     redis.call('LPOP', KEYS[6])
   end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, redis.call('HGETALL', KEYS[2]), now}
 end
-if ARGV[5] ~= '' then
-  if not redis.call('LPOS', KEYS[6], ARGV[5]) then
-    redis.call('RPUSH', KEYS[6], ARGV[5])
+if ARGV[5] ~= '0' then
+  local ticket, index = find(KEYS[6], ARGV[1])
+  if not ticket then
+    index = redis.call('RPUSH', KEYS[6], (now + tonumber(ARGV[5])) .. ':' .. ARGV[1]) - 1
   end
   redis.call('PEXPIRE', KEYS[6], ARGV[6])
-  return {5, redis.call('PTTL', KEYS[1]), now}
+  if not holder then
+    -- free, and a turn before this one is first in line: it may not have been woken (it
+    -- came first while the claim was held, and the ticket before it gave up since)
+    wake(KEYS[6], KEYS[7], KEYS[8])
+  end
+  return {5, redis.call('PTTL', KEYS[1]), index, now}
 end
 return {0, redis.call('PTTL', KEYS[1]), now}
 """
 
-COMMIT = _WAKE + """
+COMMIT = _QUEUE + """
 -- KEYS[1] claim key, KEYS[2] state hash, KEYS[3] steps list, KEYS[4] replies hash,
--- KEYS[5] queue, KEYS[6] wake list (turns waiting are woken once the claim is let go)
+-- KEYS[5] queue, KEYS[6] bell, KEYS[7] chime (turns waiting are woken once the claim is let go)
 -- ARGV[1] claim token, ARGV[2] session TTL in seconds, ARGV[3] step JSON,
 -- ARGV[4] '1' to return the whole trail, ARGV[5] Idempotency-Key or '', ARGV[6] its reply,
 -- ARGV[7..] state field, value, field, value ...
@@ -137,27 +172,31 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[4], ARGV[2])
 redis.call('DEL', KEYS[1])
-wake(KEYS[5], KEYS[6])
+wake(KEYS[5], KEYS[6], KEYS[7])
 if ARGV[4] == '1' then
   return {1, redis.call('LRANGE', KEYS[3], 0, -1)}
 end
 return {1}
 """
 
-RELEASE = _WAKE + """
--- KEYS[1] claim key, KEYS[2] queue, KEYS[3] wake list; ARGV[1] claim token. Drops the claim
--- only if this token still holds it, and wakes the turns waiting for it.
+RELEASE = _QUEUE + """
+-- KEYS[1] claim key, KEYS[2] queue, KEYS[3] bell, KEYS[4] chime; ARGV[1] claim token. Drops
+-- the claim only if this token still holds it, and wakes the turns waiting for it.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  wake(KEYS[2], KEYS[3])
+  wake(KEYS[2], KEYS[3], KEYS[4])
   return 1
 end
 return 0
 """
 
-LEAVE = """
--- KEYS[1] queue; ARGV[1] a ticket. A turn that stopped waiting leaves the queue.
-return redis.call('LREM', KEYS[1], 1, ARGV[1])
+LEAVE = _QUEUE + """
+-- KEYS[1] queue, KEYS[2] claim key, KEYS[3] bell, KEYS[4] chime; ARGV[1] the turn's token.
+-- A turn that stopped waiting leaves the queue (the next is woken if it is now first).
+local t = redis.call('TIME')
+leave(KEYS[1], ARGV[1], KEYS[2], KEYS[3], KEYS[4],
+      tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+return 0
 """
 
 READ = """
@@ -170,19 +209,20 @@ end
 return {state, {}}
 """
 
-DELETE = _WAKE + """
+DELETE = _QUEUE + """
 -- KEYS[1] state hash, KEYS[2] steps list, KEYS[3] claim key, KEYS[4] replies hash,
--- KEYS[5] ended marker, KEYS[6] queue, KEYS[7] wake list; ARGV[1] how long the call stays
--- ended, seconds -> 1 if the session existed (and is now marked ended). Turns waiting are
--- woken, to find the call ended.
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-if existed == 1 then
-  redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
+-- KEYS[5] ended marker, KEYS[6] queue, KEYS[7] bell, KEYS[8] chime; ARGV[1] how long the call
+-- stays ended, seconds -> 1 if the session existed (and is now marked ended: turns waiting are
+-- woken, to find it so). A call with no session (its first turn may be in flight) is left as
+-- it is.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
 end
-wake(KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[1])
+wake(KEYS[6], KEYS[7], KEYS[8])
 redis.call('DEL', KEYS[6])
-return existed
+return 1
 """
 
 UNSCHEDULE = """
@@ -237,7 +277,7 @@ class RedisBackend:
 
     async def claim(
         self, keys: CallKeys, token: str, lease_ms: int, reply_key: str | None,
-        ticket: str | None = None,
+        wait_ms: int = 0,
     ) -> ClaimResult:
         # The claim carries the moment its client gives up, on the server's clock as this
         # instance last measured it: a claim that reaches Redis later (Redis stalled, the turn
@@ -250,13 +290,13 @@ class RedisBackend:
             nonlocal sent
             sent = time.time()  # when it leaves, not when it queued for a connection
             reply: list[Any] = await self._claim(
-                keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended, keys.queue],
-                args=args)
+                keys=[keys.claim, keys.state, keys.replies, keys.steps, keys.ended, keys.queue,
+                      keys.bell, keys.chime], args=args)
             return reply
 
         for attempt in range(2):
             not_after = int((gives_up - LATE_MARGIN_SECONDS) * 1000 + self._clock_offset_ms)
-            args: list[str | int] = [token, lease_ms, reply_key or "", not_after, ticket or "",
+            args: list[str | int] = [token, lease_ms, reply_key or "", not_after, wait_ms,
                                      lease_ms + QUEUE_MARGIN_MS]
             reply = await self.connection.run(
                 "claim", lambda args=args: send(args), deadline=deadline)  # type: ignore[misc]
@@ -279,32 +319,33 @@ class RedisBackend:
             case 4:
                 return Ended()
             case 5:
-                return Queued(int(reply[1]))
+                return Queued(int(reply[1]), int(reply[2]))
         raise StoreUnavailable("the claim reached the session store too late, twice")
 
-    def ticket(self, token: str, wait_seconds: float) -> str:
-        # When the turn gives up, on the server's clock as last measured.
-        gives_up = int((time.time() + wait_seconds) * 1000 + self._clock_offset_ms)
-        return f"{gives_up}:{token}"
-
-    async def await_turn(self, keys: CallKeys, seconds: float) -> None:
+    async def await_turn(self, keys: CallKeys, seconds: float, first: bool) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         client = self.connection.client
+        key = keys.bell if first else keys.chime
 
         async def blpop(wait: float) -> Any:
-            return await client.blpop([keys.wake], timeout=wait)
+            return await client.blpop([key], timeout=wait)
 
         while (left := end - loop.time()) > 0.01:
             wait = round(min(left, WAKE_SLICE_SECONDS), 3)
-            popped = await self.connection.run(
-                "await_turn", lambda wait=wait: blpop(wait),  # type: ignore[misc]
-                deadline=loop.time() + wait + self.connection.deadline_seconds)
+            try:
+                popped = await self.connection.listen(
+                    "await_turn", lambda wait=wait: blpop(wait),  # type: ignore[misc]
+                    deadline=loop.time() + wait + self.connection.deadline_seconds)
+            except StoreUnavailable:
+                # A slow or failing store: the claim that follows says what it is.
+                return
             if popped is not None:
                 return
 
-    async def leave(self, keys: CallKeys, ticket: str) -> None:
-        await self.connection.run("leave", lambda: self._leave(keys=[keys.queue], args=[ticket]))
+    async def leave(self, keys: CallKeys, token: str) -> None:
+        await self.connection.run("leave", lambda: self._leave(
+            keys=[keys.queue, keys.claim, keys.bell, keys.chime], args=[token]))
 
     async def commit(
         self,
@@ -323,7 +364,7 @@ class RedisBackend:
         answer: list[Any] = await self.connection.run(
             "commit",
             lambda: self._commit(keys=[keys.claim, keys.state, keys.steps, keys.replies,
-                                       keys.queue, keys.wake], args=args),
+                                       keys.queue, keys.bell, keys.chime], args=args),
         )
         if answer[0] != 1:
             return None
@@ -331,7 +372,7 @@ class RedisBackend:
 
     async def release(self, keys: CallKeys, token: str) -> None:
         await self.connection.run("release", lambda: self._release(
-            keys=[keys.claim, keys.queue, keys.wake], args=[token]))
+            keys=[keys.claim, keys.queue, keys.bell, keys.chime], args=[token]))
 
     async def read(self, keys: CallKeys, with_steps: bool) -> tuple[dict[str, str], list[str]]:
         reply: list[Any] = await self.connection.run(
@@ -344,7 +385,7 @@ class RedisBackend:
         existed: int = await self.connection.run(
             "delete",
             lambda: self._delete(keys=[keys.state, keys.steps, keys.claim, keys.replies,
-                                       keys.ended, keys.queue, keys.wake],
+                                       keys.ended, keys.queue, keys.bell, keys.chime],
                                  args=[ended_seconds]),
             resend=False,
         )

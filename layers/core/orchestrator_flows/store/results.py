@@ -22,10 +22,11 @@ class Busy:
 @dataclass(frozen=True, slots=True)
 class Queued:
     """The call is busy, or other turns came first: this turn holds its place in the call's
-    queue (its ticket) and waits to be woken; the lease lapses in `remaining_ms` (negative:
-    it is free, and a turn ahead is about to take it)."""
+    queue (its ticket; `place` 0 is first in line) and waits to be woken; the lease lapses in
+    `remaining_ms` (negative: it is free, and a turn ahead is about to take it)."""
 
     remaining_ms: int
+    place: int = 0
 
 
 @dataclass(frozen=True, slots=True)

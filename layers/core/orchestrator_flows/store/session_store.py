@@ -120,11 +120,17 @@ class SessionStore:
         # from the OS and again in a forked child, costs no system call as `secrets` does.
         token = f"{random.getrandbits(96):024x}"
         reply_key = idempotency.digest if idempotency else None
-        ticket = self.backend.ticket(token, wait_seconds) if wait_seconds > 0 else None
-        result = await self.backend.claim(keys, token, self.lease_ms, reply_key, ticket)
-        if isinstance(result, Queued):
-            assert ticket is not None
-            result = await self._wait_turn(keys, token, reply_key, ticket, wait_seconds, result)
+        wait_ms = int(wait_seconds * 1000)
+        try:
+            result = await self.backend.claim(keys, token, self.lease_ms, reply_key, wait_ms)
+            if isinstance(result, Queued):
+                result = await self._wait_turn(keys, token, reply_key, wait_ms, result)
+        except StoreUnavailable:
+            raise  # the store is out of reach: a ticket it took lapses with the turn's wait
+        except BaseException:
+            if wait_ms:  # cancelled: a claim sent may have queued the turn before its answer
+                await self._leave_quietly(keys, token)
+            raise
         match result:
             case Recorded():
                 assert idempotency is not None
@@ -144,28 +150,26 @@ class SessionStore:
                      session_from_fields(call_identify_id, result.state), idempotency,
                      int(due) if due.isdigit() else 0)
 
-    async def _wait_turn(self, keys: CallKeys, token: str, reply_key: str | None, ticket: str,
-                         wait_seconds: float, queued: Queued) -> ClaimResult:
+    async def _wait_turn(self, keys: CallKeys, token: str, reply_key: str | None,
+                         wait_ms: int, queued: Queued) -> ClaimResult:
         """Wait in the queue until the claim is this turn's (or the call ended, or the turn's
-        answer got recorded), at most `wait_seconds`: woken when the claim is let go, and
-        claiming again at least every RECLAIM_SECONDS (a holder that crashed lets the claim
-        lapse unannounced). A turn that stops waiting leaves the queue."""
+        answer got recorded), `wait_ms` at most: woken when the claim is let go, and claiming
+        again at least every RECLAIM_SECONDS (a holder that crashed lets its claim lapse
+        unannounced). A turn that stops waiting leaves the queue."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + wait_seconds
+        end = loop.time() + wait_ms / 1000
         result: ClaimResult = queued
-        try:
-            while isinstance(result, Queued) and (left := end - loop.time()) > 0:
-                await self.backend.await_turn(keys, min(left, RECLAIM_SECONDS))
-                result = await self.backend.claim(keys, token, self.lease_ms, reply_key, ticket)
-        finally:
-            if isinstance(result, Queued):
-                await self._leave_quietly(keys, ticket)
+        while isinstance(result, Queued) and (left := end - loop.time()) > 0:
+            await self.backend.await_turn(keys, min(left, RECLAIM_SECONDS), result.place == 0)
+            result = await self.backend.claim(keys, token, self.lease_ms, reply_key, wait_ms)
+        if isinstance(result, Queued):
+            await self._leave_quietly(keys, token)
         return result
 
-    async def _leave_quietly(self, keys: CallKeys, ticket: str) -> None:
-        # A ticket left behind only holds the queue until its turn's wait is over.
+    async def _leave_quietly(self, keys: CallKeys, token: str) -> None:
+        # A ticket left behind holds the queue only until its turn's wait is over.
         try:
-            await self.backend.leave(keys, ticket)
+            await self.backend.leave(keys, token)
         except StoreUnavailable:
             logger.warning("a turn that stopped waiting could not leave the queue")
 
