@@ -43,9 +43,9 @@ async def test_a_turn_answers_the_documented_shape(api: httpx.AsyncClient) -> No
     payload = response.json()
     assert set(payload) == {"call_identify_id", "intent_flow_id", "intent", "status", "response",
                             "next_flow_id", "is_complete", "session_summary", "handoff",
-                            "intent_source", "confidence", "candidates"}
+                            "intent_source", "confidence", "candidates", "parts"}
     assert (payload["handoff"], payload["intent_source"], payload["confidence"],
-            payload["candidates"]) == (None, "caller", None, [])
+            payload["candidates"], payload["parts"]) == (None, "caller", None, [], [])
     assert (payload["call_identify_id"], payload["intent_flow_id"], payload["next_flow_id"]) == (
         "CALL-1", 1, 2)
     assert {"text", "data", "state", "task_id", "context_id"} <= set(payload["response"])

@@ -129,6 +129,9 @@ class _Outcome:
     reply: AgentReply | None
     failure: AgentFailure | None
     version: str | None
+    # Several agents called at once: each one's outcome, in the route's order (this outcome
+    # then is their combination, by the route's rule).
+    parts: tuple[_Outcome, ...] = ()
 
 
 class Orchestrator:
@@ -217,10 +220,13 @@ class Orchestrator:
                                     route.stage.id, route.agent.name)
                 async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                         agent=route.agent.name):
-                    outcome = await self._call_agent(turn, session, route, sent_as)
-                error = outcome.failure.code if outcome.failure else None
-                observe.agent_answered(route.agent.name, outcome.response.latency_ms, error,
-                                       route.agent.version)
+                    outcome = (await self._call_together(turn, session, route, sent_as)
+                               if route.also else
+                               await self._call_agent(turn, session, route, sent_as))
+                for agent, part in zip(route.agents, outcome.parts or (outcome,), strict=True):
+                    error = part.failure.code if part.failure else None
+                    observe.agent_answered(agent.name, part.response.latency_ms, error,
+                                           agent.version)
                 async with observe.span("commit", call_identify_id=turn.call_identify_id):
                     result, advanced, encoded = await self._record(
                         turn, claim, session, route, outcome, reading)
@@ -339,6 +345,36 @@ class Orchestrator:
         return _Outcome(status, _answered(agent.name, reply, started), reply, None,
                         reply.a2a_version)
 
+    async def _call_together(
+        self, turn: Turn, session: Session, route: Route, message_id: str
+    ) -> _Outcome:
+        """The turn sent to each of the route's agents at once (each on its own task, breaker
+        and version; each within the step's deadline), combined by the route's rule. With
+        `first`, the others are no longer awaited once one completes."""
+        agents = route.agents
+        # One messageId per agent, the same on every retry of the turn.
+        ids = [message_id, *(_uuid5(f"{message_id}\n{agent.name}") for agent in agents[1:])]
+        calls = [asyncio.ensure_future(self._call_agent(
+            turn, session, Route(agent, route.stage, False), sent_id))
+            for agent, sent_id in zip(agents, ids, strict=True)]
+        try:
+            if route.succeed_when != "first":
+                parts = list(await asyncio.gather(*calls))
+            else:
+                pending = set(calls)
+                while pending and not any(
+                        call.done() and _completed(call.result()) for call in calls):
+                    _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for call in pending:
+                    call.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                parts = [call.result() if not call.cancelled() else _not_awaited(agent.name)
+                         for call, agent in zip(calls, agents, strict=True)]
+        finally:
+            for call in calls:
+                call.cancel()
+        return _together(route, tuple(parts))
+
     async def _send_through_breaker(self, request: AgentRequest) -> AgentReply:
         """The agent call, unless its circuit is open (then agent_unavailable, no call); the
         outcome is told to the breaker."""
@@ -403,6 +439,8 @@ class Orchestrator:
             status = "escalated" if session.handoff is not None else outcome.status
         response = (None if outcome is None else
                     _masked(outcome.response, masker, stage.name, session.context_id))
+        parts = tuple(_masked(part.response, masker, stage.name, session.context_id)
+                      for part in outcome.parts) if outcome is not None else ()
         intent = masker.mask(turn.intent, stage.name) if turn.intent is not None else None
         now = utc_now()
         session.updated_at = now
@@ -425,6 +463,7 @@ class Orchestrator:
             handoff=handoff,
             intent_source=reading.source,
             confidence=confidence,
+            parts=parts,
         )
         answer = TurnResponse(
             call_identify_id=turn.call_identify_id,
@@ -438,6 +477,7 @@ class Orchestrator:
             intent_source=reading.source,
             confidence=confidence,
             candidates=candidates,
+            parts=parts,
         )
         try:
             # The reply kept for an Idempotency-Key holds no summary: a replay rebuilds it.
@@ -463,26 +503,28 @@ class Orchestrator:
         to another stage or completed. A failed or input-required turn is an attempt at the
         stage; the stage's last one hands the call to a person. Otherwise the stage's
         transitions (`Flow.after`) say where the call goes; a fallback turn never moves it."""
-        agent, stage = route.agent, route.stage
-        if agent.version is not None:
-            session.agent_versions[agent.name] = agent.version  # kept for the whole call
+        stage = route.stage
+        parts = outcome.parts or (outcome,)
         # An agent asking again, on the task it asked on before, is an attempt; its first
         # question is not (it opens the task).
-        held = session.open_tasks.get(agent.name)
-        asked_again = held is not None and held.stage_id == stage.id
-        if outcome.reply is not None and not outcome.reply.completed:
-            # The task's intent, if it is one of the stage's (a fallback turn's is the caller's
-            # free text): a follow-up without an intent continues it.
-            self._keep_open_task(session, route, outcome.reply,
-                                 intent if intent in route.stage.intents else None)
-        elif outcome.failure is not None:
-            if not outcome.failure.code.keeps_task:
+        held_here = any(
+            (held := session.open_tasks.get(agent.name)) is not None and held.stage_id == stage.id
+            for agent in route.agents)
+        for agent, part in zip(route.agents, parts, strict=False):
+            if agent.version is not None:
+                session.agent_versions[agent.name] = agent.version  # kept for the whole call
+            if part.reply is not None and not part.reply.completed:
+                # The task's intent, if it is one of the stage's (a fallback turn's is the
+                # caller's free text): a follow-up without an intent continues it.
+                self._keep_open_task(session, Route(agent, stage, route.is_fallback),
+                                     part.reply, intent if intent in stage.intents else None)
+            elif part.failure is not None:
+                if not part.failure.code.keeps_task:
+                    session.open_tasks.pop(agent.name, None)
+            else:
                 session.open_tasks.pop(agent.name, None)
-        else:
-            session.open_tasks.pop(agent.name, None)
-        kind: Outcome = ("failed" if outcome.failure is not None
-                         else "completed" if outcome.reply is None or outcome.reply.completed
-                         else "input_required")
+        kind: Outcome = _KIND_OF[outcome.status]
+        asked_again = held_here
         last = outcome.failure.code.value if outcome.failure is not None else kind
         if kind == "failed" or (kind == "input_required" and asked_again):
             tried = session.attempts[stage.id] = session.attempts.get(stage.id, 0) + 1
@@ -608,6 +650,53 @@ def _masked(
         error=None if error is None else {key: text(value) for key, value in error.items()},
         latency_ms=response.latency_ms,
         attempts=response.attempts)
+
+
+def _completed(outcome: _Outcome) -> bool:
+    return outcome.reply is not None and outcome.reply.completed
+
+
+def _not_awaited(agent: str) -> _Outcome:
+    failure = AgentFailure(FailureCode.NOT_AWAITED,
+                           f"agent {agent} was not awaited: another agent completed first")
+    response = AgentResponse(agent=agent, text="", data={}, state=None, task_id=None,
+                             context_id=None, error=failure.to_json(), latency_ms=0.0)
+    return _Outcome("error", response, None, failure, None)
+
+
+_KIND_OF: dict[Status, Outcome] = {"success": "completed", "input_required": "input_required",
+                                   "error": "failed"}
+_STATE_OF: dict[Status, str] = {"success": "completed", "input_required": "input-required",
+                                "error": "failed"}
+
+
+def _together(route: Route, parts: tuple[_Outcome, ...]) -> _Outcome:
+    """Several agents' outcomes as one, by the route's rule: `all` succeeds when every agent
+    completed (an agent's failure fails the turn; one asking for more keeps it waiting), `any`
+    and `first` when one did (else one asking keeps the turn waiting, else it failed). The
+    answer joins the agents' texts, keeps each one's data under its name, and carries the
+    first failure's error when the turn failed; each agent's own part stays in `parts`."""
+    done = [part for part in parts if _completed(part)]
+    asking = [part for part in parts if part.reply is not None and not part.reply.completed]
+    failed = [part for part in parts if part.failure is not None
+              and part.failure.code is not FailureCode.NOT_AWAITED]
+    status: Status
+    if route.succeed_when == "all":
+        status = "error" if failed else "input_required" if asking else "success"
+    else:
+        status = "success" if done else "input_required" if asking else "error"
+    failure = failed[0].failure if status == "error" and failed else None
+    responses = [part.response for part in parts]
+    response = AgentResponse(
+        agent="+".join(response.agent for response in responses),
+        text="\n".join(response.text for response in responses if response.text),
+        data={response.agent: response.data for response in responses if response.data},
+        state=_STATE_OF[status], task_id=None, context_id=None,
+        error=failure.to_json() if failure is not None else None,
+        latency_ms=max(response.latency_ms for response in responses))
+    if status == "error" and failure is None:  # none failed: every one was not awaited
+        failure = parts[0].failure
+    return _Outcome(status, response, None, failure, None, parts)
 
 
 def _nothing_called(error: dict[str, Any]) -> AgentResponse:

@@ -178,6 +178,9 @@ class FailureCode(StrEnum):
     # A streamed answer that ended, stalled or broke before the task finished or waited: the
     # agent had the message and began, so it is not sent again; what arrived is recorded.
     STREAM_BROKEN = "agent_stream_broken"
+    # Called with others at once (`succeed_when: first`): another completed first, and this
+    # one's answer was no longer awaited (its call was cancelled).
+    NOT_AWAITED = "agent_not_awaited"
 
     def retried(self, http_status: int | None = None) -> bool:
         """Worth another try within the step's deadline: the agent could not be reached or

@@ -189,25 +189,46 @@ class Agent:
         return tuple(found)
 
 
+# How a turn sent to several agents at once succeeds: when every one completes (`all`), when
+# one does (`any`), or with the first to complete, the others then no longer awaited (`first`).
+SucceedWhen = Literal["all", "any", "first"]
+
+
+@dataclass(frozen=True)
+class Together:
+    """An intent served by several agents called at once, within the one step deadline."""
+
+    agents: tuple[str, ...]  # the first is the lead (as `intents` names it)
+    succeed_when: SucceedWhen = "all"
+
+
 @dataclass(frozen=True)
 class Stage:
     id: int
     name: str
-    intents: Mapping[str, str]  # intent -> agent name
+    intents: Mapping[str, str]  # intent -> agent name (the lead, for an intent of several)
     # Failed or input-required turns the call may have at the stage; the last one escalates.
     max_attempts: int | None = None
     max_visits: int | None = None  # times the call may enter the stage; one more escalates
     transitions: tuple[Transition, ...] = ()
     queue: str | None = None  # where a handoff from this stage goes (else the flow's queue)
+    together: Mapping[str, Together] = field(default_factory=dict)  # intent -> its agents
 
 
 @dataclass(frozen=True)
 class Route:
-    """Where one turn goes: the agent, the stage it is handled at, and whether it can advance."""
+    """Where one turn goes: the agent, the stage it is handled at, and whether it can advance;
+    with `also`, the other agents called at the same time and how the turn succeeds."""
 
     agent: Agent
     stage: Stage
     is_fallback: bool
+    also: tuple[Agent, ...] = ()
+    succeed_when: SucceedWhen = "all"
+
+    @property
+    def agents(self) -> tuple[Agent, ...]:
+        return (self.agent, *self.also)
 
 
 @dataclass(frozen=True)
@@ -260,7 +281,12 @@ class Flow:
         stage = self.stage(current_stage_id)
         agent_name = stage.intents.get(intent)
         if agent_name is not None:
-            return Route(self.agents[agent_name], stage, is_fallback=False)
+            together = stage.together.get(intent)
+            if together is None:
+                return Route(self.agents[agent_name], stage, is_fallback=False)
+            return Route(self.agents[agent_name], stage, False,
+                         tuple(self.agents[name] for name in together.agents[1:]),
+                         together.succeed_when)
         if intent in self._stage_of_intent:
             raise IntentNotAllowed(
                 f"intent {intent!r} belongs to stage {self._stage_of_intent[intent]}, "

@@ -45,6 +45,8 @@ from orchestrator_flows.flow import (
     RetryPolicy,
     Stage,
     StreamPolicy,
+    SucceedWhen,
+    Together,
     check_url,
     secret_ref,
 )
@@ -165,11 +167,17 @@ class _TransitionSpec(BaseModel):
         return data
 
 
+class _TogetherSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: list[str] = Field(min_length=2, max_length=8)
+    succeed_when: SucceedWhen = "all"
+
+
 class _StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: int = Field(strict=True)
     name: str = Field(pattern=STAGE_NAME.pattern)
-    intents: dict[str, str]
+    intents: dict[str, str | _TogetherSpec]
     max_attempts: int | None = Field(None, strict=True, ge=1, le=MAX_CAP)
     max_visits: int | None = Field(None, strict=True, ge=1, le=MAX_CAP)
     queue: str | None = Field(None, pattern=_QUEUE)
@@ -392,12 +400,16 @@ def _check_stages(spec: _FlowSpec, problems: _Problems) -> None:
                          f"{stage.id} at position {index + 1}")
         if not stage.intents:
             problems.add((*at, "intents"), f"stage {stage.id} ({stage.name}) has no intents")
-        for intent, agent in stage.intents.items():
+        for intent, served in stage.intents.items():
             where = (*at, "intents", intent)
             if not INTENT_NAME.match(intent):
                 problems.add(where, f"intent {intent!r} is not a valid name")
-            if agent not in spec.agents:
-                problems.add(where, f"intent {intent!r} routes to unknown agent {agent!r}")
+            names = [served] if isinstance(served, str) else served.agents
+            for agent in names:
+                if agent not in spec.agents:
+                    problems.add(where, f"intent {intent!r} routes to unknown agent {agent!r}")
+            if len(set(names)) != len(names):
+                problems.add(where, f"intent {intent!r} names an agent twice")
             if intent in seen:
                 problems.add(where, f"duplicate intent {intent!r}: already in stage "
                              f"{seen[intent]}")
@@ -421,8 +433,13 @@ def _stages(spec: _FlowSpec, problems: _Problems) -> tuple[Stage, ...]:
             conditions = _conditions(transition.when or {}, where, problems)
             transitions.append(Transition(transition.outcome, transition.to, conditions,
                                           transition.queue))
-        stages.append(Stage(stage.id, stage.name, dict(stage.intents), stage.max_attempts,
-                            stage.max_visits, tuple(transitions), stage.queue))
+        stages.append(Stage(
+            stage.id, stage.name,
+            {intent: served if isinstance(served, str) else served.agents[0]
+             for intent, served in stage.intents.items()},
+            stage.max_attempts, stage.max_visits, tuple(transitions), stage.queue,
+            {intent: Together(tuple(served.agents), served.succeed_when)
+             for intent, served in stage.intents.items() if not isinstance(served, str)}))
     seen: dict[str, int] = {}
     for index, stage in enumerate(spec.stages):
         if stage.name in seen:

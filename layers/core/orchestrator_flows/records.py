@@ -26,6 +26,8 @@ Status = Literal["success", "input_required", "error", "escalated", "clarify"]
 # How a turn's intent was found: the request said it; a short follow-up continued its stage's
 # open task; the classifier read it from the caller's words.
 IntentSource = Literal["caller", "continuation", "classifier"]
+PARTS = ("for an intent served by several agents at once: each agent's own answer, in the "
+         "flow's order (`response` is their combination)")
 INTENT_SOURCE = ("caller: the request named it; continuation: a short follow-up without one "
                  "continued its stage's open task; classifier: read from the caller's words")
 # An archived call: archived once idle (active), complete, escalated, or ended (DELETE).
@@ -94,6 +96,7 @@ class Step:
     intent_source: Annotated[IntentSource | None, Field(description=INTENT_SOURCE)] = None
     confidence: Annotated[float | None, Field(
         description="the classifier's score of its reading (0–1), when it read one")] = None
+    parts: Annotated[tuple[AgentResponse, ...], Field(description=PARTS)] = ()
 
 
 Source = Literal["live", "archive"]
@@ -141,6 +144,7 @@ class TurnResponse:
     candidates: Annotated[tuple[Candidate, ...], Field(
         description="on clarify: the stage's intents the words were weighed against, best "
         "first")] = ()
+    parts: Annotated[tuple[AgentResponse, ...], Field(description=PARTS)] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
