@@ -145,3 +145,69 @@ async def test_a_whole_call_in_spanish_without_intents_through_real_agents(
     assert [s["intent_source"] for s in steps] == [row[2] for row in SPOKEN]
     # The code continued the task the name opened, on the real auth agent.
     assert steps[1]["response_data"]["task_id"] == steps[2]["response_data"]["task_id"]
+
+
+PARALLEL = """
+agents:
+  greeting: {url: "http://127.0.0.1:9/"}
+  slow: {url: "http://127.0.0.1:9/"}
+  failing: {url: "http://127.0.0.1:9/"}
+  asking: {url: "http://127.0.0.1:9/"}
+  fallback: {url: "http://127.0.0.1:9/"}
+fallback_agent: fallback
+stages:
+  - id: 1
+    name: GREETING
+    intents: {greeting: greeting}
+  - id: 2
+    name: INTENT_CAPTURE
+    intents:
+      look_up: {agents: [slow, failing, asking], succeed_when: RULE}
+"""
+
+
+@pytest.mark.parametrize(("mode", "rule", "status", "following"), [
+    ("standalone", "all", "error", 2),
+    ("cluster", "all", "error", 2),
+    ("standalone", "any", "success", None),
+    ("standalone", "first", "success", None),
+])
+async def test_parallel_agents_one_slow_one_failing_one_asking(
+        request: pytest.FixtureRequest, serve: Any, demo_agent_urls: dict[str, str],
+        tmp_path: Path, mode: str, rule: str, status: str, following: int | None) -> None:
+    from orchestrator_flows.local.demo_agents import DemoExecutor, build_agent_app
+    from tests.support.agents import EndingExecutor, SlowExecutor
+
+    urls = {
+        "slow": await serve(lambda at: build_agent_app(
+            "slow", at, executor=SlowExecutor("refund", 0.3))),
+        "failing": await serve(lambda at: build_agent_app(
+            "failing", at, executor=EndingExecutor("failed"))),
+        "asking": await serve(lambda at: build_agent_app(
+            "asking", at, executor=DemoExecutor("auth"))),  # asks for a code first
+        "greeting": demo_agent_urls["greeting"], "fallback": demo_agent_urls["fallback"]}
+    path = tmp_path / "flow.yaml"
+    path.write_text(PARALLEL.replace("RULE", rule))
+    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
+    call = f"PAR-{mode}-{rule}"
+    async with api_client(redis_url=url, redis_mode=mode, orchestrator_config=str(path),
+                          agent_urls=urls) as (api, _):
+        await api.post("/orchestrate", json=body("greeting", call=call))
+        answer = (await api.post("/orchestrate", json=body("look_up", call=call))).json()
+        again = None
+        if following is not None:  # the asking agent's task is open: the code goes to it
+            again = (await api.post("/orchestrate", json=body(
+                "look_up", call=call, text="the code is 482913"))).json()
+        steps = (await api.get(f"/session/{call}/steps")).json()["steps"]
+    assert (answer["status"], answer["next_flow_id"]) == (status, following)
+    parts = {part["agent"]: part for part in answer["parts"]}
+    # Every agent's part is kept, the failure and the question among them.
+    assert parts["failing"]["error"]["code"] == "agent_task_failed"
+    assert parts["asking"]["state"] == "input-required"
+    assert parts["slow"]["state"] == "completed"
+    assert parts["slow"]["latency_ms"] >= 300
+    assert steps[1]["parts"] == answer["parts"]
+    if again is not None:
+        continued = {part["agent"]: part for part in again["parts"]}
+        assert continued["asking"]["state"] == "completed"
+        assert continued["asking"]["task_id"] == parts["asking"]["task_id"]
