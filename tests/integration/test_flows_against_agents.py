@@ -147,6 +147,9 @@ async def test_a_whole_call_in_spanish_without_intents_through_real_agents(
     assert steps[1]["response_data"]["task_id"] == steps[2]["response_data"]["task_id"]
 
 
+DEFAULT_FLOW_TEXT = (Path(__file__).resolve().parents[2] / "layers" / "core"
+                     / "orchestrator_flows" / "default_flow.yaml").read_text()
+
 PARALLEL = """
 agents:
   greeting: {url: "http://127.0.0.1:9/"}
@@ -211,3 +214,33 @@ async def test_parallel_agents_one_slow_one_failing_one_asking(
         continued = {part["agent"]: part for part in again["parts"]}
         assert continued["asking"]["state"] == "completed"
         assert continued["asking"]["task_id"] == parts["asking"]["task_id"]
+
+
+@pytest.mark.parametrize("mode", ["standalone", "cluster"])
+async def test_a_real_classifier_agent_reads_the_words(
+        request: pytest.FixtureRequest, serve: Any, demo_agent_urls: dict[str, str],
+        tmp_path: Path, mode: str) -> None:
+    from orchestrator_flows.local.demo_agents import build_agent_app
+    from tests.support.agents import ClassifierExecutor
+
+    nlu = ClassifierExecutor()
+    classifier_url = await serve(lambda at: build_agent_app("nlu", at, executor=nlu))
+    flow = DEFAULT_FLOW_TEXT.replace("fallback_agent: fallback", "fallback_agent: fallback\nclassifier: "
+                        "{agent: nlu}").replace("agents:\n", "agents:\n  nlu: {url: \"http://"
+                                                "127.0.0.1:9/\"}\n", 1)
+    path = tmp_path / "flow.yaml"
+    path.write_text(flow)
+    url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
+    call = f"NLU-{mode}"
+    async with api_client(redis_url=url, redis_mode=mode, orchestrator_config=str(path),
+                          agent_urls={**demo_agent_urls, "nlu": classifier_url}) as (api, _):
+        turn = {"call_identify_id": call, "account_id": "ACC-1", "eci": "ECI-1",
+                "input_message": "greeting from me"}
+        read = (await api.post("/orchestrate", json=turn)).json()
+        unsure = (await api.post("/orchestrate", json={
+            **turn, "input_message": "something else entirely"})).json()
+    assert (read["intent"], read["intent_source"], read["confidence"], read["status"]) == (
+        "greeting", "agent", 0.93, "success")
+    assert (unsure["status"], unsure["intent_source"], unsure["next_flow_id"]) == (
+        "clarify", "agent", 2)
+    assert nlu.asked[1]["candidates"] == ["verify_identity", "authenticate", "otp_verify"]

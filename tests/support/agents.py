@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from a2a.helpers.proto_helpers import new_data_part, new_text_part
+from a2a.helpers.proto_helpers import new_data_part, new_message, new_text_part
 from a2a.server.agent_execution.context import RequestContext
 from a2a.server.events.event_queue import EventQueue
 from a2a.server.tasks.task_updater import TaskUpdater
@@ -32,6 +32,30 @@ class SlowExecutor(DemoExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         await asyncio.sleep(self.delay)
         await super().execute(context, event_queue)
+
+
+class ClassifierExecutor(DemoExecutor):
+    """A classifier agent: answers a plain message whose data is `{intent, confidence}`, the
+    first of the candidates its metadata lists whose name (its words) the text holds, else
+    the first candidate at a low confidence. What it was asked is kept."""
+
+    def __init__(self) -> None:
+        super().__init__("nlu")
+        self.asked: list[dict[str, Any]] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        from google.protobuf import json_format
+
+        assert context.message is not None
+        meta = json_format.MessageToDict(context.message.metadata)
+        self.asked.append(meta)
+        text = context.get_user_input().lower()
+        candidates = list(meta.get("candidates", []))
+        found = next((c for c in candidates if c.split("_")[0] in text), None)
+        data = ({"intent": found, "confidence": 0.93} if found else
+                {"intent": candidates[0] if candidates else None, "confidence": 0.05})
+        await event_queue.enqueue_event(new_message(
+            [new_text_part("classified"), new_data_part(data)], context_id=context.context_id))
 
 
 class EndingExecutor(DemoExecutor):

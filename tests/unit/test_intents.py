@@ -154,3 +154,63 @@ def test_examples_are_checked(examples: str, problem: str) -> None:
     with pytest.raises(FlowConfigError) as error:
         parse_flow(five_stages({"GREETING": "examples:\n" + examples}), "f")
     assert problem in str(error.value)
+
+
+def with_classifier_agent() -> Any:
+    text = five_stages(head="classifier: {agent: nlu, agent_timeout_seconds: 1.5}").replace(
+        "  fallback: {url: 'http://127.0.0.1:9/fallback'}",
+        "  fallback: {url: 'http://127.0.0.1:9/fallback'}\n  nlu: {url: 'http://127.0.0.1:9/nlu'}")
+    text = text.replace("    intents: {greeting: greeting}",
+                        "    intents: {greeting: greeting}\n    examples:\n"
+                        "      greeting: {en: [hello there, good morning]}")
+    return parse_flow(text, "flow.yaml")
+
+
+async def test_a_classifier_agent_reads_the_words_and_the_turn_has_what_is_left() -> None:
+    from tests.support.scripted import completed
+
+    agents = ScriptedAgents().then("nlu", completed(intent="greeting", confidence=0.91))
+    orchestrator = orchestrator_of(with_classifier_agent(), agents)
+    orchestrator.agent_timeout_seconds = 15.0
+    result = await answer(orchestrator, said("yo what's up"))
+    assert (result["intent"], result["intent_source"], result["confidence"]) == (
+        "greeting", "agent", 0.91)
+    asked = agents.to("nlu")[0]
+    assert (asked.timeout_seconds, asked.metadata["candidates"], asked.metadata["purpose"]) == (
+        1.5, ["greeting"], "intent_classification")
+    served = agents.to("greeting")[0]
+    assert served.timeout_seconds is not None
+    assert served.timeout_seconds < 15.0
+
+
+@pytest.mark.parametrize(("said_by_agent", "status", "source"), [
+    ({"intent": "verify_identity", "confidence": 0.99}, "clarify", "agent"),  # not this stage's
+    ({"intent": "greeting", "confidence": 0.1}, "clarify", "agent"),  # below the threshold
+    ({"intent": "greeting", "confidence": True}, "clarify", "agent"),
+    ({"nothing": 1}, "clarify", "agent"),
+])
+async def test_a_classifier_agents_reading_that_does_not_fit_asks_again(
+        said_by_agent: dict[str, Any], status: str, source: str) -> None:
+    from tests.support.scripted import completed
+
+    agents = ScriptedAgents().then("nlu", completed(**said_by_agent))
+    orchestrator = orchestrator_of(with_classifier_agent(), agents)
+    result = await answer(orchestrator, said("hello there"))
+    assert (result["status"], result["intent_source"], result["intent"]) == (
+        status, source, None)
+    assert not agents.to("greeting")
+
+
+async def test_a_failing_classifier_agent_leaves_the_reading_to_the_offline_classifier() -> None:
+    from orchestrator_flows.errors import AgentFailure, FailureCode
+
+    agents = ScriptedAgents().then("nlu", AgentFailure(FailureCode.TIMEOUT, "slow"))
+    orchestrator = orchestrator_of(with_classifier_agent(), agents)
+    result = await answer(orchestrator, said("good morning"))
+    assert (result["intent"], result["intent_source"]) == ("greeting", "classifier")
+
+
+def test_a_classifier_agent_must_be_an_agent_of_the_flow() -> None:
+    with pytest.raises(FlowConfigError) as error:
+        parse_flow(five_stages(head="classifier: {agent: ghost}"), "f")
+    assert "classifier.agent 'ghost' is not an agent" in str(error.value)

@@ -84,6 +84,7 @@ class Reading:
     source: IntentSource
     confidence: float | None = None
     candidates: tuple[Candidate, ...] = ()
+    spent_seconds: float = 0.0  # of the step's agent deadline, by a classifier agent
 
 
 # What the routing log and metrics name as the agent of a turn that hands the call over, and of
@@ -138,6 +139,7 @@ class Orchestrator:
     def __init__(
         self, *, flow: Flow, store: SessionStore, agents: AgentCaller, breakers: Breakers,
         observer: Observer, max_steps: int, turn_wait_seconds: float = 0.0,
+        agent_timeout_seconds: float | None = None,
     ) -> None:
         self.flow = flow
         self.store = store
@@ -147,6 +149,9 @@ class Orchestrator:
         self.max_steps = max_steps
         # How long a turn waits for one of its call in flight (TURN_WAIT_SECONDS).
         self.turn_wait_seconds = turn_wait_seconds
+        # The step's agent deadline (the client's): what a classifier agent takes of it, the
+        # turn's agent does not have.
+        self.agent_timeout_seconds = agent_timeout_seconds
 
     async def handle_turn(
         self, turn: Turn, idempotency_key: str | None = None, wait_seconds: float | None = None
@@ -196,7 +201,7 @@ class Orchestrator:
                 await looking  # in the try: a turn cancelled here still releases its claim
             session = self._admit(turn, claim)
             stage = self.flow.stage(session.current_flow_id)
-            reading = self._read(turn, session, stage)
+            reading = await self._read(turn, session, stage)
             if (self.flow.escalation.asked_for(turn.intent, turn.input_message)
                     or reading.intent is None):
                 # The caller asks for a person (the call is handed over), or their words could
@@ -220,9 +225,11 @@ class Orchestrator:
                                     route.stage.id, route.agent.name)
                 async with observe.span("agent", call_identify_id=turn.call_identify_id,
                                         agent=route.agent.name):
-                    outcome = (await self._call_together(turn, session, route, sent_as)
+                    left = (None if not reading.spent_seconds or self.agent_timeout_seconds is None
+                            else max(0.1, self.agent_timeout_seconds - reading.spent_seconds))
+                    outcome = (await self._call_together(turn, session, route, sent_as, left)
                                if route.also else
-                               await self._call_agent(turn, session, route, sent_as))
+                               await self._call_agent(turn, session, route, sent_as, left))
                 for agent, part in zip(route.agents, outcome.parts or (outcome,), strict=True):
                     error = part.failure.code if part.failure else None
                     observe.agent_answered(agent.name, part.response.latency_ms, error,
@@ -256,10 +263,11 @@ class Orchestrator:
             logger.warning("could not release claim on %s; it lapses with its lease",
                            claim.call_identify_id)
 
-    def _read(self, turn: Turn, session: Session, stage: Stage) -> Reading:
+    async def _read(self, turn: Turn, session: Session, stage: Stage) -> Reading:
         """The turn's intent: the caller's; else, for a short follow-up, the intent of the task
-        its stage has open; else the classifier's reading of the caller's words among the
-        stage's intents, in the turn's locale (or its language, or the flow's)."""
+        its stage has open; else the flow's classifier agent's reading of the caller's words,
+        or (without one, or when it fails) the offline classifier's, among the stage's
+        intents, in the turn's locale (or its language, or the flow's)."""
         if turn.intent is not None:
             return Reading(turn.intent, "caller")
         flow = self.flow
@@ -271,6 +279,11 @@ class Orchestrator:
                 (name for name, serving in stage.intents.items() if serving == agent), None)
             if intent is not None:
                 return Reading(intent, "continuation")
+        if flow.classifier_agent is not None and not self.flow.escalation.asked_for(
+                None, turn.input_message):
+            read = await self._ask_classifier(turn, session, stage)
+            if read is not None:
+                return read
         classifier = flow.classifier
         asked = turn.locale or flow.locale
         locale = next((name for name in (asked, asked.split("-")[0], flow.locale)
@@ -281,6 +294,41 @@ class Orchestrator:
             Candidate(intent=name, score=0.0) for name in stage.intents)
         return Reading(verdict.intent, "classifier", verdict.confidence,
                        candidates if verdict.intent is None else ())
+
+    async def _ask_classifier(self, turn: Turn, session: Session, stage: Stage
+                              ) -> Reading | None:
+        """The classifier agent's reading: its answer's data `{intent, confidence}`, the intent
+        one of the stage's, the confidence (0–1, default 1) at the flow's threshold or above;
+        else the turn is clarified. None when the agent failed (its circuit open, a timeout):
+        the offline classifier reads instead."""
+        flow = self.flow
+        assert flow.classifier_agent is not None
+        agent = flow.agents[flow.classifier_agent]
+        started = time.perf_counter()
+        request = AgentRequest(
+            agent=agent, text=turn.input_message, context_id=session.context_id,
+            metadata={"call_identify_id": turn.call_identify_id,
+                      "account_id": session.account_id, "eci": turn.eci,
+                      "intent_flow_id": stage.id, "flow_label": stage.name,
+                      "purpose": "intent_classification",
+                      "candidates": list(stage.intents),
+                      "locale": turn.locale or flow.locale},
+            timeout_seconds=flow.classifier_timeout_seconds)
+        try:
+            reply = await self._send_through_breaker(request)
+        except AgentFailure as failure:
+            self.observer.agent_answered(agent.name, _since(started), failure.code,
+                                         agent.version)
+            return None
+        spent = time.perf_counter() - started
+        self.observer.agent_answered(agent.name, spent * 1000, None, agent.version)
+        intent, confidence = reply.data.get("intent"), reply.data.get("confidence", 1.0)
+        if (isinstance(intent, str) and intent in stage.intents
+                and isinstance(confidence, int | float) and not isinstance(confidence, bool)
+                and flow.classifier.threshold <= confidence <= 1):
+            return Reading(intent, "agent", round(float(confidence), 4), spent_seconds=spent)
+        return Reading(None, "agent", None, tuple(
+            Candidate(intent=name, score=0.0) for name in stage.intents), spent_seconds=spent)
 
     def _admit(self, turn: Turn, claim: Claim) -> Session:
         """The call's session (a new one on its first turn), if it may take this turn."""
@@ -312,7 +360,8 @@ class Orchestrator:
         return session
 
     async def _call_agent(
-        self, turn: Turn, session: Session, route: Route, message_id: str
+        self, turn: Turn, session: Session, route: Route, message_id: str,
+        timeout_seconds: float | None = None,
     ) -> _Outcome:
         agent, stage = route.agent, route.stage
         open_task = session.open_tasks.get(agent.name)
@@ -334,6 +383,7 @@ class Orchestrator:
             task_id=open_task.task_id if open_task else None,
             a2a_version=open_task.a2a_version if open_task else None,
             message_id=message_id,
+            timeout_seconds=timeout_seconds,
         )
         started = time.perf_counter()
         try:
@@ -346,7 +396,8 @@ class Orchestrator:
                         reply.a2a_version)
 
     async def _call_together(
-        self, turn: Turn, session: Session, route: Route, message_id: str
+        self, turn: Turn, session: Session, route: Route, message_id: str,
+        timeout_seconds: float | None = None,
     ) -> _Outcome:
         """The turn sent to each of the route's agents at once (each on its own task, breaker
         and version; each within the step's deadline), combined by the route's rule. With
@@ -355,7 +406,7 @@ class Orchestrator:
         # One messageId per agent, the same on every retry of the turn.
         ids = [message_id, *(_uuid5(f"{message_id}\n{agent.name}") for agent in agents[1:])]
         calls = [asyncio.ensure_future(self._call_agent(
-            turn, session, Route(agent, route.stage, False), sent_id))
+            turn, session, Route(agent, route.stage, False), sent_id, timeout_seconds))
             for agent, sent_id in zip(agents, ids, strict=True)]
         try:
             if route.succeed_when != "first":

@@ -243,6 +243,8 @@ class Flow:
     classifier: IntentClassifier = field(default_factory=lambda: IntentClassifier({}))
     # A turn without an intent this short (in words) continues its stage's open task.
     follow_up_words: int = 8
+    classifier_agent: str | None = None  # an A2A agent asked to read words, before the offline
+    classifier_timeout_seconds: float = 2.0
     _stage_of_intent: Mapping[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

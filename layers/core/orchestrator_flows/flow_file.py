@@ -192,6 +192,10 @@ class _ClassifierSpec(BaseModel):
     threshold: float = Field(default=0.35, gt=0, le=1)
     margin: float = Field(default=0.04, ge=0, le=1)
     follow_up_words: int = Field(default=8, ge=0, le=100)
+    # An A2A agent asked instead (the offline classifier stands in when it fails), within
+    # its own deadline; the turn's agent then has what is left of the step's.
+    agent: str | None = None
+    agent_timeout_seconds: float = Field(default=2.0, gt=0, le=5)
 
 
 class _EscalationSpec(BaseModel):
@@ -292,6 +296,8 @@ def parse_flow(text: str, source: str) -> Flow:
         classifier=IntentClassifier(examples, spec.classifier.threshold,
                                     spec.classifier.margin),
         follow_up_words=spec.classifier.follow_up_words,
+        classifier_agent=spec.classifier.agent,
+        classifier_timeout_seconds=spec.classifier.agent_timeout_seconds,
     )
 
 
@@ -317,6 +323,9 @@ def _check_agents(spec: _FlowSpec, problems: _Problems) -> None:
     if spec.fallback_agent not in spec.agents:
         problems.add(("fallback_agent",),
                      f"fallback_agent {spec.fallback_agent!r} is not an agent")
+    if spec.classifier.agent is not None and spec.classifier.agent not in spec.agents:
+        problems.add(("classifier", "agent"),
+                     f"classifier.agent {spec.classifier.agent!r} is not an agent")
 
 
 def _check_where(name: str, agent: _AgentSpec, problems: _Problems) -> None:

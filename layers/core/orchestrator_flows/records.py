@@ -24,12 +24,13 @@ from orchestrator_flows.session import Handoff, Session
 # caller's words could not be read as an intent (no agent called, the call stays).
 Status = Literal["success", "input_required", "error", "escalated", "clarify"]
 # How a turn's intent was found: the request said it; a short follow-up continued its stage's
-# open task; the classifier read it from the caller's words.
-IntentSource = Literal["caller", "continuation", "classifier"]
+# open task; the offline classifier, or the flow's classifier agent, read it from the words.
+IntentSource = Literal["caller", "continuation", "classifier", "agent"]
 PARTS = ("for an intent served by several agents at once: each agent's own answer, in the "
          "flow's order (`response` is their combination)")
 INTENT_SOURCE = ("caller: the request named it; continuation: a short follow-up without one "
-                 "continued its stage's open task; classifier: read from the caller's words")
+                 "continued its stage's open task; classifier: read from the caller's words "
+                 "offline; agent: read by the flow's classifier agent")
 # An archived call: archived once idle (active), complete, escalated, or ended (DELETE).
 CallStatus = Literal["active", "complete", "escalated", "ended"]
 HANDOFF = ("set once the call is handed to a person: transfer it to `queue`; the call takes no "

@@ -149,6 +149,7 @@ class Runtime:
                 observer=observer,
                 max_steps=settings.max_steps_per_call,
                 turn_wait_seconds=settings.turn_wait_seconds,
+                agent_timeout_seconds=settings.agent_timeout_seconds,
             )
         return cls(settings=settings, storage=storage, store=store, observer=observer,
                    orchestrator=orchestrator, agents=agents,

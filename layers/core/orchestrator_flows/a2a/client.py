@@ -134,7 +134,9 @@ class A2AClient:
         same messageId and all within one deadline; raises AgentFailure for every way the agent
         can fail. The reply or failure carries each try's outcome."""
         clock = asyncio.get_running_loop().time
-        deadline = clock() + self.timeout_seconds
+        seconds = (self.timeout_seconds if request.timeout_seconds is None
+                   else min(self.timeout_seconds, request.timeout_seconds))
+        deadline = clock() + seconds
         policy = request.agent.retry
         attempts: list[Attempt] = []
         streams: list[StreamFold] = []  # each try's stream, if the agent streams
@@ -161,9 +163,9 @@ class A2AClient:
         except TimeoutError as exc:
             timed_out = AgentFailure(
                 FailureCode.TIMEOUT,
-                f"agent {request.agent.name} did not answer within {self.timeout_seconds:g} s",
+                f"agent {request.agent.name} did not answer within {seconds:g} s",
             ) if not streams or not streams[-1].opened else streams[-1].broken(
-                f"the step's deadline of {self.timeout_seconds:g} s passed before it ended")
+                f"the step's deadline of {seconds:g} s passed before it ended")
             attempts.append(_attempt(timed_out.outcome, clock() - started))
             timed_out.attempts = tuple(attempts)
             raise timed_out from exc

@@ -22,6 +22,9 @@ class AgentRequest:
     task_id: str | None = None
     a2a_version: str | None = None  # pinned by an open task; else flow file, then agent card
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # A shorter deadline than the client's (a classifier agent's; the agent after it has what
+    # is left of the step's): None, the client's own.
+    timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
