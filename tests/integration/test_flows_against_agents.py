@@ -225,9 +225,9 @@ async def test_a_real_classifier_agent_reads_the_words(
 
     nlu = ClassifierExecutor()
     classifier_url = await serve(lambda at: build_agent_app("nlu", at, executor=nlu))
-    flow = DEFAULT_FLOW_TEXT.replace("fallback_agent: fallback", "fallback_agent: fallback\nclassifier: "
-                        "{agent: nlu}").replace("agents:\n", "agents:\n  nlu: {url: \"http://"
-                                                "127.0.0.1:9/\"}\n", 1)
+    flow = DEFAULT_FLOW_TEXT.replace(
+        "fallback_agent: fallback", "fallback_agent: fallback\nclassifier: {agent: nlu}"
+    ).replace("agents:\n", "agents:\n  nlu: {url: \"http://127.0.0.1:9/\"}\n", 1)
     path = tmp_path / "flow.yaml"
     path.write_text(flow)
     url = request.getfixturevalue("redis_url" if mode == "standalone" else "redis_cluster_url")
