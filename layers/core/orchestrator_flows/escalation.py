@@ -40,20 +40,22 @@ class EscalationPolicy:
     intents: frozenset[str] = frozenset({"escalate"})
     phrases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     queue: str = DEFAULT_QUEUE
-    _compared: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _compared: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         compared = {words(phrase) for listed in self.phrases.values() for phrase in listed}
-        object.__setattr__(self, "_compared", tuple(sorted(compared - {"  "})))
+        # One pattern for every phrase (each with its spaces: whole words), searched once.
+        listed = sorted(compared - {"  "})
+        object.__setattr__(self, "_compared", re.compile("|".join(
+            re.escape(phrase) for phrase in listed)) if listed else None)
 
     def asked_for(self, intent: str | None, message: str) -> bool:
         """The caller asks for a person: by intent, or in their words."""
         if intent is not None and intent in self.intents:
             return True
-        if not self._compared:
+        if self._compared is None:
             return False
-        said = words(message)
-        return any(phrase in said for phrase in self._compared)
+        return self._compared.search(words(message)) is not None
 
 
 _REASONS: dict[HandoffReason, str] = {

@@ -246,10 +246,16 @@ class Flow:
     classifier_agent: str | None = None  # an A2A agent asked to read words, before the offline
     classifier_timeout_seconds: float = 2.0
     _stage_of_intent: Mapping[str, int] = field(default_factory=dict, repr=False)
+    _stage_named: Mapping[str, Stage] = field(default_factory=dict, repr=False)
+    _onward: tuple[Transition, ...] = field(default=(), repr=False)  # each stage's default
 
     def __post_init__(self) -> None:
         index = {intent: stage.id for stage in self.stages for intent in stage.intents}
         object.__setattr__(self, "_stage_of_intent", index)
+        object.__setattr__(self, "_stage_named", {stage.name: stage for stage in self.stages})
+        names = [stage.name for stage in self.stages]
+        object.__setattr__(self, "_onward", tuple(
+            Transition("completed", following) for following in [*names[1:], END]))
 
     @property
     def first_stage_id(self) -> int:
@@ -263,11 +269,13 @@ class Flow:
         return self.stages[stage_id - 1]
 
     def stage_named(self, name: str) -> Stage:
-        return next(stage for stage in self.stages if stage.name == name)
+        return self._stage_named[name]
 
     def after(self, stage: Stage, outcome: Outcome, data: Mapping[str, Any]) -> Transition | None:
         """Where the call goes after a turn at `stage` came to `outcome` (its transitions, else
         completed: the next stage or END); None: it stays."""
+        if not stage.transitions:  # the default, decided without building anything
+            return self._onward[stage.id - 1] if outcome == "completed" else None
         following = self.stages[stage.id].name if stage.id < len(self.stages) else END
         return target(stage.transitions, outcome, data, following)
 
