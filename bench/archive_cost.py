@@ -16,7 +16,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,32 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from orchestrator_flows.runtime import Runtime, Storage  # noqa: E402
+from bench._calls import whole_calls  # noqa: E402
 from orchestrator_flows.settings import Settings  # noqa: E402
 from tests.support.redis_servers import start_standalone  # noqa: E402
-from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn  # noqa: E402
+from tests.support.scripted import STAGE_INTENTS  # noqa: E402
 
 CALLS, REPEATS = 200, 5
-
-
-async def run_calls(settings: Settings, calls: int, tag: str) -> tuple[float, float]:
-    """CPU µs per step and p50 ms per step over `calls` whole calls."""
-    runtime = Runtime.build(settings, storage=Storage.of(settings), agents=ScriptedAgents())
-    latencies: list[float] = []
-    try:
-        for index in range(5):  # warm: connections, scripts loaded
-            for intent in STAGE_INTENTS:
-                await runtime.turns.handle_turn(turn(intent, call=f"WARM-{tag}-{index}"))
-        started = time.process_time()
-        for index in range(calls):
-            for intent in STAGE_INTENTS:
-                began = time.perf_counter()
-                await runtime.turns.handle_turn(turn(intent, call=f"{tag}-{index}"))
-                latencies.append((time.perf_counter() - began) * 1000)
-        cpu = (time.process_time() - started) / (calls * len(STAGE_INTENTS)) * 1e6
-    finally:
-        await runtime.aclose()
-    return cpu, statistics.median(latencies)
 
 
 def commands(raw: redis.Redis) -> int:
@@ -69,7 +48,7 @@ async def measure(url: str, calls: int, repeats: int) -> list[dict[str, float]]:
         for name, settings in (("off", off), ("on", on)) if repeat % 2 == 0 else (
                 ("on", on), ("off", off)):
             raw.config_resetstat()
-            cpu, p50 = await run_calls(settings, calls, f"R{repeat}{name}")
+            cpu, p50 = await whole_calls(settings, calls, f"R{repeat}{name}")
             row[f"{name}_cpu"], row[f"{name}_p50"] = cpu, p50
             row[f"{name}_commands"] = commands(raw) / ((calls + 5) * len(STAGE_INTENTS))
         rows.append(row)

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._calls import whole_calls  # noqa: E402
 from orchestrator_flows.errors import StepInProgress  # noqa: E402
 from orchestrator_flows.runtime import Runtime, Storage  # noqa: E402
 from orchestrator_flows.settings import Settings  # noqa: E402
@@ -33,26 +34,6 @@ from tests.support.redis_servers import start_standalone  # noqa: E402
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn  # noqa: E402
 
 CALLS, REPEATS, TURNS, AGENT_SECONDS = 200, 5, 10, 0.02
-
-
-async def uncontended(settings: Settings, calls: int, tag: str) -> tuple[float, float]:
-    """CPU µs per step and p50 ms per step over `calls` whole calls, one turn at a time."""
-    runtime = Runtime.build(settings, storage=Storage.of(settings), agents=ScriptedAgents())
-    latencies: list[float] = []
-    try:
-        for index in range(5):  # warm: connections, scripts loaded
-            for intent in STAGE_INTENTS:
-                await runtime.turns.handle_turn(turn(intent, call=f"WARM-{tag}-{index}"))
-        started = time.process_time()
-        for index in range(calls):
-            for intent in STAGE_INTENTS:
-                began = time.perf_counter()
-                await runtime.turns.handle_turn(turn(intent, call=f"{tag}-{index}"))
-                latencies.append((time.perf_counter() - began) * 1000)
-        cpu = (time.process_time() - started) / (calls * len(STAGE_INTENTS)) * 1e6
-    finally:
-        await runtime.aclose()
-    return cpu, statistics.median(latencies)
 
 
 async def hand_over(url: str, tag: str) -> tuple[float, int]:
@@ -86,7 +67,7 @@ async def measure(url: str, calls: int, repeats: int) -> list[dict[str, float]]:
         row: dict[str, float] = {}
         for name, settings in (("off", off), ("on", on)) if repeat % 2 == 0 else (
                 ("on", on), ("off", off)):
-            row[f"{name}_cpu"], row[f"{name}_p50"] = await uncontended(
+            row[f"{name}_cpu"], row[f"{name}_p50"] = await whole_calls(
                 settings, calls, f"R{repeat}{name}")
         row["gap_ms"], row["refused"] = await hand_over(url, f"R{repeat}")
         rows.append(row)
