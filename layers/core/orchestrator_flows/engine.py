@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from orchestrator_flows.a2a.messages import AgentReply, AgentRequest
-from orchestrator_flows.breaker import Breakers
+from orchestrator_flows.breaker import Breakers, Decision
 from orchestrator_flows.errors import (
     AccountMismatch,
     AgentFailure,
@@ -27,8 +27,8 @@ from orchestrator_flows.errors import (
     StoreUnavailable,
     UnstorableStep,
 )
-from orchestrator_flows.escalation import handoff, words
-from orchestrator_flows.flow import Flow, Route, Stage
+from orchestrator_flows.escalation import handoff
+from orchestrator_flows.flow import Agent, Flow, Route, Stage
 from orchestrator_flows.masking import Masker
 from orchestrator_flows.observer import Observer
 from orchestrator_flows.records import (
@@ -152,6 +152,7 @@ class Orchestrator:
         # The step's agent deadline (the client's): what a classifier agent takes of it, the
         # turn's agent does not have.
         self.agent_timeout_seconds = agent_timeout_seconds
+        self._probes: set[asyncio.Future[AgentReply]] = set()  # half-open probes running on
 
     async def handle_turn(
         self, turn: Turn, idempotency_key: str | None = None, wait_seconds: float | None = None
@@ -201,7 +202,8 @@ class Orchestrator:
                 await looking  # in the try: a turn cancelled here still releases its claim
             session = self._admit(turn, claim)
             stage = self.flow.stage(session.current_flow_id)
-            reading = await self._read(turn, session, stage)
+            sent_as = message_id(turn, idempotency_key, session)  # as the caller sent it
+            reading = await self._read(turn, session, stage, sent_as)
             if (self.flow.escalation.asked_for(turn.intent, turn.input_message)
                     or reading.intent is None):
                 # The caller asks for a person (the call is handed over), or their words could
@@ -215,7 +217,6 @@ class Orchestrator:
                         turn, claim, session.copy(), stage, None, None, reading, hands_over)
                 reply_length = 0
             else:
-                sent_as = message_id(turn, idempotency_key, session)  # as the caller sent it
                 turn = dataclasses.replace(turn, intent=reading.intent)
                 assert turn.intent is not None
                 route = _on_version(self.flow.route(turn.intent, session.current_flow_id),
@@ -263,7 +264,8 @@ class Orchestrator:
             logger.warning("could not release claim on %s; it lapses with its lease",
                            claim.call_identify_id)
 
-    async def _read(self, turn: Turn, session: Session, stage: Stage) -> Reading:
+    async def _read(self, turn: Turn, session: Session, stage: Stage, sent_as: str
+                    ) -> Reading:
         """The turn's intent: the caller's; else, for a short follow-up, the intent of the task
         its stage has open; else the flow's classifier agent's reading of the caller's words,
         or (without one, or when it fails) the offline classifier's, among the stage's
@@ -271,19 +273,24 @@ class Orchestrator:
         if turn.intent is not None:
             return Reading(turn.intent, "caller")
         flow = self.flow
-        open_here = [(agent, task) for agent, task in session.open_tasks.items()
-                     if task.stage_id == stage.id]
-        if open_here and len(words(turn.input_message).split()) <= flow.follow_up_words:
-            agent, task = open_here[0]
+        # The newest task the stage has open that its agent can go on with (tasks are kept in
+        # the order they last asked).
+        open_here = [(name, task) for name, task in session.open_tasks.items()
+                     if _open_task(session, flow.agents[name], stage) is not None]
+        limit = flow.follow_up_words
+        if open_here and len(turn.input_message.split(None, limit)) <= limit:
+            name, task = open_here[-1]
             intent = task.intent if task.intent in stage.intents else next(
-                (name for name, serving in stage.intents.items() if serving == agent), None)
+                (served for served, serving in stage.intents.items() if serving == name), None)
             if intent is not None:
                 return Reading(intent, "continuation")
+        spent = 0.0
         if flow.classifier_agent is not None and not self.flow.escalation.asked_for(
                 None, turn.input_message):
-            read = await self._ask_classifier(turn, session, stage)
-            if read is not None:
+            read = await self._ask_classifier(turn, session, stage, sent_as)
+            if read.source == "agent":
                 return read
+            spent = read.spent_seconds  # it failed: the offline classifier reads
         classifier = flow.classifier
         asked = turn.locale or flow.locale
         locale = next((name for name in (asked, asked.split("-")[0], flow.locale)
@@ -293,17 +300,18 @@ class Orchestrator:
                            for found in verdict.candidates) or tuple(
             Candidate(intent=name, score=0.0) for name in stage.intents)
         return Reading(verdict.intent, "classifier", verdict.confidence,
-                       candidates if verdict.intent is None else ())
+                       candidates if verdict.intent is None else (), spent)
 
-    async def _ask_classifier(self, turn: Turn, session: Session, stage: Stage
-                              ) -> Reading | None:
+    async def _ask_classifier(self, turn: Turn, session: Session, stage: Stage,
+                              sent_as: str) -> Reading:
         """The classifier agent's reading: its answer's data `{intent, confidence}`, the intent
         one of the stage's, the confidence (0–1, default 1) at the flow's threshold or above;
-        else the turn is clarified. None when the agent failed (its circuit open, a timeout):
-        the offline classifier reads instead."""
+        else the turn is clarified. When the agent failed (its circuit open, a timeout), a
+        reading of the classifier's own with no intent and the time it took: the offline
+        classifier reads instead."""
         flow = self.flow
         assert flow.classifier_agent is not None
-        agent = flow.agents[flow.classifier_agent]
+        agent = _version_of(flow.agents[flow.classifier_agent], session, turn.call_identify_id)
         started = time.perf_counter()
         request = AgentRequest(
             agent=agent, text=turn.input_message, context_id=session.context_id,
@@ -313,13 +321,14 @@ class Orchestrator:
                       "purpose": "intent_classification",
                       "candidates": list(stage.intents),
                       "locale": turn.locale or flow.locale},
+            message_id=_uuid5(f"{sent_as}\nclassify"),  # the same on every retry of the turn
             timeout_seconds=flow.classifier_timeout_seconds)
         try:
             reply = await self._send_through_breaker(request)
         except AgentFailure as failure:
             self.observer.agent_answered(agent.name, _since(started), failure.code,
                                          agent.version)
-            return None
+            return Reading(None, "classifier", spent_seconds=time.perf_counter() - started)
         spent = time.perf_counter() - started
         self.observer.agent_answered(agent.name, spent * 1000, None, agent.version)
         intent, confidence = reply.data.get("intent"), reply.data.get("confidence", 1.0)
@@ -431,13 +440,29 @@ class Orchestrator:
         outcome is told to the breaker."""
         agent = request.agent
         circuit = agent.breaker_key
+        if self.breakers.stale(circuit, agent.breaker):
+            # Not looked at beside the claim (an agent the turn's words or route chose, or a
+            # version): looked at now, one round trip while this instance's view is old.
+            await self.breakers.refresh(circuit, agent.breaker)
         decision = await self.breakers.admit(circuit, agent.breaker)  # or AgentUnavailable
+        if decision == "probe":
+            # The one probe of a half-open circuit must tell how it went even if this turn
+            # stops awaiting it (`first`): it runs on, shielded, and reports.
+            probing = asyncio.ensure_future(self._sent_and_reported(request, decision))
+            self._probes.add(probing)
+            probing.add_done_callback(self._probes.discard)
+            return await asyncio.shield(probing)
+        return await self._sent_and_reported(request, decision)
+
+    async def _sent_and_reported(self, request: AgentRequest, decision: Decision
+                                 ) -> AgentReply:
+        agent = request.agent
         try:
             reply = await self.agents.send(request)
         except AgentFailure as failure:
-            await self.breakers.report(circuit, agent.breaker, decision, failure.code)
+            await self.breakers.report(agent.breaker_key, agent.breaker, decision, failure.code)
             raise
-        await self.breakers.report(circuit, agent.breaker, decision, None)
+        await self.breakers.report(agent.breaker_key, agent.breaker, decision, None)
         return reply
 
     async def _record(
@@ -452,13 +477,17 @@ class Orchestrator:
             return await self._commit(turn, claim, session.copy(), route.stage, route, outcome,
                                       reading)
         except UnstorableStep as unstorable:
-            failure = AgentFailure(
-                FailureCode.BAD_RESPONSE,
-                f"agent {route.agent.name} answered what cannot be stored: {unstorable}")
-            response = dataclasses.replace(
-                outcome.response, text="", data={}, state=None, task_id=None, context_id=None,
-                error=failure.to_json())
-            bad = _Outcome("error", response, None, failure, outcome.version)
+            if outcome.parts:
+                # Several agents: only the one(s) whose answer cannot be stored are bad; the
+                # others' parts (their tasks, their answers) stand, and the rule decides again.
+                stage, context = route.stage.name, session.context_id
+                parts = tuple(part if _storable(part, self.flow.masker, stage, context)
+                              else _unstorable(part, part.response.agent, "")
+                              for part in outcome.parts)
+                if parts != outcome.parts:
+                    return await self._commit(turn, claim, session.copy(), route.stage, route,
+                                              _together(route, parts), reading)
+            bad = _unstorable(outcome, route.agent.name, str(unstorable))
             return await self._commit(turn, claim, session.copy(), route.stage, route, bad,
                                       reading)
 
@@ -541,7 +570,7 @@ class Orchestrator:
                              else _nothing_called(error))
             return dataclasses.replace(
                 answer, status="error", response=lost_response, next_flow_id=before,
-                is_complete=False, handoff=None), False, None
+                is_complete=False, handoff=None, parts=()), False, None
         if trail is not None:
             answer = dataclasses.replace(
                 answer, session_summary=session_state(session, load_steps(trail)))
@@ -558,9 +587,10 @@ class Orchestrator:
         parts = outcome.parts or (outcome,)
         # An agent asking again, on the task it asked on before, is an attempt; its first
         # question is not (it opens the task).
-        held_here = any(
-            (held := session.open_tasks.get(agent.name)) is not None and held.stage_id == stage.id
-            for agent in route.agents)
+        asked_again = any(
+            part.reply is not None and not part.reply.completed
+            and _open_task(session, agent, stage) is not None
+            for agent, part in zip(route.agents, parts, strict=False))
         for agent, part in zip(route.agents, parts, strict=False):
             if agent.version is not None:
                 session.agent_versions[agent.name] = agent.version  # kept for the whole call
@@ -575,7 +605,6 @@ class Orchestrator:
             else:
                 session.open_tasks.pop(agent.name, None)
         kind: Outcome = _KIND_OF[outcome.status]
-        asked_again = held_here
         last = outcome.failure.code.value if outcome.failure is not None else kind
         if kind == "failed" or (kind == "input_required" and asked_again):
             tried = session.attempts[stage.id] = session.attempts.get(stage.id, 0) + 1
@@ -638,24 +667,44 @@ class Orchestrator:
             logger.warning("agent %s chose task or context ids that look like PII; the next "
                            "turn starts a new task", agent.name)
             return
+        session.open_tasks.pop(agent.name, None)  # kept last: the newest question
         session.open_tasks[agent.name] = TaskRef(
             task_id=task, context_id=context, a2a_version=reply.a2a_version, stage_id=stage.id,
             agent_version=agent.version, intent=intent)
 
 def _on_version(route: Route, session: Session, call_identify_id: str) -> Route:
-    """The route with its agent as the version the call holds: the one its open task runs on,
-    else the one it was given on its first turn to the agent, else one picked by weight now. A
-    version no longer configured is replaced by a new pick (a drained one, weight 0, is kept)."""
-    agent = route.agent
-    if not agent.versions:
+    """The route with each of its agents as the version the call holds (`_version_of`)."""
+    if not any(agent.versions for agent in route.agents):
         return route
+    return dataclasses.replace(
+        route, agent=_version_of(route.agent, session, call_identify_id),
+        also=tuple(_version_of(agent, session, call_identify_id) for agent in route.also))
+
+
+def _version_of(agent: Agent, session: Session, call_identify_id: str) -> Agent:
+    """The agent as the version the call holds: the one its open task runs on, else the one it
+    was given on its first turn to the agent, else one picked by weight now. A version no
+    longer configured is replaced by a new pick (a drained one, weight 0, is kept)."""
+    if not agent.versions:
+        return agent
     task = session.open_tasks.get(agent.name)
     for held in (task.agent_version if task is not None else None,
                  session.agent_versions.get(agent.name)):
         if agent.holds(held):
             assert held is not None
-            return Route(agent.at(held), route.stage, route.is_fallback)
-    return Route(agent.at(agent.pick(call_identify_id)), route.stage, route.is_fallback)
+            return agent.at(held)
+    return agent.at(agent.pick(call_identify_id))
+
+
+def _open_task(session: Session, agent: Agent, stage: Stage) -> TaskRef | None:
+    """The agent's task open at this stage, that the agent (as it is now configured) can go
+    on with: None for one of another stage, or on a version no longer configured."""
+    task = session.open_tasks.get(agent.name)
+    if task is None or task.stage_id != stage.id:
+        return None
+    if agent.versions and not agent.holds(task.agent_version):
+        return None
+    return task
 
 
 # What is kept of an agent's answer: its text up to this many characters (about 3,000 words,
@@ -701,6 +750,25 @@ def _masked(
         error=None if error is None else {key: text(value) for key, value in error.items()},
         latency_ms=response.latency_ms,
         attempts=response.attempts)
+
+
+def _unstorable(outcome: _Outcome, agent: str, why: str) -> _Outcome:
+    """An answer that cannot be stored and read back, recorded as what it is: a bad answer."""
+    failure = AgentFailure(FailureCode.BAD_RESPONSE,
+                           f"agent {agent} answered what cannot be stored{': ' if why else ''}"
+                           f"{why}")
+    response = dataclasses.replace(
+        outcome.response, text="", data={}, state=None, task_id=None, context_id=None,
+        error=failure.to_json())
+    return _Outcome("error", response, None, failure, outcome.version)
+
+
+def _storable(part: _Outcome, masker: Masker, stage: str, context: str) -> bool:
+    try:
+        dump_json(_masked(part.response, masker, stage, context))
+    except UnstorableStep:
+        return False
+    return True
 
 
 def _completed(outcome: _Outcome) -> bool:
