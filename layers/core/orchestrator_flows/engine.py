@@ -203,12 +203,13 @@ class Orchestrator:
             session = self._admit(turn, claim)
             stage = self.flow.stage(session.current_flow_id)
             sent_as = message_id(turn, idempotency_key, session)  # as the caller sent it
-            reading = await self._read(turn, session, stage, sent_as)
-            if (self.flow.escalation.asked_for(turn.intent, turn.input_message)
-                    or reading.intent is None):
+            hands_over = self.flow.escalation.asked_for(turn.intent, turn.input_message)
+            # A caller asking for a person is not read further (a phrase is its reading).
+            reading = (Reading(turn.intent, "caller" if turn.intent else "classifier")
+                       if hands_over else await self._read(turn, session, stage, sent_as))
+            if hands_over or reading.intent is None:
                 # The caller asks for a person (the call is handed over), or their words could
                 # not be read (they are asked to say it again): no agent is called.
-                hands_over = self.flow.escalation.asked_for(turn.intent, turn.input_message)
                 observe.turn_routed(turn.call_identify_id,
                                     self.flow.masker.mask(turn.intent or "", stage.name),
                                     stage.id, HANDOFF_AGENT if hands_over else CLARIFY_AGENT)
@@ -285,8 +286,7 @@ class Orchestrator:
             if intent is not None:
                 return Reading(intent, "continuation")
         spent = 0.0
-        if flow.classifier_agent is not None and not self.flow.escalation.asked_for(
-                None, turn.input_message):
+        if flow.classifier_agent is not None:
             read = await self._ask_classifier(turn, session, stage, sent_as)
             if read.source == "agent":
                 return read
