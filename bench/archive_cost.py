@@ -10,12 +10,9 @@ process's CPU per step, the step's p50 latency, and Redis' commands per step.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import platform
 import statistics
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from bench._calls import whole_calls  # noqa: E402
+from bench._calls import run_on_private_redis, whole_calls  # noqa: E402
 from orchestrator_flows.settings import Settings  # noqa: E402
-from tests.support.redis_servers import start_standalone  # noqa: E402
 from tests.support.scripted import STAGE_INTENTS  # noqa: E402
 
 CALLS, REPEATS = 200, 5
@@ -97,18 +93,9 @@ def report(rows: list[dict[str, float]], calls: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    calls, repeats = (10, 1) if args.quick else (CALLS, REPEATS)
-    with tempfile.TemporaryDirectory() as workdir:
-        server = start_standalone(Path(workdir))
-        try:
-            rows = asyncio.run(measure(server.url, calls, repeats))
-        finally:
-            server.stop()
+    rows, calls, quick = run_on_private_redis(measure, CALLS, REPEATS)
     text = report(rows, calls)
-    if args.quick:
+    if quick:
         print(text)
     else:
         (ROOT / "bench" / "ARCHIVE.md").write_text(text)

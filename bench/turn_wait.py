@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._calls import whole_calls  # noqa: E402
+from bench._calls import run_on_private_redis, whole_calls  # noqa: E402
 from orchestrator_flows.errors import StepInProgress  # noqa: E402
 from orchestrator_flows.runtime import Runtime, Storage  # noqa: E402
 from orchestrator_flows.settings import Settings  # noqa: E402
-from tests.support.redis_servers import start_standalone  # noqa: E402
 from tests.support.scripted import STAGE_INTENTS, ScriptedAgents, turn  # noqa: E402
 
 CALLS, REPEATS, TURNS, AGENT_SECONDS = 200, 5, 10, 0.02
@@ -113,19 +110,9 @@ def report(rows: list[dict[str, float]], calls: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    calls, repeats = (10, 1) if args.quick else (CALLS, REPEATS)
-    with tempfile.TemporaryDirectory() as workdir:
-        server = start_standalone(Path(workdir))
-        try:
-            rows = asyncio.run(measure(server.url, calls, repeats))
-        finally:
-            server.stop()
-    if not args.quick:
+    rows, calls, quick = run_on_private_redis(measure, CALLS, REPEATS)
+    if not quick:
         (ROOT / "bench" / "TURN_WAIT.md").write_text(report(rows, calls))
-
 
 if __name__ == "__main__":
     main()
