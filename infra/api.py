@@ -5,7 +5,7 @@ CORS only when origins are configured."""
 from __future__ import annotations
 
 import jsii
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -74,7 +74,7 @@ class Api(Construct):
             default_authorizer=authorizer, create_default_stage=False, cors_preflight=cors)
         self.access_logs = logs.LogGroup(self, "AccessLogs",
                                          retention=config.log_retention,
-                                         removal_policy=RemovalPolicy.DESTROY)
+                                         removal_policy=config.logs_removal)
         self.stage = apigwv2.HttpStage(
             self, "DefaultStage", http_api=self.http_api, stage_name="$default", auto_deploy=True,
             throttle=apigwv2.ThrottleSettings(rate_limit=config.throttle_rate_limit,
@@ -82,7 +82,7 @@ class Api(Construct):
             access_log_settings=_AccessLogs(self.access_logs))
         for spec in (spec for spec in FUNCTIONS if spec.routes):
             integration = integrations.HttpLambdaIntegration(
-                f"{spec.name}-integration", functions.by_name[spec.name])
+                f"{spec.name}-integration", functions.live[spec.name])
             for method, path in spec.routes:
                 self.http_api.add_routes(path=path, methods=[apigwv2.HttpMethod(method)],
                                          integration=integration)

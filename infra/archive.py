@@ -32,7 +32,7 @@ ACTIONS: dict[Access, tuple[str, ...]] = {
 class ArchiveTable(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig) -> None:
         super().__init__(scope, id)
-        keep = not config.is_dev
+        keep = config.keeps_data
         string = dynamodb.AttributeType.STRING
         self.table = dynamodb.TableV2(
             self, "Table",

@@ -7,9 +7,10 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import yaml
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,6 +23,13 @@ API_GATEWAY_TIMEOUT_SECONDS = 30
 # plus the function's own work; the function's timeout is the agent's plus this.
 REDIS_MARGIN_SECONDS = 5
 DEFAULT_TURN_WAIT_SECONDS = 5.0
+# Lambda keeps this much of an account's concurrency unreserved: no function may reserve it.
+UNRESERVED_MINIMUM = 100
+# CodeDeploy's predefined configurations for Lambda, by the names `deployment` takes.
+DEPLOYMENTS = ("ALL_AT_ONCE", "CANARY_10_PERCENT_5_MINUTES", "CANARY_10_PERCENT_10_MINUTES",
+               "CANARY_10_PERCENT_15_MINUTES", "CANARY_10_PERCENT_30_MINUTES",
+               "LINEAR_10_PERCENT_EVERY_1_MINUTE", "LINEAR_10_PERCENT_EVERY_2_MINUTES",
+               "LINEAR_10_PERCENT_EVERY_3_MINUTES", "LINEAR_10_PERCENT_EVERY_10_MINUTES")
 
 
 class ConfigError(ValueError):
@@ -39,9 +47,14 @@ class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     stage: str = Field("dev", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    # What the stack is built for: `prod` keeps logs and data, protects the stack, builds a NAT
+    # gateway per AZ, sizes orchestrate's reserved concurrency and deploys it gradually; `dev`
+    # stays cheap. Unset: `prod` for the stage named prod, `dev` for any other.
+    profile_given: Literal["dev", "prod"] | None = Field(None, alias="profile")
+    owner: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@+=:/ -]{1,128}$")
     vpc_id: str | None = Field(None, alias="vpcId", pattern=r"^vpc-[0-9a-f]{8,17}$")
     isolated: bool = False
-    nat_gateways: int = Field(1, alias="natGateways", ge=1, le=3)
+    nat_gateways_given: int | None = Field(None, alias="natGateways", ge=1, le=2)
     agent_base_url: str | None = Field(None, alias="agentBaseUrl")
     agent_urls: dict[str, str] = Field(default_factory=dict, alias="agentUrls")
     # Per agent, its credentials as the flow file writes them: {"auth": {...}, "mtls": {...}};
@@ -59,7 +72,15 @@ class StackConfig(BaseModel):
     turn_wait_seconds_given: float | None = Field(None, alias="turnWaitSeconds", ge=0, le=25)
     orchestrate_memory_mb: int = Field(512, alias="orchestrateMemoryMb", ge=128, le=10_240)
     read_memory_mb: int = Field(256, alias="readMemoryMb", ge=128, le=10_240)
-    reserved_concurrency: int | None = Field(None, alias="reservedConcurrency", ge=1)
+    reserved_concurrency_given: int | None = Field(None, alias="reservedConcurrency", ge=1)
+    # The account's concurrency limit in the region (1,000 unless raised): what orchestrate's
+    # reserved concurrency is sized against.
+    account_concurrency: int = Field(1000, alias="accountConcurrency", ge=UNRESERVED_MINIMUM + 2)
+    # Cold starts: SnapStart on published versions (on unless provisioned concurrency is asked
+    # for), or provisioned concurrency on orchestrate's live alias.
+    snap_start_given: bool | None = Field(None, alias="snapStart")
+    provisioned_concurrency: int | None = Field(None, alias="provisionedConcurrency", ge=1)
+    deployment_given: str | None = Field(None, alias="deployment")
     throttle_rate_limit: float = Field(100, alias="throttleRateLimit", gt=0)
     throttle_burst_limit: int = Field(200, alias="throttleBurstLimit", ge=1)
     jwt_issuer: str | None = Field(None, alias="jwtIssuer")
@@ -68,6 +89,10 @@ class StackConfig(BaseModel):
     log_retention_days: int = Field(30, alias="logRetentionDays")
     log_level: str = Field("INFO", alias="logLevel", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     alarm_email: str | None = Field(None, alias="alarmEmail", pattern=r"^[^@\s]+@[^@\s]+$")
+    # An existing topic (a pager's, a chat integration's) that every alarm notifies as well.
+    alarm_topic_arn: str | None = Field(
+        None, alias="alarmTopicArn",
+        pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
     latency_alarm_ms: int = Field(5000, alias="latencyAlarmMs", ge=100)
     cache_max_data_gb: int = Field(5, alias="cacheMaxDataGb", ge=1, le=5000)
     cache_max_ecpu_per_second: int = Field(5000, alias="cacheMaxEcpuPerSecond", ge=1000,
@@ -132,6 +157,29 @@ class StackConfig(BaseModel):
             raise ValueError("jwtIssuer must be an https:// URL")
         if self.throttle_burst_limit < self.throttle_rate_limit:
             raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
+        if not self.is_dev and self.alarm_email is None and self.alarm_topic_arn is None:
+            raise ValueError(
+                f"stage {self.stage} has alarms that would reach no one: set alarmEmail or "
+                "alarmTopicArn (only the dev stage may go without)")
+        if self.production and self.owner is None:
+            raise ValueError("the prod profile tags every resource with its owner: set owner "
+                             "(a team or an address)")
+        if self.provisioned_concurrency is not None and self.snap_start_given:
+            raise ValueError("provisionedConcurrency and snapStart are alternatives (Lambda "
+                             "does not run SnapStart on provisioned concurrency): choose one")
+        if self.deployment_given is not None and self.deployment_given not in DEPLOYMENTS:
+            raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}")
+        if (self.reserved_concurrency_given is not None and self.reserved_concurrency_given
+                > self.account_concurrency - UNRESERVED_MINIMUM - 1):
+            raise ValueError(
+                f"reservedConcurrency={self.reserved_concurrency_given} leaves less than "
+                f"Lambda's {UNRESERVED_MINIMUM} unreserved (and the sweeper's 1) of "
+                f"accountConcurrency={self.account_concurrency}")
+        if (self.provisioned_concurrency is not None and self.reserved_concurrency is not None
+                and self.provisioned_concurrency > self.reserved_concurrency):
+            raise ValueError(
+                f"provisionedConcurrency={self.provisioned_concurrency} is above orchestrate's "
+                f"reserved concurrency ({self.reserved_concurrency})")
         # An idle call is archived before Redis lets it go: its idle time, then up to one sweep
         # interval and one sweep, must fit in the session TTL.
         if self.archive_idle_seconds + 2 * self.sweep_minutes * 60 > self.session_ttl_seconds:
@@ -145,8 +193,74 @@ class StackConfig(BaseModel):
     @property
     def is_dev(self) -> bool:
         """A stage whose data may go with the stack (the default, `dev`); any other stage keeps
-        its data when the stack is deleted."""
+        its data when the stack is deleted, snapshots its cache and must have alarms that reach
+        someone."""
         return self.stage == "dev"
+
+    @property
+    def profile(self) -> Literal["dev", "prod"]:
+        if self.profile_given is not None:
+            return self.profile_given
+        return "prod" if self.stage == "prod" else "dev"
+
+    @property
+    def production(self) -> bool:
+        return self.profile == "prod"
+
+    @property
+    def keeps_data(self) -> bool:
+        """The archive is kept (and protected) when the stack goes: outside dev, and always in
+        production."""
+        return not self.is_dev or self.production
+
+    @property
+    def logs_removal(self) -> RemovalPolicy:
+        """Log groups outlive the stack in production (an incident's logs survive a rollback
+        or a delete); in dev they go with it."""
+        return RemovalPolicy.RETAIN if self.production else RemovalPolicy.DESTROY
+
+    @property
+    def nat_gateways(self) -> int:
+        """One per AZ (two) in production: an AZ's outage does not cut every agent call."""
+        if self.nat_gateways_given is not None:
+            return self.nat_gateways_given
+        return 2 if self.production else 1
+
+    @property
+    def reserved_concurrency(self) -> int | None:
+        """Orchestrate's reserved concurrency: as given; in production, sized so the API's
+        throttle rate with every turn at its timeout fits (rate × timeout), within what the
+        account can reserve; in dev, none."""
+        if self.reserved_concurrency_given is not None:
+            return self.reserved_concurrency_given
+        if not self.production:
+            return None
+        return min(self.concurrency_at_throttle, self.reservable_concurrency)
+
+    @property
+    def concurrency_at_throttle(self) -> int:
+        """Executions in flight at the throttle rate when every turn runs to its timeout."""
+        return math.ceil(self.throttle_rate_limit * self.function_timeout_seconds)
+
+    @property
+    def reservable_concurrency(self) -> int:
+        """What the account leaves for orchestrate: its limit less Lambda's unreserved minimum
+        and the sweeper's one."""
+        return self.account_concurrency - UNRESERVED_MINIMUM - 1
+
+    @property
+    def snap_start(self) -> bool:
+        if self.snap_start_given is not None:
+            return self.snap_start_given
+        return self.provisioned_concurrency is None
+
+    @property
+    def deployment(self) -> str:
+        """How a new orchestrate version takes traffic: 10 % for 5 minutes first in production,
+        at once in dev (CodeDeploy still watches the alarms and rolls back)."""
+        if self.deployment_given is not None:
+            return self.deployment_given
+        return "CANARY_10_PERCENT_5_MINUTES" if self.production else "ALL_AT_ONCE"
 
     @field_validator("agent_versions")
     @classmethod
@@ -273,8 +387,9 @@ class StackConfig(BaseModel):
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                key = ".".join(str(part) for part in error["loc"]) or "context"
-                problems.append(f"context {key}: {error['msg']}")
+                key = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"context {key}: {message}" if key else f"context: {message}")
             raise ConfigError("; ".join(problems)) from None
 
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import cast
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, Duration, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -54,6 +54,7 @@ class FunctionSpec:
 
 
 SWEEPER = "sweeper"
+LIVE = "live"
 FUNCTIONS = (
     FunctionSpec("orchestrate", (("POST", "/orchestrate"),), calls_agents=True,
                  description="POST /orchestrate: one turn of a call"),
@@ -89,6 +90,8 @@ class Functions(Construct):
                  agent_urls: dict[str, str]) -> None:
         super().__init__(scope, id)
         self.by_name: dict[str, lambda_.Function] = {}
+        self.live: dict[str, lambda_.Alias] = {}
+        self.timeout_seconds: dict[str, int] = {}
         for spec in FUNCTIONS:
             environment = {
                 "REDIS_URL": cache.redis_url,
@@ -116,9 +119,10 @@ class Functions(Construct):
                                     for name, versions in config.agent_versions.items()})
                 if config.allow_http_agents:
                     environment["AGENT_ALLOW_HTTP"] = "true"
+            timeout = self.timeout_seconds[spec.name] = self._timeout(spec, config)
             log_group = logs.LogGroup(self, f"{spec.name}-logs",
                                       retention=config.log_retention,
-                                      removal_policy=RemovalPolicy.DESTROY)
+                                      removal_policy=config.logs_removal)
             function = lambda_.Function(
                 self, spec.name,
                 description=spec.description,
@@ -130,7 +134,7 @@ class Functions(Construct):
                 layers=[layer],
                 memory_size=(config.orchestrate_memory_mb if spec.calls_agents
                              else config.read_memory_mb),
-                timeout=Duration.seconds(self._timeout(spec, config)),
+                timeout=Duration.seconds(timeout),
                 vpc=network.vpc,
                 vpc_subnets=network.subnets,
                 security_groups=[network.function_group],
@@ -141,9 +145,24 @@ class Functions(Construct):
                     config.reserved_concurrency if spec.calls_agents
                     else 1 if spec.name == SWEEPER  # one sweep at a time (two would be safe)
                     else None),
+                # Restored from a snapshot of the initialized function, on published versions
+                # (the alias below): the layer's hooks (snapshot.py) renew what a snapshot must
+                # not carry over.
+                snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if config.snap_start
+                            else None),
             )
             cast(lambda_.CfnFunction, function.node.default_child).override_logical_id(
                 spec.logical_id)
+            if config.snap_start:  # it is: every caller reaches a version, through the alias
+                Annotations.of(function).acknowledge_warning(
+                    "@aws-cdk/aws-lambda:snapStartRequirePublish")
+            # Callers (the API, the schedule) reach a published version through the `live`
+            # alias: a deploy moves it (gradually for orchestrate, see deploys.py), a rollback
+            # moves it back.
+            self.live[spec.name] = lambda_.Alias(
+                self, f"{spec.name}-live", alias_name=LIVE, version=function.current_version,
+                provisioned_concurrent_executions=(config.provisioned_concurrency
+                                                   if spec.calls_agents else None))
             if spec.calls_agents:
                 self._grant_agent_secrets(function, config)
             archive.grant(function, spec.archive)
@@ -153,7 +172,17 @@ class Functions(Construct):
                 Duration.minutes(config.sweep_minutes)),
             description="Orchestrator Flows: archive the calls that are due")
         # Not retried: the next run takes what this one left, and overlapping runs gain nothing.
-        self.sweep.add_target(targets.LambdaFunction(self.by_name[SWEEPER], retry_attempts=0))
+        self.sweep.add_target(targets.LambdaFunction(self.live[SWEEPER], retry_attempts=0))
+        if config.reserved_concurrency is not None and (
+                config.reserved_concurrency < config.concurrency_at_throttle):
+            Annotations.of(self.by_name["orchestrate"]).add_warning_v2(
+                "orchestrate:concurrency",
+                f"orchestrate's reserved concurrency ({config.reserved_concurrency}) is below "
+                f"the API's throttle rate with every turn at its timeout "
+                f"({config.throttle_rate_limit:g}/s x {config.function_timeout_seconds} s = "
+                f"{config.concurrency_at_throttle}): at that load Lambda throttles turns (the "
+                "API answers 5xx); raise accountConcurrency (after a quota increase) or lower "
+                "throttleRateLimit")
         Validations.of(self).acknowledge(*(
             Acknowledgment(id=f"AwsSolutions::{finding}", reason=reason)
             for finding, reason in ACCEPTED_FINDINGS.items()))

@@ -1,13 +1,20 @@
-"""Alarms and a dashboard: API 5xx and p99 latency, agent errors, Lambda throttles, the cache's
-processing units and memory against their limits, the archive (calls the sweeper could not
-archive, how far behind it is, whether it runs at all), and the Powertools metrics the functions
-emit. Alarms notify an SNS topic when the context names an e-mail address."""
+"""Alarms and a dashboard, and where alarms go.
+
+Alarms are rates over several periods where a count would page on one bad minute or stay silent
+at high traffic: the API's 5xx rate, the agents' error rate, each function's error rate. Beside
+them: API p99 latency, each function's duration near its timeout and its throttles, orchestrate's
+concurrency near its reserved limit, the cache's processing units, memory and throttled commands
+against their limits, and the archive (calls the sweeper could not archive, how far behind it is,
+whether it runs at all). Every alarm notifies the alarm topic (an e-mail address subscribed to a
+topic of the stack's, and/or an existing topic); outside dev the config refuses a stack whose
+alarms would reach no one."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -15,11 +22,28 @@ from constructs import Construct
 from infra.api import Api
 from infra.cache import SessionCache
 from infra.config import StackConfig
-from infra.functions import SERVICE, SWEEPER, Functions, metrics_namespace
+from infra.functions import FUNCTIONS, SERVICE, SWEEPER, Functions, metrics_namespace
 
+ONE_MINUTE = Duration.minutes(1)
 FIVE_MINUTES = Duration.minutes(5)
-# Alarm before the cache's own limits throttle it.
-CACHE_LIMIT_SHARE = 0.8
+# Alarm before a limit (the cache's, a function's timeout or reserved concurrency) is reached.
+LIMIT_SHARE = 0.8
+# A rate alarms when it is above its threshold in 3 of 5 one-minute periods (a canary deploy's
+# five minutes can see it), and only in minutes with this many requests: two errors out of
+# three requests are not an outage.
+RATE_PERIODS, RATE_DATAPOINTS, RATE_MIN_COUNT = 5, 3, 20
+API_5XX_PERCENT = 5.0
+FUNCTION_ERROR_PERCENT = 5.0
+AGENT_ERROR_PERCENT = 10.0
+GE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+def rate(errors: cloudwatch.IMetric, total: cloudwatch.IMetric,
+         label: str) -> cloudwatch.MathExpression:
+    """errors / total in percent, in each minute with at least RATE_MIN_COUNT of total (else 0)."""
+    return cloudwatch.MathExpression(
+        expression=f"IF(total >= {RATE_MIN_COUNT}, 100 * errors / total, 0)",
+        using_metrics={"errors": errors, "total": total}, label=label, period=ONE_MINUTE)
 
 
 class Monitoring(Construct):
@@ -28,74 +52,127 @@ class Monitoring(Construct):
         super().__init__(scope, id)
         namespace = metrics_namespace(config)
         cache_dims = {"clusterId": cache.cache.serverless_cache_name}
-        watched: dict[str, tuple[cloudwatch.IMetric, float, str]] = {
-            "Api5xx": (api.http_api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
-                       5, "API answered 5xx"),
-            "ApiLatencyP99": (api.http_api.metric_latency(period=FIVE_MINUTES, statistic="p99"),
-                              config.latency_alarm_ms, "API p99 latency (ms)"),
-            "AgentErrors": (cloudwatch.Metric(
-                namespace=namespace, metric_name="AgentErrors", dimensions_map={"service": SERVICE},
-                statistic="Sum", period=FIVE_MINUTES), 10, "agent calls that failed"),
-            "CacheProcessingUnits": (cloudwatch.Metric(
-                namespace="AWS/ElastiCache", metric_name="ElastiCacheProcessingUnits",
-                dimensions_map=cache_dims, statistic="Sum", period=Duration.minutes(1)),
-                config.cache_max_ecpu_per_second * 60 * CACHE_LIMIT_SHARE,
-                "cache ECPUs per minute near the configured limit"),
-            "CacheMemory": (cloudwatch.Metric(
-                namespace="AWS/ElastiCache", metric_name="BytesUsedForCache",
-                dimensions_map=cache_dims, statistic="Maximum", period=FIVE_MINUTES),
-                config.cache_max_data_gb * 1024**3 * CACHE_LIMIT_SHARE,
-                "cache data near the configured limit"),
-        }
-        for name, function in functions.by_name.items():
-            watched[f"Throttles-{name}"] = (
-                function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"), 1,
-                f"{name} invocations throttled")
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+
+        def alarm(name: str, metric: cloudwatch.IMetric, threshold: float, what: str, *,
+                  periods: int = 1, datapoints: int | None = None,
+                  missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+                  ) -> cloudwatch.Alarm:
+            self.alarms[name] = cloudwatch.Alarm(
+                self, name, metric=metric, threshold=threshold, evaluation_periods=periods,
+                datapoints_to_alarm=datapoints, comparison_operator=GE, treat_missing_data=missing,
+                alarm_description=f"Orchestrator Flows {config.stage}: {what}")
+            return self.alarms[name]
+
+        def own(metric: str, statistic: str, period: Duration = ONE_MINUTE) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=namespace, metric_name=metric,
+                                     dimensions_map={"service": SERVICE}, statistic=statistic,
+                                     period=period)
+
+        http_api = api.http_api
+        alarm("Api5xxRate", rate(http_api.metric_server_error(period=ONE_MINUTE, statistic="Sum"),
+                                 http_api.metric_count(period=ONE_MINUTE, statistic="Sum"),
+                                 "API 5xx %"),
+              API_5XX_PERCENT, f"API answered 5xx to {API_5XX_PERCENT:g} % or more of requests",
+              periods=RATE_PERIODS, datapoints=RATE_DATAPOINTS)
+        alarm("ApiLatencyP99", http_api.metric_latency(period=FIVE_MINUTES, statistic="p99"),
+              config.latency_alarm_ms, "API p99 latency (ms)", periods=3)
+        alarm("AgentErrorRate", rate(own("AgentErrors", "Sum"), own("AgentCalls", "Sum"),
+                                     "agent error %"),
+              AGENT_ERROR_PERCENT, f"{AGENT_ERROR_PERCENT:g} % or more of agent calls failed",
+              periods=RATE_PERIODS, datapoints=RATE_DATAPOINTS)
+        for spec in FUNCTIONS:
+            function = functions.by_name[spec.name]
+            timeout = functions.timeout_seconds[spec.name]
+            if spec.name == SWEEPER:  # a dozen runs an hour: every failed run counts
+                alarm("SweeperErrors", function.metric_errors(period=FIVE_MINUTES,
+                                                              statistic="Sum"),
+                      1, "sweeper runs that failed")
+            else:
+                alarm(f"ErrorRate-{spec.name}",
+                      rate(function.metric_errors(period=ONE_MINUTE, statistic="Sum"),
+                           function.metric_invocations(period=ONE_MINUTE, statistic="Sum"),
+                           f"{spec.name} error %"),
+                      FUNCTION_ERROR_PERCENT,
+                      f"{spec.name}: {FUNCTION_ERROR_PERCENT:g} % or more of invocations failed "
+                      "(crashed, timed out, or failed to start)",
+                      periods=RATE_PERIODS, datapoints=RATE_DATAPOINTS)
+            alarm(f"Duration-{spec.name}",
+                  function.metric_duration(period=FIVE_MINUTES, statistic="p99"),
+                  timeout * 1000 * LIMIT_SHARE,
+                  f"{spec.name}: p99 duration at {LIMIT_SHARE:.0%} of its {timeout} s timeout",
+                  periods=3, datapoints=2)
+            alarm(f"Throttles-{spec.name}",
+                  function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"), 1,
+                  f"{spec.name} invocations throttled")
+        if config.reserved_concurrency is not None:
+            alarm("ConcurrencyNearLimit", functions.by_name["orchestrate"].metric(
+                "ConcurrentExecutions", period=ONE_MINUTE, statistic="Maximum"),
+                  config.reserved_concurrency * LIMIT_SHARE,
+                  f"orchestrate at {LIMIT_SHARE:.0%} of its reserved concurrency "
+                  f"({config.reserved_concurrency})", periods=5, datapoints=3)
+
+        def cache_metric(name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ElastiCache", metric_name=name,
+                                     dimensions_map=cache_dims, statistic=statistic,
+                                     period=period)
+
+        alarm("CacheProcessingUnits", cache_metric("ElastiCacheProcessingUnits", "Sum",
+                                                   ONE_MINUTE),
+              config.cache_max_ecpu_per_second * 60 * LIMIT_SHARE,
+              "cache ECPUs per minute near the configured limit", periods=3, datapoints=2)
+        alarm("CacheMemory", cache_metric("BytesUsedForCache", "Maximum", FIVE_MINUTES),
+              config.cache_max_data_gb * 1024**3 * LIMIT_SHARE,
+              "cache data near the configured limit")
+        alarm("CacheThrottled", cache_metric("ThrottledCmds", "Sum", FIVE_MINUTES), 1,
+              "the cache throttled commands (its ECPU limit was reached)")
+
         sweep = Duration.minutes(max(5, config.sweep_minutes))
-        watched |= {
-            # Calls the archive could not take in two runs in a row: they stay in Redis, kept
-            # alive, until it can (DynamoDB down or throttled, or a conflicting trail).
-            "ArchiveFailures": (cloudwatch.Metric(
-                namespace=namespace, metric_name="ArchiveFailures",
-                dimensions_map={"service": SERVICE}, statistic="Sum", period=sweep), 1,
-                "calls the sweeper could not archive (kept alive in Redis until it can)"),
-            "SweeperErrors": (functions.by_name[SWEEPER].metric_errors(
-                period=sweep, statistic="Sum"), 1, "sweeper runs that failed"),
-        }
-        self.alarms = [
-            cloudwatch.Alarm(self, name, metric=metric, threshold=threshold,
-                             evaluation_periods=(3 if "Latency" in name
-                                                 else 2 if name == "ArchiveFailures" else 1),
-                             comparison_operator=(
-                                 cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD),
-                             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                             alarm_description=f"Orchestrator Flows {config.stage}: {what}")
-            for name, (metric, threshold, what) in watched.items()
-        ]
-        # How long the oldest due call has waited, half the time between falling due (idle)
-        # and the session TTL; no figure at all means the sweeper does not run: that alarms too.
+        # Calls the archive could not take in two runs in a row: they stay in Redis, kept alive,
+        # until it can (DynamoDB down or throttled, or a conflicting trail).
+        alarm("ArchiveFailures", own("ArchiveFailures", "Sum", sweep), 1,
+              "calls the sweeper could not archive (kept alive in Redis until it can)", periods=2)
+        # How long the oldest due call has waited, half the time between falling due (idle) and
+        # the session TTL; no figure at all means the sweeper does not run: that alarms too.
         lag_limit = (config.session_ttl_seconds - config.archive_idle_seconds) // 2
-        self.alarms.append(cloudwatch.Alarm(
-            self, "ArchiveLag", metric=cloudwatch.Metric(
-                namespace=namespace, metric_name="ArchiveLagSeconds",
-                dimensions_map={"service": SERVICE}, statistic="Maximum", period=sweep),
-            threshold=lag_limit, evaluation_periods=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
-            alarm_description=f"Orchestrator Flows {config.stage}: the sweeper is {lag_limit} s "
-                              "or more behind, or has not run"))
-        self.topic: sns.Topic | None = None
+        alarm("ArchiveLag", own("ArchiveLagSeconds", "Maximum", sweep), lag_limit,
+              f"the sweeper is {lag_limit} s or more behind, or has not run", periods=2,
+              missing=cloudwatch.TreatMissingData.BREACHING)
+
+        self.topics = self._topics(config)
+        for topic in self.topics:
+            for each in self.alarms.values():
+                each.add_alarm_action(actions.SnsAction(topic))
+        self.dashboard = self._dashboard(config, namespace, api, cache_dims)
+
+    def _topics(self, config: StackConfig) -> list[sns.ITopic]:
+        topics: list[sns.ITopic] = []
         if config.alarm_email is not None:
-            self.topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True,
-                                   display_name=f"Orchestrator Flows {config.stage} alarms")
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
-            for alarm in self.alarms:
-                alarm.add_alarm_action(actions.SnsAction(self.topic))
-            Validations.of(self.topic).acknowledge(Acknowledgment(
+            topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True,
+                              display_name=f"Orchestrator Flows {config.stage} alarms")
+            # enforce_ssl gives the topic a policy of its own, holding only its Deny: that
+            # replaces SNS's default policy, so nothing would allow CloudWatch to publish and
+            # every alarm action would fail. Allow it, for this account's alarms only.
+            stack = Stack.of(self)
+            topic.add_to_resource_policy(iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"], resources=[topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": stack.format_arn(
+                        service="cloudwatch", resource="alarm", resource_name="*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+                }))
+            topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+            Validations.of(topic).acknowledge(Acknowledgment(
                 id="AwsSolutions::AwsSolutions-SNS2",
                 reason="Alarm notifications carry no call data, and CloudWatch cannot publish to "
                        "a topic encrypted with the AWS-managed aws/sns key."))
-        self.dashboard = self._dashboard(config, namespace, api, cache_dims)
+            topics.append(topic)
+        if config.alarm_topic_arn is not None:
+            topics.append(sns.Topic.from_topic_arn(self, "PagerTopic", config.alarm_topic_arn))
+        return topics
 
     def _dashboard(self, config: StackConfig, namespace: str, api: Api,
                    cache_dims: dict[str, str]) -> cloudwatch.Dashboard:
@@ -103,12 +180,12 @@ class Monitoring(Construct):
             return cloudwatch.MathExpression(
                 expression=(f"SEARCH('{{{namespace},service,{dimension}}} "
                             f"MetricName=\"{metric}\"', '{statistic}', 60)"),
-                using_metrics={}, label=f"{metric} by {dimension}", period=Duration.minutes(1))
+                using_metrics={}, label=f"{metric} by {dimension}", period=ONE_MINUTE)
 
         def own(metric: str, statistic: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(namespace=namespace, metric_name=metric,
                                      dimensions_map={"service": SERVICE}, statistic=statistic,
-                                     period=Duration.minutes(1))
+                                     period=ONE_MINUTE)
 
         dashboard = cloudwatch.Dashboard(self, "Dashboard",
                                          dashboard_name=f"orchestrator-flows-{config.stage}")
@@ -138,9 +215,9 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="API", width=12,
-                left=[api.http_api.metric_count(period=Duration.minutes(1)),
-                      api.http_api.metric_client_error(period=Duration.minutes(1)),
-                      api.http_api.metric_server_error(period=Duration.minutes(1))]),
+                left=[api.http_api.metric_count(period=ONE_MINUTE),
+                      api.http_api.metric_client_error(period=ONE_MINUTE),
+                      api.http_api.metric_server_error(period=ONE_MINUTE)]),
             cloudwatch.GraphWidget(
                 title="Session cache", width=12,
                 left=[cloudwatch.Metric(namespace="AWS/ElastiCache",

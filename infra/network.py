@@ -4,7 +4,6 @@ agents are HTTP endpoints; `isolated` builds no NAT, for agents inside the VPC."
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -26,11 +25,14 @@ class Network(Construct):
             if not config.isolated:
                 subnets.insert(0, ec2.SubnetConfiguration(
                     name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24))
+            # Production takes away every rule of the VPC's default security group (CDK's
+            # custom resource does it at deploy): nothing can use it by mistake.
             vpc = ec2.Vpc(self, "Vpc", max_azs=2, subnet_configuration=subnets,
-                          nat_gateways=0 if config.isolated else config.nat_gateways)
+                          nat_gateways=0 if config.isolated else config.nat_gateways,
+                          restrict_default_security_group=config.production)
             flow_logs = logs.LogGroup(self, "FlowLogs",
                                       retention=config.log_retention,
-                                      removal_policy=RemovalPolicy.DESTROY)
+                                      removal_policy=config.logs_removal)
             vpc.add_flow_log("FlowLog",
                              destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
                              traffic_type=ec2.FlowLogTrafficType.REJECT)

@@ -1,11 +1,11 @@
 """The Orchestrator Flows stack: network, session cache, archive, core layer, functions, API,
-monitoring."""
+monitoring, safe deploys."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Fn, Stack, Validations
+from aws_cdk import CfnOutput, Fn, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
@@ -13,7 +13,8 @@ from infra.api import Api
 from infra.archive import ArchiveTable
 from infra.cache import SessionCache
 from infra.config import StackConfig, flow_agents
-from infra.functions import Functions
+from infra.deploys import SafeDeploys
+from infra.functions import SERVICE, Functions
 from infra.layer import CoreLayer
 from infra.monitoring import Monitoring
 from infra.network import Network
@@ -21,7 +22,14 @@ from infra.network import Network
 
 class OrchestratorFlowsStack(Stack):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        # Production: a `cdk destroy` (or a console click) cannot delete the stack by accident.
+        kwargs.setdefault("termination_protection", config.production)
         super().__init__(scope, id, **kwargs)
+        tags = {"service": SERVICE, "stage": config.stage, "profile": config.profile}
+        if config.owner is not None:
+            tags["owner"] = config.owner
+        for key, value in tags.items():
+            Tags.of(self).add(key, value)
         agent_urls = config.agent_endpoints(flow_agents())
         self.network = Network(self, "Network", config=config)
         self.cache = SessionCache(self, "SessionCache", config=config, network=self.network)
@@ -34,6 +42,8 @@ class OrchestratorFlowsStack(Stack):
         self.api = Api(self, "Api", config=config, functions=self.functions)
         self.monitoring = Monitoring(self, "Monitoring", config=config, api=self.api,
                                      functions=self.functions, cache=self.cache)
+        self.deploys = SafeDeploys(self, "Deploys", config=config, functions=self.functions,
+                                   alarms=self.monitoring.alarms)
         CfnOutput(self, "ApiUrl", value=self.api.url)
         CfnOutput(self, "RedisUrl", value=self.cache.redis_url)
         CfnOutput(self, "ArchiveTable", value=self.archive.table.table_name,

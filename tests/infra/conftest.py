@@ -28,8 +28,11 @@ FULL_OPTIONS = {
     **AGENTS, "stage": "prod", "isolated": "true", "jwtIssuer": "https://idp.example.com/",
     "jwtAudience": "ivr-platform,chat-platform", "alarmEmail": "oncall@example.com",
     "corsAllowOrigins": "https://console.example.com", "reservedConcurrency": "50",
-    "agentUrls": '{"auth": "https://auth.example.net/a2a/"}',
+    "agentUrls": '{"auth": "https://auth.example.net/a2a/"}', "owner": "ivr-team@example.com",
 }
+# The prod profile as `cdk deploy -c stage=prod` builds it, with NAT gateways.
+PROD = {**AGENTS, "stage": "prod", "owner": "ivr-team@example.com",
+        "alarmTopicArn": "arn:aws:sns:eu-west-1:123456789012:pager"}
 
 
 @dataclass
@@ -86,6 +89,11 @@ def default_stack(synth: Synth) -> Synthesized:
 @pytest.fixture(scope="session")
 def full_stack(synth: Synth) -> Synthesized:
     return synth(FULL_OPTIONS)
+
+
+@pytest.fixture(scope="session")
+def prod_stack(synth: Synth) -> Synthesized:
+    return synth(PROD)
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def test_the_function_timeout_outlasts_the_agent_deadline_plus_redis() -> None:
 def test_context_is_read_from_a_node_by_key() -> None:
     class Node:
         def try_get_context(self, key: str) -> object:
-            return {"stage": "qa", "readMemoryMb": "384", "unrelated": "x"}.get(key)
+            return {"stage": "qa", "readMemoryMb": "384", "unrelated": "x",
+                    "alarmEmail": "qa@example.com"}.get(key)
 
     config = StackConfig.from_context(Node())
     assert (config.stage, config.read_memory_mb) == ("qa", 384)

@@ -18,7 +18,9 @@ ALL_FUNCTIONS = ("OrchestrateFunction", *READ_FUNCTIONS, "EraseAccountFunction",
 
 
 def functions(stack: Synthesized) -> dict[str, dict[str, Any]]:
-    found = stack.resources("AWS::Lambda::Function")
+    # (in production, CDK's own handler that empties the VPC's default security group beside)
+    found = {name: function for name, function in stack.resources("AWS::Lambda::Function").items()
+             if not name.startswith("CustomVpcRestrictDefaultSG")}
     assert set(found) == set(ALL_FUNCTIONS)
     return {name: resource["Properties"] for name, resource in found.items()}
 
@@ -182,7 +184,8 @@ def test_the_sweeper_runs_on_a_schedule_and_the_functions_reach_dynamodb_inside_
     (rule,) = default_stack.resources("AWS::Events::Rule").values()
     assert rule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
     (target,) = rule["Properties"]["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": ["SweeperFunction", "Arn"]}
+    alias = default_stack.resources("AWS::Lambda::Alias")[target["Arn"]["Ref"]]["Properties"]
+    assert (alias["FunctionName"], alias["Name"]) == ({"Ref": "SweeperFunction"}, "live")
     assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0}
     for stack in (default_stack, full_stack):  # with a NAT, and isolated
         (endpoint,) = stack.resources("AWS::EC2::VPCEndpoint").values()
@@ -220,13 +223,14 @@ def test_the_api_routes_eight_routes_to_their_functions_under_iam(
     assert set(routes) == {f"{method} {path}" for spec in FUNCTIONS for method, path in spec.routes}
     assert len(routes) == 8
     integrations = default_stack.resources("AWS::ApiGatewayV2::Integration")
+    aliases = default_stack.resources("AWS::Lambda::Alias")
     for spec in FUNCTIONS:
         for method, path in spec.routes:
             route = routes[f"{method} {path}"]
             assert route["AuthorizationType"] == "AWS_IAM"
             integration = integrations[route["Target"]["Fn::Join"][1][1]["Ref"]]["Properties"]
-            assert integration["IntegrationUri"] == {
-                "Fn::GetAtt": [spec.logical_id, "Arn"]}
+            alias = aliases[integration["IntegrationUri"]["Ref"]]["Properties"]  # `live`
+            assert alias["FunctionName"] == {"Ref": spec.logical_id}
             assert integration["PayloadFormatVersion"] == "2.0"
     (api,) = default_stack.resources("AWS::ApiGatewayV2::Api").values()
     assert "CorsConfiguration" not in api["Properties"]
@@ -268,43 +272,6 @@ def test_every_log_group_keeps_its_logs_for_the_configured_days(
     assert {group["Properties"]["RetentionInDays"] for group in log_groups} == {30}
     for props in functions(default_stack).values():
         assert "LoggingConfig" in props
-
-
-def test_alarms_watch_5xx_latency_agent_errors_throttles_and_the_cache(
-        default_stack: Synthesized) -> None:
-    alarms = {alarm["Properties"]["MetricName"]: alarm["Properties"]
-              for alarm in default_stack.resources("AWS::CloudWatch::Alarm").values()
-              if "MetricName" in alarm["Properties"]}
-    assert set(alarms) == {"5xx", "Latency", "AgentErrors", "Throttles",
-                           "ElastiCacheProcessingUnits", "BytesUsedForCache", "ArchiveFailures",
-                           "Errors", "ArchiveLagSeconds"}
-    assert len(default_stack.resources("AWS::CloudWatch::Alarm")) == 15  # 7 throttle alarms
-    assert alarms["ArchiveFailures"]["EvaluationPeriods"] == 2
-    # The lag alarms at half the time between falling due and expiring, and when the sweeper
-    # publishes nothing at all (it does not run).
-    assert alarms["ArchiveLagSeconds"]["Threshold"] == (3600 - 2700) // 2
-    assert alarms["ArchiveLagSeconds"]["TreatMissingData"] == "breaching"
-    assert alarms["Errors"]["Dimensions"] == [{"Name": "FunctionName",
-                                               "Value": {"Ref": "SweeperFunction"}}]
-    assert alarms["AgentErrors"]["Namespace"] == "OrchestratorFlows/dev"
-    assert alarms["AgentErrors"]["Dimensions"] == [{"Name": "service",
-                                                    "Value": "orchestrator-flows"}]
-    assert alarms["Latency"]["ExtendedStatistic"] == "p99"
-    assert alarms["BytesUsedForCache"]["Threshold"] == 5 * 1024**3 * 0.8
-    assert not [a for a in default_stack.resources("AWS::CloudWatch::Alarm").values()
-                if a["Properties"].get("AlarmActions")]
-    assert len(default_stack.resources("AWS::CloudWatch::Dashboard")) == 1
-
-
-def test_an_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
-        full_stack: Synthesized) -> None:
-    (topic,) = full_stack.resources("AWS::SNS::Topic")
-    (subscription,) = full_stack.resources("AWS::SNS::Subscription").values()
-    assert subscription["Properties"]["Endpoint"] == "oncall@example.com"
-    (policy,) = full_stack.resources("AWS::SNS::TopicPolicy").values()
-    assert "aws:SecureTransport" in json.dumps(policy)
-    for alarm in full_stack.resources("AWS::CloudWatch::Alarm").values():
-        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
 
 
 def test_egress_goes_through_one_nat_gateway_by_default(default_stack: Synthesized) -> None:

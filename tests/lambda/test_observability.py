@@ -142,6 +142,10 @@ def test_agent_errors_are_counted_per_agent_and_kind(
     error = by_dimensions["service", "agent", "kind"]
     assert (error["agent"], error["kind"]) == ("greeting", "agent_unreachable")
     assert by_dimensions["service",]["AgentErrors"] == [1.0]  # the total the alarm watches
+    # ... over every call: the error rate's denominator, on the same dimension
+    (calls,) = metric(blobs, "AgentCalls")
+    assert calls["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert calls["AgentCalls"] == [1.0]
 
 
 def test_a_turn_that_does_not_advance_counts_no_stage_advanced(

@@ -66,6 +66,8 @@ class PowertoolsObserver:
         # A versioned agent's figures carry its version: a canary is compared with the rest.
         by = {"agent": agent} if version is None else {"agent": agent, "version": version}
         self.telemetry.count("AgentLatency", latency_ms, MetricUnit.Milliseconds, **by)
+        # Every call, on the service dimension: the denominator of the stack's agent error rate.
+        self.metrics.add_metric(name="AgentCalls", unit=MetricUnit.Count, value=1)
         if error_code is not None:
             self.telemetry.count("AgentErrors", 1, MetricUnit.Count, **by, kind=error_code)
             # The same count on the service dimension alone: what the stack's alarm watches
