@@ -11,6 +11,7 @@ read from disk at request time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, cast
 from aws_lambda_powertools.logging import correlation_paths
 from mangum import Mangum
 
+from orchestrator_flows import snapshot
 from orchestrator_flows.api import FUNCTIONS, create_app, error_body
 from orchestrator_flows.lambda_telemetry import PowertoolsObserver, Telemetry
 from orchestrator_flows.runtime import Runtime, tune_collector
@@ -62,6 +64,8 @@ def build_handler(function: str) -> LambdaHandler:
     runtime = Runtime.build(settings, observer=PowertoolsObserver(telemetry),
                             route_turns="orchestrate" in routes)
     adapter = Mangum(create_app(runtime, routes=routes), lifespan="off")
+    # Mangum has made the loop every invocation runs on: the snapshot hook closes its sockets.
+    snapshot.register(runtime, asyncio.get_event_loop())
     logger = telemetry.logger
     tune_collector()  # the init phase's objects serve every invocation: never scanned
 

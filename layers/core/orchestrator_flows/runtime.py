@@ -80,6 +80,11 @@ class Storage:
     async def close(self) -> None:
         await self.calls.close()  # the breakers' store shares its connection or nothing
 
+    async def drop_connections(self) -> None:
+        connection = getattr(self.calls, "connection", None)
+        if connection is not None:
+            await connection.drop_connections()
+
 
 @dataclass(slots=True)
 class Archives:
@@ -160,6 +165,22 @@ class Runtime:
         if self.orchestrator is None:
             raise RuntimeError("this runtime was built without turns (route_turns=False)")
         return self.orchestrator
+
+    async def drop_connections(self) -> None:
+        """Close every pooled connection (Redis, the agents', the token endpoints'); each
+        client opens new ones on first use. Before a SnapStart snapshot (snapshot.py)."""
+        close = getattr(self.agents, "aclose", None)  # the A2A client stays usable after it
+        if close is not None:
+            await close()
+        await self.storage.drop_connections()
+
+    def forget_credentials(self) -> None:
+        """Forget every credential kept in memory, and the clients built with them: each is
+        read again on first use. After a SnapStart restore (snapshot.py)."""
+        forget = getattr(self.agents, "forget_credentials", None)
+        if forget is not None:
+            forget()
+        self.archives.opened = None  # its boto3 resource holds the init's credentials
 
     async def aclose(self) -> None:
         close = getattr(self.agents, "aclose", None)

@@ -108,6 +108,10 @@ class A2AClient:
             await self._token_client.aclose()
             self._token_client = None
 
+    def forget_credentials(self) -> None:
+        """Drop every agent's kept secrets and tokens: the next call reads them again."""
+        self._credentials.clear()
+
     def credentials(self, agent: Agent) -> AgentCredentials | None:
         """The agent's credentials, kept for the process (None: it is called without)."""
         if agent.auth is None and agent.mtls is None:

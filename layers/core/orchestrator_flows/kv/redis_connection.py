@@ -196,6 +196,15 @@ class RedisConnection:
             await self.client.connection_pool.disconnect(inuse_connections=False)
         # redis-py's cluster client rebuilds its node connections itself after a failure.
 
+    async def drop_connections(self) -> None:
+        """Close every connection, idle or not (nothing may be in flight); the next call opens
+        new ones. Before a SnapStart snapshot: no socket survives one."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.aclose()  # the next command finds the cluster's nodes again
+            self._ready = False
+        else:
+            await self.client.connection_pool.disconnect()
+
     async def close(self) -> None:
         await self.client.aclose()
 
