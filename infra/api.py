@@ -4,6 +4,8 @@ CORS only when origins are configured."""
 
 from __future__ import annotations
 
+import json
+
 import jsii
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
@@ -16,19 +18,23 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.functions import FUNCTIONS, Functions
 
+Field = apigw.AccessLogField
+# One JSON object per request, each value one of API Gateway's $context variables (CDK's names
+# for them: a typo is an AttributeError at synth, not a silently empty field in every line).
 ACCESS_LOG_FIELDS = {
-    "requestId": "$context.requestId",
-    "ip": "$context.identity.sourceIp",
-    "requestTime": "$context.requestTime",
-    "httpMethod": "$context.httpMethod",
-    "routeKey": "$context.routeKey",
-    "status": "$context.status",
-    "protocol": "$context.protocol",
-    "responseLength": "$context.responseLength",
-    "integrationLatency": "$context.integrationLatency",
-    "integrationError": "$context.integrationErrorMessage",
-    "authorizerError": "$context.authorizer.error",
-    "caller": "$context.identity.caller",
+    "requestId": Field.context_request_id(),
+    "ip": Field.context_identity_source_ip(),
+    "requestTime": Field.context_request_time(),
+    "httpMethod": Field.context_http_method(),
+    "routeKey": Field.context_route_key(),
+    "status": Field.context_status(),
+    "protocol": Field.context_protocol(),
+    "responseLength": Field.context_response_length(),
+    "integrationLatency": Field.context_integration_latency(),
+    "integrationError": Field.context_integration_error_message(),
+    "authorizerError": Field.context_authorizer_error(),
+    "caller": Field.context_identity_caller(),
+    "xrayTraceId": Field.context_xray_trace_id(),
 }
 
 
@@ -45,8 +51,7 @@ class _AccessLogs:
 
     @property
     def format(self) -> apigw.AccessLogFormat:
-        return apigw.AccessLogFormat.custom(
-            "{" + ",".join(f'"{key}":"{value}"' for key, value in ACCESS_LOG_FIELDS.items()) + "}")
+        return apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":")))
 
 
 class Api(Construct):

@@ -96,6 +96,9 @@ class Functions(Construct):
             environment = {
                 "REDIS_URL": cache.redis_url,
                 "REDIS_MODE": "cluster",
+                # Authenticated with an IAM token for this user and cache (AWS_REGION is Lambda's).
+                "REDIS_IAM_USER": cache.user_id,
+                "REDIS_CACHE_NAME": cache.name,
                 "SESSION_TTL_SECONDS": str(config.session_ttl_seconds),
                 # Every function knows the table: orchestrate to schedule its calls in the
                 # archive's index (it has no access to the table itself).
@@ -165,6 +168,7 @@ class Functions(Construct):
                                                    if spec.calls_agents else None))
             if spec.calls_agents:
                 self._grant_agent_secrets(function, config)
+            cache.grant_connect(function)
             archive.grant(function, spec.archive)
             self.by_name[spec.name] = function
         self.sweep = events.Rule(

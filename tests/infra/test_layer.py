@@ -4,7 +4,9 @@ locked runtime dependencies, binaries for CPython 3.13 on arm64, nothing from th
 from __future__ import annotations
 
 import ast
+import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -12,7 +14,15 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from infra.layer_lock import LOCK, ROOT, RUNTIME_PROVIDED, canonical, read_lock
+from infra.layer import LOCAL_ONLY, PACKAGE, SOURCE, build_layer, layer_asset_hash
+from infra.layer_lock import (
+    LOCK,
+    ROOT,
+    RUNTIME_PROVIDED,
+    canonical,
+    read_hashed_lock,
+    read_lock,
+)
 from tests.infra.conftest import Synthesized
 
 ELF_MACHINE_AARCH64 = 183
@@ -96,3 +106,46 @@ def test_the_zipped_layer_is_far_below_lambda_s_limit(layer: Path, tmp_path: Pat
     archive = Path(shutil.make_archive(str(tmp_path / "layer"), "zip", layer.parent))
     assert unzipped < 50 * 1024**2  # Lambda's limit is 250 MB unzipped, layers and code together
     assert archive.stat().st_size < unzipped
+
+
+def test_every_pin_carries_the_sha256_of_its_wheel() -> None:
+    pins = read_hashed_lock()
+    assert pins.keys() == read_lock().keys()
+    for name, (_, digest) in pins.items():
+        assert re.fullmatch(r"[0-9a-f]{64}", digest), name
+
+
+def test_a_wheel_whose_bytes_differ_from_the_lock_fails_the_build(tmp_path: Path) -> None:
+    name, (version, digest) = next(iter(read_hashed_lock().items()))
+    tampered = tmp_path / "requirements.txt"
+    tampered.write_text(f"{name}=={version} \\\n    --hash=sha256:{digest[::-1]}\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        build_layer(tmp_path / "out", [sys.executable, "-m", "pip"], lock=tampered)
+    assert not list((tmp_path / "out").rglob("*.dist-info"))
+
+
+def test_the_layer_asset_hash_follows_what_is_shipped_and_how_it_is_built(
+        tmp_path: Path) -> None:
+    source = tmp_path / "core"
+    shutil.copytree(SOURCE, source,
+                    ignore=shutil.ignore_patterns("build", "__pycache__", "*.egg-info"))
+    logic = tmp_path / "layer.py"
+    logic.write_text("# how the layer is built\n")
+
+    def digest() -> str:
+        return layer_asset_hash(source, (logic,))
+
+    first = digest()
+    assert digest() == first
+    package = source / PACKAGE
+    for not_shipped in (package / "__pycache__" / "engine.cpython-313.pyc",
+                        package / LOCAL_ONLY / "cli.py", source / "build" / "x"):
+        not_shipped.parent.mkdir(parents=True, exist_ok=True)
+        not_shipped.write_bytes(b"changed")
+        assert digest() == first, not_shipped
+    for shipped in (package / "engine.py", source / "requirements.txt", logic):
+        before = shipped.read_bytes()
+        shipped.write_bytes(before + b"\n# changed\n")
+        assert digest() != first, shipped
+        shipped.write_bytes(before)
+        assert digest() == first, shipped

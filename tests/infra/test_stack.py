@@ -107,7 +107,7 @@ def test_function_roles_may_write_logs_traces_and_enis_and_use_the_archive_as_th
                                         if isinstance(statement["Action"], str)
                                         else statement["Action"]))
         assert [a for a in actions if not a.startswith("dynamodb:")] == [
-            "xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+            "elasticache:Connect", "xray:PutTelemetryRecords", "xray:PutTraceSegments"]
 
 
 def archive_access(stack: Synthesized) -> dict[str, tuple[set[str], list[Any]]]:
@@ -193,29 +193,6 @@ def test_the_sweeper_runs_on_a_schedule_and_the_functions_reach_dynamodb_inside_
         assert ".dynamodb" in json.dumps(endpoint["Properties"]["ServiceName"])
 
 
-def test_the_cache_is_valkey_serverless_and_admits_only_the_functions_on_6379(
-        default_stack: Synthesized) -> None:
-    (cache,) = default_stack.resources("AWS::ElastiCache::ServerlessCache").values()
-    props = cache["Properties"]
-    assert props["Engine"] == "valkey"
-    assert props["ServerlessCacheName"] == "orchestrator-flows-dev"
-    assert len(props["SubnetIds"]) == 2
-    (cache_group,) = [group["Fn::GetAtt"][0] for group in props["SecurityGroupIds"]]
-    groups = default_stack.resources("AWS::EC2::SecurityGroup")
-    assert "functions only" in groups[cache_group]["Properties"]["GroupDescription"]
-    # No egress: CDK's "disallow all" placeholder rule is the only one.
-    (egress,) = groups[cache_group]["Properties"]["SecurityGroupEgress"]
-    assert egress["CidrIp"] == "255.255.255.255/32"
-    ingress = [rule["Properties"] for rule in
-               default_stack.resources("AWS::EC2::SecurityGroupIngress").values()
-               if rule["Properties"]["GroupId"] == {"Fn::GetAtt": [cache_group, "GroupId"]}]
-    assert "SecurityGroupIngress" not in groups[cache_group]["Properties"]
-    (function_group,) = [name for name in groups if name != cache_group]
-    (rule,) = ingress
-    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 6379, 6379)
-    assert rule["SourceSecurityGroupId"] == {"Fn::GetAtt": [function_group, "GroupId"]}
-
-
 def test_the_api_routes_eight_routes_to_their_functions_under_iam(
         default_stack: Synthesized) -> None:
     routes = {route["Properties"]["RouteKey"]: route["Properties"]
@@ -247,6 +224,9 @@ def test_the_default_stage_throttles_and_logs_access_as_json(default_stack: Synt
     assert props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0] in log_groups
     line = json.loads(props["AccessLogSettings"]["Format"])
     assert line["requestId"] == "$context.requestId"
+    assert line["routeKey"] == "$context.routeKey"
+    assert line["xrayTraceId"] == "$context.xrayTraceId"  # a log line leads to its trace
+    assert all(value.startswith("$context.") for value in line.values())
     assert line["status"] == "$context.status"
 
 

@@ -16,6 +16,7 @@ import snapshot_restore_py
 
 from orchestrator_flows import snapshot
 from orchestrator_flows.a2a import A2AClient
+from orchestrator_flows.kv.iam_auth import IamAuth
 from orchestrator_flows.runtime import Runtime
 from orchestrator_flows.settings import Settings
 from tests.support.redis_servers import RedisProcess
@@ -119,6 +120,22 @@ def test_on_a_cluster_the_client_finds_its_nodes_again_after_the_snapshot(
         assert connection.client.nodes_manager.default_node is None  # nothing kept open
         assert loop.run_until_complete(runtime.store.get("SNAP-CLUSTER")) is None
         assert connection.client.nodes_manager.default_node is not None
+    finally:
+        loop.run_until_complete(runtime.aclose())
+        loop.close()
+
+
+def test_after_the_restore_the_cache_s_iam_token_is_signed_anew(redis_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    runtime = Runtime.build(Settings(redis_url=redis_url, redis_iam_user="orchestrator-flows-dev",
+                                     redis_cache_name="of-dev-1234abcd", aws_region="eu-west-1"))
+    snapshot.register(runtime, loop)
+    try:
+        auth = runtime.storage.calls.connection.credentials  # type: ignore[attr-defined]
+        assert isinstance(auth, IamAuth)
+        auth._token = ("signed-at-init", float("inf"))  # a token kept in the snapshot
+        run_hooks(snapshot_restore_py.get_after_restore(), runtime)
+        assert auth._token is None
     finally:
         loop.run_until_complete(runtime.aclose())
         loop.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from orchestrator_flows.archive.index import ArchiveIndex
     from orchestrator_flows.archive.store import Archive
     from orchestrator_flows.engine import AgentCaller, Orchestrator
+    from orchestrator_flows.kv.iam_auth import IamAuth
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Storage:
             connect_timeout=settings.redis_connect_timeout_seconds,
             max_connections=settings.redis_max_connections,
             ca_certs=str(settings.redis_ca_certs) if settings.redis_ca_certs else None,
+            credential_provider=iam_auth(settings),
         )
         return cls(RedisBackend(connection), RedisBreakerStore(connection))
 
@@ -84,6 +86,18 @@ class Storage:
         connection = getattr(self.calls, "connection", None)
         if connection is not None:
             await connection.drop_connections()
+
+
+def iam_auth(settings: Settings) -> IamAuth | None:
+    """ElastiCache's IAM authentication, when REDIS_IAM_USER names the user."""
+    if settings.redis_iam_user is None:
+        return None
+    from orchestrator_flows.kv.iam_auth import IamAuth
+
+    assert settings.redis_cache_name is not None
+    assert settings.aws_region is not None
+    return IamAuth(cache_name=settings.redis_cache_name, user_id=settings.redis_iam_user,
+                   region=settings.aws_region)
 
 
 @dataclass(slots=True)
@@ -181,6 +195,9 @@ class Runtime:
         if forget is not None:
             forget()
         self.archives.opened = None  # its boto3 resource holds the init's credentials
+        connection = getattr(self.storage.calls, "connection", None)
+        if connection is not None:
+            connection.forget_credentials()  # the cache's IAM token
 
     async def aclose(self) -> None:
         close = getattr(self.agents, "aclose", None)

@@ -42,6 +42,9 @@ VARIABLES = {
     "redis_connect_timeout_seconds": "REDIS_CONNECT_TIMEOUT_SECONDS",
     "redis_max_connections": "REDIS_MAX_CONNECTIONS",
     "redis_ca_certs": "REDIS_CA_CERTS",
+    "redis_iam_user": "REDIS_IAM_USER",
+    "redis_cache_name": "REDIS_CACHE_NAME",
+    "aws_region": "AWS_REGION",
     "max_steps_per_call": "MAX_STEPS_PER_CALL",
     "service_name": "POWERTOOLS_SERVICE_NAME",
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
@@ -92,6 +95,15 @@ class Settings(BaseModel):
         default=64, ge=1, le=10_000, description="Redis connections per process")
     redis_ca_certs: Path | None = Field(
         default=None, description="CA bundle for rediss:// (unset: the system's)")
+    # ElastiCache's IAM authentication: the user (its id, which is its name) and the cache whose
+    # name the token is signed for (kv/iam_auth.py); both or neither.
+    redis_iam_user: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9-]{0,39}$",
+        description="ElastiCache user id to authenticate as with an IAM token (rediss:// only)")
+    redis_cache_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,39}$",
+        description="the ElastiCache cache the IAM token is for")
+    aws_region: str | None = Field(default=None, description="set by Lambda")
     # A call is a conversation, not a stream: past this many steps it is looping.
     max_steps_per_call: int = Field(
         default=200, ge=1, le=10_000,
@@ -146,6 +158,15 @@ class Settings(BaseModel):
                 f"ARCHIVE_IDLE_SECONDS ({self.archive_idle_seconds}) must be at least 300 below "
                 f"SESSION_TTL_SECONDS ({self.session_ttl_seconds}): an idle call must be "
                 "archived before it expires")
+        if (self.redis_iam_user is None) != (self.redis_cache_name is None):
+            raise ValueError("REDIS_IAM_USER and REDIS_CACHE_NAME go together: the token is "
+                             "signed for the user and the cache")
+        if self.redis_iam_user is not None:
+            if self.aws_region is None:
+                raise ValueError("REDIS_IAM_USER needs AWS_REGION (the token's signing region)")
+            if self.deployed and not (self.redis_url or "").startswith("rediss://"):
+                raise ValueError("REDIS_IAM_USER needs a rediss:// REDIS_URL: ElastiCache takes "
+                                 "IAM tokens over TLS only")
         return self
 
     @property
@@ -196,7 +217,8 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else ""
             var = VARIABLES.get(field, field.upper())
-            raise SettingsError(f"{var}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"{var}: {message}" if var else message) from None
 
     def load_flow(self) -> Flow:
         """The flow file named by ORCHESTRATOR_CONFIG (or the default), with URL overrides.

@@ -19,6 +19,7 @@ from redis.commands.core import AsyncScript
 from redis.retry import Retry
 
 from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.kv.iam_auth import IamAuth
 from orchestrator_flows.timeouts import deadline_at
 
 T = TypeVar("T")
@@ -117,9 +118,11 @@ class _ClusterScript:
 
 class RedisConnection:
     def __init__(
-        self, client: Redis | RedisCluster, *, deadline_seconds: float, max_connections: int
+        self, client: Redis | RedisCluster, *, deadline_seconds: float, max_connections: int,
+        credentials: IamAuth | None = None,
     ) -> None:
         self.client = client
+        self.credentials = credentials
         self.name = "redis-cluster" if isinstance(client, RedisCluster) else "redis"
         self.deadline_seconds = deadline_seconds
         self._ready = not isinstance(client, RedisCluster)
@@ -205,6 +208,10 @@ class RedisConnection:
         else:
             await self.client.connection_pool.disconnect()
 
+    def forget_credentials(self) -> None:
+        if self.credentials is not None:
+            self.credentials.forget()
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -217,6 +224,7 @@ def connect(
     connect_timeout: float,
     max_connections: int,
     ca_certs: str | None = None,
+    credential_provider: IamAuth | None = None,
 ) -> RedisConnection:
     """Build the client lazily (no I/O here): connections open on first use, on the running loop.
 
@@ -233,6 +241,8 @@ def connect(
     }
     if ca_certs:
         options["ssl_ca_certs"] = ca_certs
+    if credential_provider is not None:  # asked for at each connection's AUTH
+        options["credential_provider"] = credential_provider
     client: Redis | RedisCluster
     if mode == "cluster":
         options.pop("health_check_interval")
@@ -252,4 +262,5 @@ def connect(
         client,
         deadline_seconds=min(1.9, connect_timeout + 2 * socket_timeout),
         max_connections=max_connections,
+        credentials=credential_provider,
     )

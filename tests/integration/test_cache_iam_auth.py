@@ -1,0 +1,110 @@
+"""The store as ElastiCache's IAM user, against a real redis-server that requires it: the user
+holds exactly the stack's access string, its password is the token signed for the clock's
+time, and a connection opened after the token's renewal authenticates with the new one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from infra.cache import ACCESS_STRING
+from orchestrator_flows.breaker.redis_store import RedisBreakerStore
+from orchestrator_flows.errors import StoreUnavailable
+from orchestrator_flows.kv.iam_auth import AwsCredentials, IamAuth, presign_connect
+from orchestrator_flows.kv.redis_connection import connect
+from orchestrator_flows.runtime import Runtime, Storage
+from orchestrator_flows.settings import Settings
+from orchestrator_flows.store.redis_backend import RedisBackend
+from tests.support.redis_servers import RedisProcess, start_standalone
+from tests.support.scripted import ScriptedAgents, turn
+
+CREDENTIALS = AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "token")
+AT = datetime(2026, 12, 5, 9, 30, 0, tzinfo=UTC)
+USER, CACHE, REGION = "orchestrator-flows-dev", "of-dev-1234abcd", "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProcess,
+                                                                       redis.Redis]]:
+    """A private redis-server whose default user is off: only named users get in."""
+    server = start_standalone(Path(tmp_path_factory.mktemp("acl")))
+    setup = redis.Redis(port=server.port)
+    command(setup, "ACL", "SETUSER", "admin", "on", ">admin-secret", "~*", "&*", "+@all")
+    command(setup, "ACL", "SETUSER", "default", "off")
+    setup.close()
+    admin = redis.Redis(port=server.port, username="admin", password="admin-secret")
+    yield server, admin
+    admin.close()
+    server.stop()
+
+
+def command(client: redis.Redis, *args: str) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def token_at(at: datetime) -> str:
+    return presign_connect(cache_name=CACHE, user_id=USER, region=REGION,
+                           credentials=CREDENTIALS, at=at)
+
+
+def only_token(admin: redis.Redis, token: str) -> None:
+    """The user as the stack defines it, whose one password is `token` (as ElastiCache takes
+    only a token that is valid now)."""
+    command(admin, "ACL", "SETUSER", USER, "reset", *ACCESS_STRING.split(), f">{token}")
+
+
+async def test_the_store_runs_as_the_iam_user_and_renews_its_token(
+        locked: tuple[RedisProcess, redis.Redis]) -> None:
+    server, admin = locked
+    now = [AT.timestamp()]
+    auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
+                   credentials=lambda: CREDENTIALS, clock=lambda: now[0])
+    only_token(admin, token_at(AT))
+    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                         max_connections=8, credential_provider=auth)
+    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
+    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
+                            agents=ScriptedAgents())
+    try:
+        # A whole call under the access string: claims, commits, scripts, breakers, reads.
+        for intent in ("greeting", "verify_identity"):
+            reply = await runtime.turns.handle_turn(turn(intent, call="IAM-1"))
+            assert reply.status == "success", reply
+        assert await runtime.store.get("IAM-1") is not None
+        assert {entry["user"] for entry in admin.client_list()} >= {USER}
+
+        # Eleven minutes on, the token is renewed; the server takes only the new one. Open
+        # connections stay (as on ElastiCache) until cut, as ElastiCache cuts them at 12 h.
+        later = AT + timedelta(minutes=11)
+        now[0] = later.timestamp()
+        only_token(admin, token_at(later))
+        command(admin, "CLIENT", "KILL", "USER", USER)
+        reply = await runtime.turns.handle_turn(turn("small_talk", call="IAM-1"))
+        assert reply.status == "success", reply
+        assert any(entry["user"] == USER for entry in admin.client_list())
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_token_the_server_does_not_take_is_store_unavailable(
+        locked: tuple[RedisProcess, redis.Redis]) -> None:
+    server, admin = locked
+    only_token(admin, token_at(AT))
+    stale = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
+                    credentials=lambda: CREDENTIALS,
+                    clock=lambda: (AT + timedelta(minutes=30)).timestamp())
+    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                         max_connections=2, credential_provider=stale)
+    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
+    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
+                            agents=ScriptedAgents())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await runtime.store.get("IAM-2")
+    finally:
+        await runtime.aclose()
