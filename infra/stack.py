@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Fn, Stack, Tags, Validations
+from aws_cdk import Aspects, CfnOutput, Fn, Stack, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from infra.api import Api
 from infra.archive import ArchiveTable
 from infra.cache import SessionCache
+from infra.checks import AcceptedFindings
 from infra.config import StackConfig, flow_agents
 from infra.deploys import SafeDeploys
 from infra.functions import SERVICE, Functions
@@ -57,5 +58,6 @@ class OrchestratorFlowsStack(Stack):
 
 def attach_checks(stack: Stack) -> None:
     """cdk-nag's AWS Solutions rules as a validation plugin: an unacknowledged finding fails
-    synth."""
+    synth. And checkov's accepted findings, written into the resources they concern."""
     Validations.of(stack).add_plugins(AwsSolutionsChecks(stack))
+    Aspects.of(stack).add(AcceptedFindings())
