@@ -246,3 +246,13 @@ def test_the_shipped_env_json_is_a_whole_local_environment(lambda_env: dict[str,
             if name.startswith("AGENT_URL_")} == set(default_flow().agents)
     assert all(shipped[f"AGENT_URL_{name.upper()}"] == agent.url
                for name, agent in default_flow().agents.items())
+
+
+def test_a_variable_the_shell_sets_wins_over_the_env_file() -> None:
+    from orchestrator_flows.local.invoke import file_fills_the_rest
+
+    shipped = json.loads((EVENTS / "env.json").read_text())["Parameters"]
+    assert shipped["ARCHIVE_TABLE"] == ""  # a local Redis: no table, unless the shell names one
+    merged = file_fills_the_rest(shipped, {"ARCHIVE_TABLE": "my-archive-table"})
+    assert "ARCHIVE_TABLE" not in merged  # the shell's stays
+    assert merged["REDIS_URL"] == "redis://127.0.0.1:6379/0"  # the file fills the rest

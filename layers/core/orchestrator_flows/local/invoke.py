@@ -8,6 +8,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -115,6 +116,14 @@ def read_event(path: Path) -> dict[str, object]:
     return event
 
 
+def file_fills_the_rest(variables: dict[str, str],
+                        shell: Mapping[str, str]) -> dict[str, str]:
+    """What the env file sets: what the invoking shell does not. `ARCHIVE_TABLE=t
+    orchestrator-flows invoke … --env-file events/env.json` overrides the file's empty
+    ARCHIVE_TABLE, as a variable given on the command line overrides a default."""
+    return {key: value for key, value in variables.items() if key not in shell}
+
+
 def local_invoke(name: str, event_path: Path, env_file: Path | None, functions_dir: Path) -> int:
     """Load the handler as Lambda would (a fresh import, the function's environment), invoke it
     once, print what it returned. This process's environment is the function's: set before
@@ -123,7 +132,7 @@ def local_invoke(name: str, event_path: Path, env_file: Path | None, functions_d
     variables = read_env_file(env_file, name) if env_file is not None else {}
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", name)
-    os.environ.update(variables)
+    os.environ.update(file_fills_the_rest(variables, os.environ))
     handler = load_function(name, functions_dir).handler
     response = handler(event, LocalContext(function_name=name))
     print(json.dumps(response, indent=2))
