@@ -20,7 +20,7 @@ from orchestrator_flows.kv.redis_connection import connect
 from orchestrator_flows.runtime import Runtime, Storage
 from orchestrator_flows.settings import Settings
 from orchestrator_flows.store.redis_backend import RedisBackend
-from tests.support.redis_servers import RedisProcess, start_standalone
+from tests.support.redis_servers import RedisProcess, start_cluster, start_standalone
 from tests.support.scripted import ScriptedAgents, turn
 
 CREDENTIALS = AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "token")
@@ -108,3 +108,69 @@ async def test_a_token_the_server_does_not_take_is_store_unavailable(
             await runtime.store.get("IAM-2")
     finally:
         await runtime.aclose()
+
+
+async def test_credentials_that_cannot_be_had_are_store_unavailable_not_a_crash(
+        locked: tuple[RedisProcess, redis.Redis]) -> None:
+    server, _ = locked
+
+    def none() -> AwsCredentials:
+        raise RuntimeError("no AWS credentials")
+
+    auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION, credentials=none)
+    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
+                         max_connections=2, credential_provider=auth)
+    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
+    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
+                            agents=ScriptedAgents())
+    try:
+        with pytest.raises(StoreUnavailable, match="no credentials to sign"):
+            await runtime.store.get("IAM-3")
+    finally:
+        await runtime.aclose()
+
+
+async def test_on_a_cluster_every_node_s_connections_authenticate_with_the_current_token(
+        tmp_path: Path) -> None:
+    """As deployed: ElastiCache Serverless is reached in cluster mode, where redis-py opens
+    connections to each node itself (and again after a node's connections are cut)."""
+    cluster = start_cluster(tmp_path)
+    admins = []
+    try:
+        for node in cluster.nodes:
+            setup = redis.Redis(port=node.port)
+            command(setup, "ACL", "SETUSER", "admin", "on", ">admin-secret", "~*", "&*", "+@all")
+            command(setup, "ACL", "SETUSER", "default", "off")
+            setup.close()
+            admins.append(redis.Redis(port=node.port, username="admin", password="admin-secret"))
+        now = [AT.timestamp()]
+        for admin in admins:
+            only_token(admin, token_at(AT))
+        auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
+                       credentials=lambda: CREDENTIALS, clock=lambda: now[0])
+        connection = connect(cluster.url, "cluster", socket_timeout=1.0, connect_timeout=1.0,
+                             max_connections=8, credential_provider=auth)
+        storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
+        runtime = Runtime.build(Settings(redis_url=cluster.url, redis_mode="cluster"),
+                                storage=storage, agents=ScriptedAgents())
+        try:
+            calls = [f"IAM-C{i}" for i in range(6)]  # spread over the three nodes' slots
+            for call in calls:
+                assert (await runtime.turns.handle_turn(turn("greeting", call=call))
+                        ).status == "success"
+            later = AT + timedelta(minutes=11)
+            now[0] = later.timestamp()
+            for admin in admins:
+                only_token(admin, token_at(later))
+                command(admin, "CLIENT", "KILL", "USER", USER)
+            for call in calls:
+                assert (await runtime.turns.handle_turn(turn("verify_identity", call=call))
+                        ).status == "success"
+            assert sum(entry["user"] == USER for admin in admins
+                       for entry in admin.client_list()) >= len(admins)
+        finally:
+            await runtime.aclose()
+    finally:
+        for admin in admins:
+            admin.close()
+        cluster.stop()

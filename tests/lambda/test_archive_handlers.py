@@ -111,3 +111,26 @@ def test_the_sweeper_needs_its_table(lambda_env: dict[str, str]) -> None:
 
     with pytest.raises(SettingsError, match="ARCHIVE_TABLE"):
         load_function("sweeper", Path(__file__).resolve().parents[2] / "functions")
+
+
+@pytest.mark.parametrize("function", ["sweeper", "orchestrate", "get_session"])
+def test_every_function_registers_its_snapstart_hooks_at_init(
+        archive_env: dict[str, str], function: str) -> None:
+    """Each function's module, loaded as Lambda loads it, registers one hook before the
+    snapshot and one after the restore, and both run."""
+    import random
+
+    import snapshot_restore_py
+
+    from orchestrator_flows import snapshot
+
+    before = len(snapshot_restore_py.get_before_snapshot())
+    after = len(snapshot_restore_py.get_after_restore())
+    load_function(function, Path(__file__).resolve().parents[2] / "functions")
+    (closing,) = snapshot_restore_py.get_before_snapshot()[before:]
+    (renewing,) = snapshot_restore_py.get_after_restore()[after:]
+    assert (closing[0], renewing[0]) == (snapshot.before_snapshot, snapshot.after_restore)
+    closing[0](*closing[1], **closing[2])
+    state = random.getstate()
+    renewing[0](*renewing[1], **renewing[2])
+    assert random.getstate() != state

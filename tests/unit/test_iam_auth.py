@@ -88,3 +88,17 @@ def test_iam_settings_that_cannot_authenticate_are_refused(env: dict[str, str],
                                                            message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({"REDIS_URL": "rediss://cache:6379", **env}, deployed=True)
+
+
+def test_the_credential_chain_is_resolved_once_and_again_after_a_restore(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFIRST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "first-secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    auth = IamAuth(cache_name="of-dev-1234abcd", user_id="orchestrator-flows-dev",
+                   region="eu-west-1", clock=lambda: AT.timestamp())
+    assert "AKIDFIRST" in auth.token()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDRESTORED")  # a restored environment's
+    assert "AKIDFIRST" in auth.token()  # kept (and the token with it)
+    auth.forget()
+    assert "AKIDRESTORED" in auth.token()

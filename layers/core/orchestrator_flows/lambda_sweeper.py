@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from orchestrator_flows import snapshot
 from orchestrator_flows.archive.sweeper import Sweeper, SweepReport
 from orchestrator_flows.errors import SettingsError
 from orchestrator_flows.lambda_telemetry import PowertoolsObserver, Telemetry
@@ -58,6 +59,7 @@ def build_sweeper_handler() -> SweepHandler:
     index = runtime.store.archive_index
     assert index is not None  # an archive table gives an index
     loop = asyncio.new_event_loop()
+    snapshot.register(runtime, loop)  # SnapStart: its retry jitter and Redis connections
     sweepers: list[Sweeper] = []  # one per execution environment, made on first use
     logger, metrics = telemetry.logger, telemetry.metrics
     tune_collector()

@@ -9,8 +9,9 @@ connection reopens, authenticating with a fresh token).
 
 The signing is done here (a dozen lines of SigV4) rather than through botocore's presigner,
 so that the clock is an argument: the tests sign at a fixed time and check the result against
-botocore's own signer. The credentials come from botocore's chain (environment, the SnapStart
-container endpoint, ...), read when a token is made.
+botocore's own signer. The credentials come from botocore's chain, resolved once (the first
+token is made on the first connection, inside a turn's deadline; the chain reads environment
+variables in Lambda, or the SnapStart container endpoint once).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from redis.credentials import CredentialProvider
+from redis.exceptions import AuthenticationError
 
 TOKEN_LIFETIME_SECONDS = 900
 # A token is renewed this long before it expires: a connection that opens just before that
@@ -40,15 +43,26 @@ class AwsCredentials:
     session_token: str | None = None
 
 
-def botocore_credentials() -> AwsCredentials:
-    """The process's credentials, from botocore's chain (frozen: one consistent set)."""
-    import botocore.session
+class ChainCredentials:
+    """The process's credentials from botocore's chain (environment, the SnapStart container
+    endpoint, ...), resolved once and refreshed by botocore when they near their expiry."""
 
-    found = botocore.session.get_session().get_credentials()
-    if found is None:
-        raise RuntimeError("no AWS credentials to sign the cache's IAM token with")
-    frozen = found.get_frozen_credentials()
-    return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+    def __init__(self) -> None:
+        self._found: Any = None
+
+    def __call__(self) -> AwsCredentials:
+        if self._found is None:
+            import botocore.session
+
+            self._found = botocore.session.get_session().get_credentials()
+            if self._found is None:
+                raise RuntimeError("no AWS credentials to sign the cache's IAM token with")
+        frozen = self._found.get_frozen_credentials()  # one consistent set
+        return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def forget(self) -> None:
+        """Resolve the chain again (after a SnapStart restore: the init's are stale)."""
+        self._found = None
 
 
 def _quote(value: str) -> str:
@@ -93,12 +107,12 @@ class IamAuth(CredentialProvider):
     token is kept until REFRESH_BEFORE_SECONDS before it expires."""
 
     def __init__(self, *, cache_name: str, user_id: str, region: str,
-                 credentials: Callable[[], AwsCredentials] = botocore_credentials,
+                 credentials: Callable[[], AwsCredentials] | None = None,
                  clock: Callable[[], float] = time.time, serverless: bool = True) -> None:
         self.cache_name = cache_name
         self.user_id = user_id
         self.region = region
-        self._credentials = credentials
+        self._credentials = credentials or ChainCredentials()
         self._clock = clock
         self._serverless = serverless
         self._token: tuple[str, float] | None = None  # the token, and when to renew it
@@ -108,9 +122,17 @@ class IamAuth(CredentialProvider):
         now = self._clock()
         with self._lock:
             if self._token is None or now >= self._token[1]:
+                try:
+                    credentials = self._credentials()
+                except Exception as exc:
+                    # A Redis error: the store answers 503 store_unavailable, as for any
+                    # failure to reach it, never a 500.
+                    raise AuthenticationError(
+                        f"no credentials to sign the cache's IAM token: "
+                        f"{type(exc).__name__}: {exc}") from exc
                 signed = presign_connect(
                     cache_name=self.cache_name, user_id=self.user_id, region=self.region,
-                    credentials=self._credentials(), serverless=self._serverless,
+                    credentials=credentials, serverless=self._serverless,
                     at=datetime.fromtimestamp(now, UTC))
                 self._token = (signed, now + TOKEN_LIFETIME_SECONDS - REFRESH_BEFORE_SECONDS)
             return self._token[0]
@@ -119,6 +141,9 @@ class IamAuth(CredentialProvider):
         """Drop the kept token (after a SnapStart restore: it may have expired meanwhile)."""
         with self._lock:
             self._token = None
+            forget = getattr(self._credentials, "forget", None)
+            if forget is not None:
+                forget()
 
     def get_credentials(self) -> tuple[str, str]:
         return self.user_id, self.token()
