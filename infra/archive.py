@@ -32,7 +32,7 @@ ACTIONS: dict[Access, tuple[str, ...]] = {
 class ArchiveTable(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig) -> None:
         super().__init__(scope, id)
-        keep = config.keeps_data
+        keep = config.outside_dev
         string = dynamodb.AttributeType.STRING
         self.table = dynamodb.TableV2(
             self, "Table",

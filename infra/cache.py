@@ -99,8 +99,8 @@ class SessionCache(Construct):
             ),
             # Outside dev, a daily snapshot kept for a week: live calls can be restored into a
             # new cache after an operator's mistake. Dev keeps none (it costs per GB stored).
-            daily_snapshot_time=None if config.is_dev else SNAPSHOT_TIME,
-            snapshot_retention_limit=None if config.is_dev else 7,
+            daily_snapshot_time=SNAPSHOT_TIME if config.outside_dev else None,
+            snapshot_retention_limit=7 if config.outside_dev else None,
         )
         self.cache.add_dependency(group)
         self.user_arn = user.attr_arn

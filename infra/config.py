@@ -157,7 +157,7 @@ class StackConfig(BaseModel):
             raise ValueError("jwtIssuer must be an https:// URL")
         if self.throttle_burst_limit < self.throttle_rate_limit:
             raise ValueError("throttleBurstLimit must be at least throttleRateLimit")
-        if not self.is_dev and self.alarm_email is None and self.alarm_topic_arn is None:
+        if self.outside_dev and self.alarm_email is None and self.alarm_topic_arn is None:
             raise ValueError(
                 f"stage {self.stage} has alarms that would reach no one: set alarmEmail or "
                 "alarmTopicArn (only the dev stage may go without)")
@@ -193,8 +193,7 @@ class StackConfig(BaseModel):
     @property
     def is_dev(self) -> bool:
         """A stage whose data may go with the stack (the default, `dev`); any other stage keeps
-        its data when the stack is deleted, snapshots its cache and must have alarms that reach
-        someone."""
+        its data (see outside_dev)."""
         return self.stage == "dev"
 
     @property
@@ -208,9 +207,10 @@ class StackConfig(BaseModel):
         return self.profile == "prod"
 
     @property
-    def keeps_data(self) -> bool:
-        """The archive is kept (and protected) when the stack goes: outside dev, and always in
-        production."""
+    def outside_dev(self) -> bool:
+        """A stack that serves real calls: any stage but dev, and any stack of the prod profile.
+        Its archive is kept (and protected) when the stack goes, its cache is snapshotted
+        daily, and its alarms must reach someone."""
         return not self.is_dev or self.production
 
     @property
@@ -244,9 +244,12 @@ class StackConfig(BaseModel):
 
     @property
     def reservable_concurrency(self) -> int:
-        """What the account leaves for orchestrate: its limit less Lambda's unreserved minimum
-        and the sweeper's one."""
-        return self.account_concurrency - UNRESERVED_MINIMUM - 1
+        """What orchestrate may reserve by default: half the account's limit, and never past
+        it less Lambda's unreserved minimum and the sweeper's one. Half leaves room for the
+        read functions, other stacks' reservations (another stage's sweeper, say) and other
+        workloads: reserving all of it would fail the next deploy that reserves anything."""
+        return min(self.account_concurrency // 2,
+                   self.account_concurrency - UNRESERVED_MINIMUM - 1)
 
     @property
     def snap_start(self) -> bool:
@@ -256,8 +259,8 @@ class StackConfig(BaseModel):
 
     @property
     def deployment(self) -> str:
-        """How a new orchestrate version takes traffic: 10 % for 5 minutes first in production,
-        at once in dev (CodeDeploy still watches the alarms and rolls back)."""
+        """How a new orchestrate version takes traffic: 10 % for 5 minutes first in production
+        (its canary alarms can roll it back), at once in dev (the alarms still page)."""
         if self.deployment_given is not None:
             return self.deployment_given
         return "CANARY_10_PERCENT_5_MINUTES" if self.production else "ALL_AT_ONCE"

@@ -13,10 +13,11 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.functions import LIVE, Functions
 
-# The alarms that stop and roll back a deploy of orchestrate: the API's 5xx rate and
-# orchestrate's own error rate. Not the agents' error rate: an agent's outage is not the new
-# version's fault, and rolling back would not end it.
-ROLLBACK_ALARMS = ("Api5xxRate", "ErrorRate-orchestrate")
+# The alarms that stop and roll back a deploy of orchestrate: the new version's own 5xx rate
+# and crashes (monitoring.py's canary alarms), and the API's 5xx rate and orchestrate's error
+# rate. Not the agents' error rate: an agent's outage is not the new version's fault, and
+# rolling back would not end it.
+ROLLBACK_ALARMS = ("CanaryServerErrors", "CanaryCrashes", "Api5xxRate", "ErrorRate-orchestrate")
 
 
 class SafeDeploys(Construct):
@@ -24,6 +25,10 @@ class SafeDeploys(Construct):
                  alarms: dict[str, cloudwatch.Alarm]) -> None:
         super().__init__(scope, id)
         live = functions.live["orchestrate"]
+        # The canary alarms watch the new version by number: CloudFormation updates them to it
+        # before it moves the alias.
+        for name in ROLLBACK_ALARMS[:2]:
+            live.node.add_dependency(alarms[name])
         self.group = codedeploy.LambdaDeploymentGroup(
             self, "Orchestrate", alias=live,
             deployment_config=getattr(codedeploy.LambdaDeploymentConfig, config.deployment),

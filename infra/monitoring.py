@@ -11,6 +11,8 @@ alarms would reach no one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -22,7 +24,7 @@ from constructs import Construct
 from infra.api import Api
 from infra.cache import SessionCache
 from infra.config import StackConfig
-from infra.functions import FUNCTIONS, SERVICE, SWEEPER, Functions, metrics_namespace
+from infra.functions import FUNCTIONS, LIVE, SERVICE, SWEEPER, Functions, metrics_namespace
 
 ONE_MINUTE = Duration.minutes(1)
 FIVE_MINUTES = Duration.minutes(5)
@@ -32,6 +34,8 @@ LIMIT_SHARE = 0.8
 # five minutes can see it), and only in minutes with this many requests: two errors out of
 # three requests are not an outage.
 RATE_PERIODS, RATE_DATAPOINTS, RATE_MIN_COUNT = 5, 3, 20
+# A canary's minute counts with fewer turns: it has a tenth of the traffic.
+CANARY_MIN_COUNT = 5
 API_5XX_PERCENT = 5.0
 FUNCTION_ERROR_PERCENT = 5.0
 AGENT_ERROR_PERCENT = 10.0
@@ -97,14 +101,16 @@ class Monitoring(Construct):
                       f"{spec.name}: {FUNCTION_ERROR_PERCENT:g} % or more of invocations failed "
                       "(crashed, timed out, or failed to start)",
                       periods=RATE_PERIODS, datapoints=RATE_DATAPOINTS)
-            alarm(f"Duration-{spec.name}",
-                  function.metric_duration(period=FIVE_MINUTES, statistic="p99"),
-                  timeout * 1000 * LIMIT_SHARE,
-                  f"{spec.name}: p99 duration at {LIMIT_SHARE:.0%} of its {timeout} s timeout",
-                  periods=3, datapoints=2)
+            if spec.name != SWEEPER:  # it runs to its timeout on purpose when calls pile up
+                alarm(f"Duration-{spec.name}",
+                      function.metric_duration(period=FIVE_MINUTES, statistic="p99"),
+                      timeout * 1000 * LIMIT_SHARE,
+                      f"{spec.name}: p99 duration at {LIMIT_SHARE:.0%} of its {timeout} s "
+                      "timeout", periods=3, datapoints=2)
             alarm(f"Throttles-{spec.name}",
                   function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"), 1,
                   f"{spec.name} invocations throttled")
+        self._canary(config, functions, namespace, alarm)
         if config.reserved_concurrency is not None:
             alarm("ConcurrencyNearLimit", functions.by_name["orchestrate"].metric(
                 "ConcurrentExecutions", period=ONE_MINUTE, statistic="Maximum"),
@@ -144,6 +150,36 @@ class Monitoring(Construct):
             for each in self.alarms.values():
                 each.add_alarm_action(actions.SnsAction(topic))
         self.dashboard = self._dashboard(config, namespace, api, cache_dims)
+
+    def _canary(self, config: StackConfig, functions: Functions, namespace: str,
+                alarm: Callable[..., cloudwatch.Alarm]) -> None:
+        """The version being deployed, alone: its 5xx rate and its crashes. The API's and the
+        function's rates mix it with the version it replaces (at 10 % of traffic it would have
+        to fail half its turns to move them); these watch exactly the new version (its number
+        is in their dimensions, updated before the alias moves), in one-minute periods that a
+        five-minute canary sees."""
+        function = functions.by_name["orchestrate"]
+        version = functions.live["orchestrate"].version.version
+        by_version = {"FunctionName": function.function_name,
+                      "Resource": f"{function.function_name}:{LIVE}", "ExecutedVersion": version}
+        invocations = cloudwatch.Metric(namespace="AWS/Lambda", metric_name="Invocations",
+                                        dimensions_map=by_version, statistic="Sum",
+                                        period=ONE_MINUTE)
+        server_errors = cloudwatch.Metric(
+            namespace=namespace, metric_name="ServerErrors", statistic="Sum", period=ONE_MINUTE,
+            dimensions_map={"service": SERVICE, "function": function.function_name,
+                            "version": version})
+        alarm("CanaryServerErrors", cloudwatch.MathExpression(
+            expression=f"IF(total >= {CANARY_MIN_COUNT}, 100 * errors / total, 0)",
+            using_metrics={"errors": server_errors, "total": invocations},
+            label="new version 5xx %", period=ONE_MINUTE),
+              API_5XX_PERCENT,
+              f"the orchestrate version being deployed answered 5xx to {API_5XX_PERCENT:g} % or "
+              "more of its turns", periods=2, datapoints=2)
+        alarm("CanaryCrashes", cloudwatch.Metric(
+            namespace="AWS/Lambda", metric_name="Errors", dimensions_map=by_version,
+            statistic="Sum", period=ONE_MINUTE), 1,
+              "the orchestrate version being deployed crashed or timed out")
 
     def _topics(self, config: StackConfig) -> list[sns.ITopic]:
         topics: list[sns.ITopic] = []

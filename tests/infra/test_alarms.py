@@ -36,13 +36,15 @@ def expression(alarm: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 def test_every_limit_has_an_alarm(default_stack: Synthesized) -> None:
     names = set(alarms(default_stack))
-    per_function = {f"{kind}{bare(spec.name)}" for spec in FUNCTIONS
-                    for kind in ("Duration", "Throttles")}
+    per_function = {f"Throttles{bare(spec.name)}" for spec in FUNCTIONS}
+    # the sweeper runs to its timeout on purpose when calls pile up: ArchiveLag watches it
+    per_function |= {f"Duration{bare(spec.name)}" for spec in FUNCTIONS
+                     if spec.name != "sweeper"}
     per_function |= {f"ErrorRate{bare(spec.name)}" for spec in FUNCTIONS
                      if spec.name != "sweeper"}
     assert names == {"Api5xxRate", "ApiLatencyP99", "AgentErrorRate", "SweeperErrors",
                      "CacheProcessingUnits", "CacheMemory", "CacheThrottled", "ArchiveFailures",
-                     "ArchiveLag"} | per_function
+                     "ArchiveLag", "CanaryServerErrors", "CanaryCrashes"} | per_function
     # dev reserves no concurrency for orchestrate: nothing to be near
     assert "ConcurrencyNearLimit" not in names
 
@@ -71,7 +73,8 @@ def test_each_function_alarms_near_its_timeout(default_stack: Synthesized) -> No
     found = alarms(default_stack)
     timeouts = {name: props["Properties"]["Timeout"]
                 for name, props in default_stack.resources("AWS::Lambda::Function").items()}
-    for spec in FUNCTIONS:
+    assert "Durationsweeper" not in found
+    for spec in FUNCTIONS[:-1]:
         alarm = found[f"Duration{bare(spec.name)}"]
         assert alarm["MetricName"] == "Duration"
         assert alarm["ExtendedStatistic"] == "p99"
@@ -145,3 +148,32 @@ def test_production_alarms_near_orchestrate_s_reserved_concurrency(
         "Properties"]["ReservedConcurrentExecutions"]
     assert alarm["MetricName"] == "ConcurrentExecutions"
     assert alarm["Threshold"] == reserved * 0.8
+
+
+def test_the_canary_alarms_watch_the_version_being_deployed_alone(
+        default_stack: Synthesized) -> None:
+    found = alarms(default_stack)
+    (alias_id, alias), = [(name, a) for name, a in
+                          default_stack.resources("AWS::Lambda::Alias").items()
+                          if a["Properties"]["FunctionName"] == {"Ref": "OrchestrateFunction"}]
+    version = alias["Properties"]["FunctionVersion"]  # the version the alias moves to
+    crashes = found["CanaryCrashes"]
+    assert (crashes["Namespace"], crashes["MetricName"], crashes["Period"]) == (
+        "AWS/Lambda", "Errors", 60)
+    dimensions = {d["Name"]: d["Value"] for d in crashes["Dimensions"]}
+    assert dimensions["ExecutedVersion"] == version
+    assert dimensions["FunctionName"] == {"Ref": "OrchestrateFunction"}
+    math, inputs = expression(found["CanaryServerErrors"])
+    assert math == "IF(total >= 5, 100 * errors / total, 0)"
+    errors = inputs["errors"]["Metric"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("OrchestratorFlows/dev", "ServerErrors")
+    assert {d["Name"]: d["Value"] for d in errors["Dimensions"]} == {
+        "service": "orchestrator-flows", "function": {"Ref": "OrchestrateFunction"},
+        "version": version}
+    total = {d["Name"]: d["Value"] for d in inputs["total"]["Metric"]["Dimensions"]}
+    assert (inputs["total"]["Metric"]["MetricName"], total["ExecutedVersion"]) == (
+        "Invocations", version)
+    # updated to the new version before the alias moves to it
+    depends = default_stack.document["Resources"][alias_id]["DependsOn"]
+    assert {name for name in default_stack.resources("AWS::CloudWatch::Alarm")
+            if name.startswith("MonitoringCanary")} <= set(depends)

@@ -53,11 +53,11 @@ def test_prod_builds_a_nat_gateway_per_az_and_locks_the_default_security_group(
 def test_prod_sizes_orchestrate_s_reserved_concurrency_within_the_account(
         prod_stack: Synthesized, default_stack: Synthesized) -> None:
     # 100 turns/s × a 25 s timeout could hold 2,500 executions: more than a default account's
-    # 1,000 less the 100 Lambda keeps unreserved and the sweeper's 1.
-    assert function(prod_stack, "OrchestrateFunction")["ReservedConcurrentExecutions"] == 899
+    # 1,000. Half of it is reserved, leaving room for the rest of the account.
+    assert function(prod_stack, "OrchestrateFunction")["ReservedConcurrentExecutions"] == 500
     Annotations.from_stack(prod_stack.stack).has_warning(
         "/OrchestratorFlows-prod/Functions/orchestrate", Match.string_like_regexp(
-            r"reserved concurrency \(899\) is below .* = 2500\)"))
+            r"reserved concurrency \(500\) is below .* = 2500\)"))
     assert "ReservedConcurrentExecutions" not in function(default_stack, "OrchestrateFunction")
 
 
@@ -100,7 +100,10 @@ def test_the_profile_follows_the_stage_unless_given() -> None:
         True, 2, "CANARY_10_PERCENT_5_MINUTES")
     cheap = StackConfig.from_mapping({**PROD, "profile": "dev"})
     assert (cheap.production, cheap.nat_gateways, cheap.reserved_concurrency) == (False, 1, None)
-    assert cheap.keeps_data  # a prod stage's archive is kept whatever the profile
+    assert cheap.outside_dev  # a prod stage's archive is kept whatever the profile
+    # and a dev stage built as prod is held to prod's rules
+    with pytest.raises(ConfigError, match="reach no one"):
+        StackConfig.from_mapping({**AGENTS, "profile": "prod", "owner": "ivr"})
 
 
 def test_every_function_is_called_through_its_live_alias_on_a_published_version(
@@ -131,8 +134,8 @@ def test_orchestrate_deploys_through_codedeploy_and_rolls_back_on_its_alarms(
         "DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_REQUEST", "DEPLOYMENT_STOP_ON_ALARM"}
     assert props["AlarmConfiguration"]["Enabled"] is True
     watched = json.dumps(props["AlarmConfiguration"]["Alarms"])
-    assert "Api5xxRate" in watched
-    assert "ErrorRateorchestrate" in watched
+    for name in ("CanaryServerErrors", "CanaryCrashes", "Api5xxRate", "ErrorRateorchestrate"):
+        assert name in watched
     assert "AgentErrorRate" not in watched  # an agent's outage is not the version's fault
     alias = live_alias(stack, "OrchestrateFunction")
     assert "CodeDeployLambdaAliasUpdate" in alias["UpdatePolicy"]

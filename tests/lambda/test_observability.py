@@ -165,3 +165,23 @@ def test_only_random_ids_are_taken_out_before_looking_for_a_card() -> None:
             '"trace": "1-6744e2a0-f18f39166f729d149aac3ac2", "intent": "card:4111111111111111"')
     assert "4111" in without_random_ids(line)  # the card stays, to be found
     assert "0411" not in without_random_ids(line)
+
+
+def test_a_5xx_is_counted_for_the_version_that_answered_it(
+    cold: Invoke, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.redis_servers import free_port
+
+    capfd.readouterr()
+    assert cold("get_session", load_event("get_session", "live"))["statusCode"] < 500
+    blobs, _ = emitted(capfd)
+    assert not metric(blobs, "ServerErrors")  # nothing below 500
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # no Redis there
+    response = cold("get_session", load_event("get_session", "live"))
+    assert response["statusCode"] == 503
+    blobs, _ = emitted(capfd)
+    (error,) = metric(blobs, "ServerErrors")
+    assert error["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["service", "function", "version"]]
+    assert (error["function"], error["version"]) == ("get_session", "$LATEST")
+    assert error["ServerErrors"] == [1.0]

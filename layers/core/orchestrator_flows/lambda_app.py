@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
 from orchestrator_flows import snapshot
@@ -82,6 +83,12 @@ def build_handler(function: str) -> LambdaHandler:
             logger.warning("refused event", extra={"problem": problem})
             return _refusal(400, "invalid_event", problem)
         response: dict[str, Any] = adapter(event, context)
+        if response.get("statusCode", 200) >= 500:
+            # This version's own 5xx, beside Lambda's invocations of it: what a canary deploy
+            # of the version is judged by (the stack's rollback alarm). Rare: nothing is
+            # emitted for an answer below 500.
+            telemetry.count("ServerErrors", 1, MetricUnit.Count, function=context.function_name,
+                            version=context.function_version)
         return response
 
     return cast(LambdaHandler, handler)
