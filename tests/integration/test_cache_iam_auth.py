@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -47,6 +47,15 @@ def command(client: redis.Redis, *args: str) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
+def as_user(url: str, auth: IamAuth, mode: Literal["standalone", "cluster"]) -> Runtime:
+    """A runtime whose store connects as the IAM user, with `auth` signing its tokens."""
+    connection = connect(url, mode, socket_timeout=1.0, connect_timeout=1.0, max_connections=8,
+                         credential_provider=auth)
+    return Runtime.build(Settings(redis_url=url, redis_mode=mode),
+                         storage=Storage(RedisBackend(connection), RedisBreakerStore(connection)),
+                         agents=ScriptedAgents())
+
+
 def token_at(at: datetime) -> str:
     return presign_connect(cache_name=CACHE, user_id=USER, region=REGION,
                            credentials=CREDENTIALS, at=at)
@@ -65,11 +74,7 @@ async def test_the_store_runs_as_the_iam_user_and_renews_its_token(
     auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
                    credentials=lambda: CREDENTIALS, clock=lambda: now[0])
     only_token(admin, token_at(AT))
-    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
-                         max_connections=8, credential_provider=auth)
-    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
-    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
-                            agents=ScriptedAgents())
+    runtime = as_user(server.url, auth, "standalone")
     try:
         # A whole call under the access string: claims, commits, scripts, breakers, reads.
         for intent in ("greeting", "verify_identity"):
@@ -98,11 +103,7 @@ async def test_a_token_the_server_does_not_take_is_store_unavailable(
     stale = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
                     credentials=lambda: CREDENTIALS,
                     clock=lambda: (AT + timedelta(minutes=30)).timestamp())
-    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
-                         max_connections=2, credential_provider=stale)
-    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
-    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
-                            agents=ScriptedAgents())
+    runtime = as_user(server.url, stale, "standalone")
     try:
         with pytest.raises(StoreUnavailable):
             await runtime.store.get("IAM-2")
@@ -118,11 +119,7 @@ async def test_credentials_that_cannot_be_had_are_store_unavailable_not_a_crash(
         raise RuntimeError("no AWS credentials")
 
     auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION, credentials=none)
-    connection = connect(server.url, "standalone", socket_timeout=1.0, connect_timeout=1.0,
-                         max_connections=2, credential_provider=auth)
-    storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
-    runtime = Runtime.build(Settings(redis_url=server.url), storage=storage,
-                            agents=ScriptedAgents())
+    runtime = as_user(server.url, auth, "standalone")
     try:
         with pytest.raises(StoreUnavailable, match="no credentials to sign"):
             await runtime.store.get("IAM-3")
@@ -148,11 +145,7 @@ async def test_on_a_cluster_every_node_s_connections_authenticate_with_the_curre
             only_token(admin, token_at(AT))
         auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION,
                        credentials=lambda: CREDENTIALS, clock=lambda: now[0])
-        connection = connect(cluster.url, "cluster", socket_timeout=1.0, connect_timeout=1.0,
-                             max_connections=8, credential_provider=auth)
-        storage = Storage(RedisBackend(connection), RedisBreakerStore(connection))
-        runtime = Runtime.build(Settings(redis_url=cluster.url, redis_mode="cluster"),
-                                storage=storage, agents=ScriptedAgents())
+        runtime = as_user(cluster.url, auth, "cluster")
         try:
             calls = [f"IAM-C{i}" for i in range(6)]  # spread over the three nodes' slots
             for call in calls:

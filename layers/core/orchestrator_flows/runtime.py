@@ -87,6 +87,11 @@ class Storage:
         if connection is not None:
             await connection.drop_connections()
 
+    def forget_credentials(self) -> None:
+        connection = getattr(self.calls, "connection", None)
+        if connection is not None:
+            connection.forget_credentials()  # the cache's IAM token
+
 
 def iam_auth(settings: Settings) -> IamAuth | None:
     """ElastiCache's IAM authentication, when REDIS_IAM_USER names the user."""
@@ -195,9 +200,7 @@ class Runtime:
         if forget is not None:
             forget()
         self.archives.opened = None  # its boto3 resource holds the init's credentials
-        connection = getattr(self.storage.calls, "connection", None)
-        if connection is not None:
-            connection.forget_credentials()  # the cache's IAM token
+        self.storage.forget_credentials()
 
     async def aclose(self) -> None:
         close = getattr(self.agents, "aclose", None)

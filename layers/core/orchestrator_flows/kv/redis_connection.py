@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import hiredis
 from redis import exceptions as redis_errors
@@ -19,8 +19,10 @@ from redis.commands.core import AsyncScript
 from redis.retry import Retry
 
 from orchestrator_flows.errors import StoreUnavailable
-from orchestrator_flows.kv.iam_auth import IamAuth
 from orchestrator_flows.timeouts import deadline_at
+
+if TYPE_CHECKING:
+    from orchestrator_flows.kv.iam_auth import IamAuth
 
 T = TypeVar("T")
 

@@ -130,9 +130,9 @@ def local_invoke(name: str, event_path: Path, env_file: Path | None, functions_d
     the import, as Lambda sets it before init."""
     event = read_event(event_path)
     variables = read_env_file(env_file, name) if env_file is not None else {}
+    os.environ.update(file_fills_the_rest(variables, os.environ))
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", name)
-    os.environ.update(file_fills_the_rest(variables, os.environ))
     handler = load_function(name, functions_dir).handler
     response = handler(event, LocalContext(function_name=name))
     print(json.dumps(response, indent=2))
