@@ -34,7 +34,8 @@ ACCESS_LOG_FIELDS = {
     "integrationError": Field.context_integration_error_message(),
     "authorizerError": Field.context_authorizer_error(),
     "caller": Field.context_identity_caller(),
-    "xrayTraceId": Field.context_xray_trace_id(),
+    # the Lambda invocation's request id (HTTP APIs have no X-Ray trace id of their own)
+    "lambdaRequestId": Field.context_aws_endpoint_request_id(),
 }
 
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import cast
 
-from aws_cdk import Acknowledgment, Annotations, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, Annotations, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -153,6 +153,11 @@ class Functions(Construct):
                 # not carry over.
                 snap_start=(lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if config.snap_start
                             else None),
+                # A version stays when the next is published: rolling back by hand (the
+                # Rollback output) moves the alias to it. Lambda stops caching an unused
+                # version's snapshot after 14 days; old versions are pruned by hand.
+                current_version_options=lambda_.VersionOptions(
+                    removal_policy=RemovalPolicy.RETAIN),
             )
             cast(lambda_.CfnFunction, function.node.default_child).override_logical_id(
                 spec.logical_id)

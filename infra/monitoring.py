@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Token, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
@@ -23,7 +23,7 @@ from constructs import Construct
 
 from infra.api import Api
 from infra.cache import SessionCache
-from infra.config import StackConfig
+from infra.config import ConfigError, StackConfig
 from infra.functions import FUNCTIONS, LIVE, SERVICE, SWEEPER, Functions, metrics_namespace
 
 ONE_MINUTE = Duration.minutes(1)
@@ -207,6 +207,11 @@ class Monitoring(Construct):
                        "a topic encrypted with the AWS-managed aws/sns key."))
             topics.append(topic)
         if config.alarm_topic_arn is not None:
+            region = config.alarm_topic_arn.split(":")[3]
+            stack_region = Stack.of(self).region
+            if not Token.is_unresolved(stack_region) and region != stack_region:
+                raise ConfigError(f"alarmTopicArn is in {region}: an alarm can notify a topic "
+                                  f"of its own region only ({stack_region})")
             topics.append(sns.Topic.from_topic_arn(self, "PagerTopic", config.alarm_topic_arn))
         return topics
 

@@ -8,10 +8,11 @@ import re
 from typing import Any
 
 import pytest
+from aws_cdk import Environment
 
 from infra.config import ConfigError, StackConfig
 from infra.functions import FUNCTIONS
-from tests.infra.conftest import AGENTS, Synthesized
+from tests.infra.conftest import AGENTS, PROD, Synth, Synthesized
 
 
 def alarms(stack: Synthesized) -> dict[str, dict[str, Any]]:
@@ -177,3 +178,10 @@ def test_the_canary_alarms_watch_the_version_being_deployed_alone(
     depends = default_stack.document["Resources"][alias_id]["DependsOn"]
     assert {name for name in default_stack.resources("AWS::CloudWatch::Alarm")
             if name.startswith("MonitoringCanary")} <= set(depends)
+
+
+def test_an_existing_topic_in_another_region_is_refused(synth: Synth) -> None:
+    env = Environment(account="123456789012", region="eu-west-1")
+    with pytest.raises(ConfigError, match=r"alarmTopicArn is in us-east-1: .* own region only"):
+        synth({**PROD, "alarmTopicArn": "arn:aws:sns:us-east-1:123456789012:pager"}, env=env)
+    synth(PROD, env=env)  # the fixtures' topic is in eu-west-1

@@ -109,6 +109,8 @@ def test_the_profile_follows_the_stage_unless_given() -> None:
 def test_every_function_is_called_through_its_live_alias_on_a_published_version(
         default_stack: Synthesized) -> None:
     versions = default_stack.resources("AWS::Lambda::Version")
+    # kept when the next is published: a rollback by hand has a version to go back to
+    assert {v["DeletionPolicy"] for v in versions.values()} == {"Retain"}
     for spec in FUNCTIONS:
         alias = live_alias(default_stack, spec.logical_id)["Properties"]
         version = versions[alias["FunctionVersion"]["Fn::GetAtt"][0]]["Properties"]

@@ -225,7 +225,8 @@ def test_the_default_stage_throttles_and_logs_access_as_json(default_stack: Synt
     line = json.loads(props["AccessLogSettings"]["Format"])
     assert line["requestId"] == "$context.requestId"
     assert line["routeKey"] == "$context.routeKey"
-    assert line["xrayTraceId"] == "$context.xrayTraceId"  # a log line leads to its trace
+    # a log line leads to its function's log lines (HTTP APIs have no X-Ray trace id)
+    assert line["lambdaRequestId"] == "$context.awsEndpointRequestId"
     assert all(value.startswith("$context.") for value in line.values())
     assert line["status"] == "$context.status"
 

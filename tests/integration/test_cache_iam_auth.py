@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from infra.cache import ACCESS_STRING
+from orchestrator_flows import snapshot
 from orchestrator_flows.breaker.redis_store import RedisBreakerStore
 from orchestrator_flows.errors import StoreUnavailable
 from orchestrator_flows.kv.iam_auth import AwsCredentials, IamAuth, presign_connect
@@ -167,3 +168,48 @@ async def test_on_a_cluster_every_node_s_connections_authenticate_with_the_curre
         for admin in admins:
             admin.close()
         cluster.stop()
+
+
+class InitCredentials:
+    """Credentials as a chain resolves them: once, kept until forgotten (ChainCredentials'
+    shape); `now` is what the environment would give if asked again."""
+
+    def __init__(self, now: AwsCredentials) -> None:
+        self.now = now
+        self.kept: AwsCredentials | None = None
+
+    def __call__(self) -> AwsCredentials:
+        if self.kept is None:
+            self.kept = self.now
+        return self.kept
+
+    def forget(self) -> None:
+        self.kept = None
+
+
+async def test_after_a_snapstart_restore_the_token_is_signed_with_the_restored_credentials(
+        locked: tuple[RedisProcess, redis.Redis]) -> None:
+    """A snapshot holds the init's credentials and the token they signed; the environment
+    restored from it has credentials of its own, which the cache's IAM check wants. The
+    after-restore hook drops both: the next connection signs with the new credentials."""
+    server, admin = locked
+    source = InitCredentials(CREDENTIALS)
+    now = [AT.timestamp()]
+    auth = IamAuth(cache_name=CACHE, user_id=USER, region=REGION, credentials=source,
+                   clock=lambda: now[0])
+    only_token(admin, token_at(AT))
+    runtime = as_user(server.url, auth, "standalone")
+    try:
+        await runtime.store.get("IAM-SNAP")  # the init opened a connection
+        await runtime.drop_connections()  # before_snapshot's work, on this (running) loop
+        restored = AwsCredentials("AKIDRESTORED", "restored-secret", "restored-token")
+        source.now = restored
+        now[0] += 120  # restored two minutes on: the kept token has not reached its renewal
+        only_token(admin, presign_connect(cache_name=CACHE, user_id=USER, region=REGION,
+                                          credentials=restored, at=AT + timedelta(minutes=2)))
+        with pytest.raises(StoreUnavailable):  # the kept token, signed by the init's
+            await runtime.store.get("IAM-SNAP")
+        snapshot.after_restore(runtime)
+        assert await runtime.store.get("IAM-SNAP") is None  # authenticated, nothing stored
+    finally:
+        await runtime.aclose()
