@@ -160,7 +160,7 @@ class StackConfig(BaseModel):
         if self.outside_dev and self.alarm_email is None and self.alarm_topic_arn is None:
             raise ValueError(
                 f"stage {self.stage} has alarms that would reach no one: set alarmEmail or "
-                "alarmTopicArn (only the dev stage may go without)")
+                "alarmTopicArn (only the dev stage of the dev profile may go without)")
         if self.production and self.owner is None:
             raise ValueError("the prod profile tags every resource with its owner: set owner "
                              "(a team or an address)")
@@ -169,8 +169,8 @@ class StackConfig(BaseModel):
                              "does not run SnapStart on provisioned concurrency): choose one")
         if self.deployment_given is not None and self.deployment_given not in DEPLOYMENTS:
             raise ValueError(f"deployment must be one of {', '.join(DEPLOYMENTS)}")
-        if (self.reserved_concurrency_given is not None and self.reserved_concurrency_given
-                > self.account_concurrency - UNRESERVED_MINIMUM - 1):
+        if (self.reserved_concurrency_given is not None
+                and self.reserved_concurrency_given > self.most_reservable):
             raise ValueError(
                 f"reservedConcurrency={self.reserved_concurrency_given} leaves less than "
                 f"Lambda's {UNRESERVED_MINIMUM} unreserved (and the sweeper's 1) of "
@@ -245,11 +245,15 @@ class StackConfig(BaseModel):
     @property
     def reservable_concurrency(self) -> int:
         """What orchestrate may reserve by default: half the account's limit, and never past
-        it less Lambda's unreserved minimum and the sweeper's one. Half leaves room for the
+        most_reservable. Half leaves room for the
         read functions, other stacks' reservations (another stage's sweeper, say) and other
         workloads: reserving all of it would fail the next deploy that reserves anything."""
-        return min(self.account_concurrency // 2,
-                   self.account_concurrency - UNRESERVED_MINIMUM - 1)
+        return min(self.account_concurrency // 2, self.most_reservable)
+
+    @property
+    def most_reservable(self) -> int:
+        """The account's limit less Lambda's unreserved minimum and the sweeper's one."""
+        return self.account_concurrency - UNRESERVED_MINIMUM - 1
 
     @property
     def snap_start(self) -> bool:

@@ -42,11 +42,11 @@ AGENT_ERROR_PERCENT = 10.0
 GE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 
 
-def rate(errors: cloudwatch.IMetric, total: cloudwatch.IMetric,
-         label: str) -> cloudwatch.MathExpression:
-    """errors / total in percent, in each minute with at least RATE_MIN_COUNT of total (else 0)."""
+def rate(errors: cloudwatch.IMetric, total: cloudwatch.IMetric, label: str,
+         min_count: int = RATE_MIN_COUNT) -> cloudwatch.MathExpression:
+    """errors / total in percent, in each minute with at least min_count of total (else 0)."""
     return cloudwatch.MathExpression(
-        expression=f"IF(total >= {RATE_MIN_COUNT}, 100 * errors / total, 0)",
+        expression=f"IF(total >= {min_count}, 100 * errors / total, 0)",
         using_metrics={"errors": errors, "total": total}, label=label, period=ONE_MINUTE)
 
 
@@ -92,7 +92,8 @@ class Monitoring(Construct):
                 alarm("SweeperErrors", function.metric_errors(period=FIVE_MINUTES,
                                                               statistic="Sum"),
                       1, "sweeper runs that failed")
-            else:
+            else:  # (the sweeper has no duration alarm: it runs to its timeout on purpose
+                # when calls pile up, and ArchiveLag watches it)
                 alarm(f"ErrorRate-{spec.name}",
                       rate(function.metric_errors(period=ONE_MINUTE, statistic="Sum"),
                            function.metric_invocations(period=ONE_MINUTE, statistic="Sum"),
@@ -101,7 +102,6 @@ class Monitoring(Construct):
                       f"{spec.name}: {FUNCTION_ERROR_PERCENT:g} % or more of invocations failed "
                       "(crashed, timed out, or failed to start)",
                       periods=RATE_PERIODS, datapoints=RATE_DATAPOINTS)
-            if spec.name != SWEEPER:  # it runs to its timeout on purpose when calls pile up
                 alarm(f"Duration-{spec.name}",
                       function.metric_duration(period=FIVE_MINUTES, statistic="p99"),
                       timeout * 1000 * LIMIT_SHARE,
@@ -169,10 +169,8 @@ class Monitoring(Construct):
             namespace=namespace, metric_name="ServerErrors", statistic="Sum", period=ONE_MINUTE,
             dimensions_map={"service": SERVICE, "function": function.function_name,
                             "version": version})
-        alarm("CanaryServerErrors", cloudwatch.MathExpression(
-            expression=f"IF(total >= {CANARY_MIN_COUNT}, 100 * errors / total, 0)",
-            using_metrics={"errors": server_errors, "total": invocations},
-            label="new version 5xx %", period=ONE_MINUTE),
+        alarm("CanaryServerErrors",
+              rate(server_errors, invocations, "new version 5xx %", CANARY_MIN_COUNT),
               API_5XX_PERCENT,
               f"the orchestrate version being deployed answered 5xx to {API_5XX_PERCENT:g} % or "
               "more of its turns", periods=2, datapoints=2)

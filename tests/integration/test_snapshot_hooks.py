@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 import snapshot_restore_py
+from redis.asyncio.cluster import RedisCluster
 
 from orchestrator_flows import snapshot
 from orchestrator_flows.a2a import A2AClient
@@ -116,10 +117,15 @@ def test_on_a_cluster_the_client_finds_its_nodes_again_after_the_snapshot(
     try:
         loop.run_until_complete(runtime.store.get("SNAP-CLUSTER"))
         snapshot.before_snapshot(runtime, loop)
-        connection = runtime.storage.calls.connection  # type: ignore[attr-defined]
-        assert connection.client.nodes_manager.default_node is None  # nothing kept open
+        assert runtime.storage.redis is not None
+        cluster = runtime.storage.redis.client
+        assert isinstance(cluster, RedisCluster)
+        def topology() -> object:  # the node the client knows the cluster by, if any
+            return cluster.nodes_manager.default_node
+
+        assert topology() is None  # nothing kept open
         assert loop.run_until_complete(runtime.store.get("SNAP-CLUSTER")) is None
-        assert connection.client.nodes_manager.default_node is not None
+        assert topology() is not None
     finally:
         loop.run_until_complete(runtime.aclose())
         loop.close()
@@ -131,7 +137,8 @@ def test_after_the_restore_the_cache_s_iam_token_is_signed_anew(redis_url: str) 
                                      redis_cache_name="of-dev-1234abcd", aws_region="eu-west-1"))
     snapshot.register(runtime, loop)
     try:
-        auth = runtime.storage.calls.connection.credentials  # type: ignore[attr-defined]
+        assert runtime.storage.redis is not None
+        auth = runtime.storage.redis.credentials
         assert isinstance(auth, IamAuth)
         auth._token = ("signed-at-init", float("inf"))  # a token kept in the snapshot
         run_hooks(snapshot_restore_py.get_after_restore(), runtime)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from orchestrator_flows.archive.store import Archive
     from orchestrator_flows.engine import AgentCaller, Orchestrator
     from orchestrator_flows.kv.iam_auth import IamAuth
+    from orchestrator_flows.kv.redis_connection import RedisConnection
 
 logger = logging.getLogger(__name__)
 
@@ -74,23 +75,25 @@ class Storage:
             return None
         from orchestrator_flows.archive.index import MemoryArchiveIndex, RedisArchiveIndex
 
-        connection = getattr(self.calls, "connection", None)
         ttl = settings.session_ttl_seconds
-        return (RedisArchiveIndex(connection, ttl) if connection is not None
+        return (RedisArchiveIndex(self.redis, ttl) if self.redis is not None
                 else MemoryArchiveIndex(ttl))
 
     async def close(self) -> None:
         await self.calls.close()  # the breakers' store shares its connection or nothing
 
+    @property
+    def redis(self) -> RedisConnection | None:
+        """The Redis connection the calls (and the breakers) use; None when embedded."""
+        return getattr(self.calls, "connection", None)
+
     async def drop_connections(self) -> None:
-        connection = getattr(self.calls, "connection", None)
-        if connection is not None:
-            await connection.drop_connections()
+        if self.redis is not None:
+            await self.redis.drop_connections()
 
     def forget_credentials(self) -> None:
-        connection = getattr(self.calls, "connection", None)
-        if connection is not None:
-            connection.forget_credentials()  # the cache's IAM token
+        if self.redis is not None:
+            self.redis.forget_credentials()  # the cache's IAM token
 
 
 def iam_auth(settings: Settings) -> IamAuth | None:
